@@ -1,0 +1,35 @@
+# Two commands set everything up: `make run` trains the default model, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install data clean
+
+run: $(STAMP) data
+	$(BIN)/alexnet train $(ARGS)
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,tensorboard]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package where apt is available (no download needed); elsewhere the
+# toolkit downloads it on first use.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded on first use"; \
+	fi
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

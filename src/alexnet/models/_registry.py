@@ -1,0 +1,44 @@
+"""Name -> builder registry: a new variant is one decorated builder function."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from torch import nn
+
+from ..errors import AlexNetError
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``builder`` under its function name."""
+    _BUILDERS[builder.__name__] = builder
+    return builder
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_BUILDERS)
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; an unknown name lists the known ones."""
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _BUILDERS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise AlexNetError(
+            f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}"
+        ) from None
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """Build the registered model ``name``; ``options`` are its keyword arguments (switches)."""
+    builder = get_model_builder(name)
+    try:
+        return builder(**options)
+    except TypeError as error:  # an option the builder does not take
+        raise AlexNetError(f"bad option for model {name!r}: {error}") from None

@@ -1,0 +1,238 @@
+"""AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) and its variants, as one configurable module.
+
+Every variant is five convolutions and three fully connected layers; what differs between them is
+data (an ``Architecture``) and the switches the paper argues for, passed as keyword arguments:
+
+========================  ==================================  =====================================
+switch                    choices                             paper section
+========================  ==================================  =====================================
+``activation``            ``relu`` | ``tanh``                 3.1 (ReLU trains ~6x faster)
+``norm``                  ``lrn`` | ``batch`` | ``none``      3.3 (LRN: -1.4% top-1 error)
+``pooling``               ``overlapping`` | ``non-overlapping``  3.4 (3x3 stride 2: -0.4% top-1)
+``dropout``               probability                         4.2
+``towers``                1 | 2                               3.2 (two GPUs: -1.7% top-1)
+========================  ==================================  =====================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import AlexNetError
+from .layers import ACTIVATIONS, NORMALIZATIONS, POOLINGS, LocalResponseNorm, make_activation, make_pool
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution of the feature extractor and what follows it."""
+
+    channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    tower_local: bool = False  # with two towers, sees only its own tower's maps (groups=2)
+    normalized: bool = False  # local response normalisation follows when norm="lrn"
+    pooled: bool = False  # max pooling follows
+    paper_bias: float = 0.0  # bias value under the paper's initialisation (Section 5)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The data that tells one AlexNet variant from another."""
+
+    convs: tuple[ConvLayer, ...]
+    hidden: tuple[int, int]  # widths of FC6 and FC7
+    input_size: tuple[int, int, int]  # (channels, height, width) the variant is designed for
+    pool_padding: int = 0  # padding of the max-pooling layers (small variants pad to halve exactly)
+    adaptive_pool: int | None = None  # torchvision averages the last maps to a fixed 6x6 grid
+
+
+class AlexNet(nn.Module):
+    """Five convolutions, three fully connected layers, and the paper's design switches.
+
+    Layer names follow ``torchvision.models.alexnet`` (``features``, ``avgpool``, ``classifier``) so
+    that a torchvision ``state_dict`` loads into the single-tower variant unchanged.
+
+    Args:
+        architecture: layer sizes of the variant.
+        num_classes: outputs of the last layer.
+        in_chans: input channels (defaults to the architecture's).
+        activation: ``relu`` or ``tanh``.
+        norm: ``lrn`` (after the ReLU of the layers the architecture marks), ``batch`` (batch norm
+            between every convolution and its activation, a modern replacement), or ``none``.
+        pooling: ``overlapping`` (3x3, stride 2) or ``non-overlapping`` (2x2, stride 2).
+        dropout: probability of zeroing a hidden unit of FC6 and FC7.
+        towers: 1, or 2 for the paper's two-GPU connectivity.
+        classifier_order: where dropout sits. ``paper``: on the outputs of FC6 and FC7 ("setting to
+            zero the output of each hidden neuron", Section 4.2). ``torchvision``: on the inputs of
+            FC6 and FC7, so the pooled conv5 maps are dropped too and FC7's outputs are not.
+        init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says) or ``default`` (PyTorch's
+            Kaiming-uniform, as torchvision uses).
+    """
+
+    def __init__(
+        self,
+        architecture: Architecture,
+        *,
+        num_classes: int = 1000,
+        in_chans: int | None = None,
+        activation: str = "relu",
+        norm: str = "lrn",
+        pooling: str = "overlapping",
+        dropout: float = 0.5,
+        towers: int = 2,
+        classifier_order: str = "paper",
+        init: str = "paper",
+    ) -> None:
+        super().__init__()
+        _check_choice("activation", activation, ACTIVATIONS)
+        _check_choice("norm", norm, NORMALIZATIONS)
+        _check_choice("pooling", pooling, POOLINGS)
+        _check_choice("classifier_order", classifier_order, ("paper", "torchvision"))
+        _check_choice("init", init, ("paper", "default"))
+        if towers not in (1, 2):
+            raise AlexNetError(f"towers must be 1 or 2, got {towers}")
+        if not 0.0 <= dropout < 1.0:
+            raise AlexNetError(f"dropout must be a probability in [0, 1), got {dropout}")
+        if num_classes < 1:
+            raise AlexNetError(f"num_classes must be at least 1, got {num_classes}")
+
+        self.architecture = architecture
+        self.in_chans = in_chans or architecture.input_size[0]
+        self.input_size = (self.in_chans, *architecture.input_size[1:])
+        self.num_classes = num_classes
+        self.towers = towers
+        self.init = init
+        self.options = dict(
+            activation=activation, norm=norm, pooling=pooling, dropout=dropout, towers=towers,
+            classifier_order=classifier_order, init=init,
+        )
+
+        layers: list[nn.Module] = []
+        channels = self.in_chans
+        for conv in architecture.convs:
+            groups = towers if conv.tower_local else 1
+            layers.append(
+                nn.Conv2d(channels, conv.channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=groups, bias=norm != "batch")
+            )
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(conv.channels))
+            layers.append(make_activation(activation))
+            if norm == "lrn" and conv.normalized:
+                layers.append(LocalResponseNorm(groups=towers))
+            if conv.pooled:
+                layers.append(make_pool(pooling, architecture.pool_padding))
+            channels = conv.channels
+        self.features = nn.Sequential(*layers)
+
+        if architecture.adaptive_pool:
+            side = architecture.adaptive_pool
+            self.avgpool: nn.Module = nn.AdaptiveAvgPool2d((side, side))
+        else:
+            side = self._feature_side(architecture.input_size[1])
+            self.avgpool = nn.Identity()
+        self.feature_shape = (channels, side, side)
+        self.num_features = architecture.hidden[1]  # width of the FC7 features (pre-logits)
+
+        fc6, fc7 = architecture.hidden
+        flat = channels * side * side
+        if classifier_order == "paper":
+            self.classifier = nn.Sequential(
+                nn.Linear(flat, fc6), make_activation(activation), nn.Dropout(dropout),
+                nn.Linear(fc6, fc7), make_activation(activation), nn.Dropout(dropout),
+                nn.Linear(fc7, num_classes),
+            )
+        else:
+            self.classifier = nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(flat, fc6), make_activation(activation),
+                nn.Dropout(dropout), nn.Linear(fc6, fc7), make_activation(activation),
+                nn.Linear(fc7, num_classes),
+            )
+        if init == "paper":
+            self._init_paper()
+
+    # -- the shared interface ------------------------------------------------------------------
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) to the last convolutional maps, e.g. (B, 256, 6, 6)."""
+        self._check_input(x)
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Convolutional maps to logits (B, classes), or to the FC7 features with ``pre_logits``."""
+        x = torch.flatten(self.avgpool(x), 1)  # (B, 256 * 6 * 6) for the ImageNet variants
+        x = self.classifier[:-1](x)  # (B, 4096): FC7 after its activation
+        return x if pre_logits else self.classifier[-1](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace FC8 with a freshly initialised layer of ``num_classes`` outputs (fine-tuning)."""
+        old = self.classifier[-1]
+        self.classifier[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+        self.num_classes = num_classes
+        if self.init == "paper":
+            nn.init.normal_(self.classifier[-1].weight, 0.0, 0.01)
+            nn.init.zeros_(self.classifier[-1].bias)
+
+    # -- details -------------------------------------------------------------------------------
+
+    def _init_paper(self) -> None:
+        """Section 5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden FC
+        layers ("accelerates the early stages of learning by providing the ReLUs with positive
+        inputs"), 0 in the remaining layers."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        for conv, spec in zip(convs, self.architecture.convs):
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            if conv.bias is not None:
+                nn.init.constant_(conv.bias, spec.paper_bias)
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        for index, linear in enumerate(linears):
+            nn.init.normal_(linear.weight, 0.0, 0.01)
+            nn.init.constant_(linear.bias, 1.0 if index < len(linears) - 1 else 0.0)
+
+    def _feature_side(self, side: int) -> int:
+        """Spatial side of the last maps for an input of ``side`` pixels (shape arithmetic)."""
+        for module in self.features:
+            if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+                kernel, stride, padding = (_first(module.kernel_size), _first(module.stride),
+                                           _first(module.padding))
+                side = (side + 2 * padding - kernel) // stride + 1
+        return side
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        channels, height, width = self.input_size
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise AlexNetError(
+                f"expected a batch of images shaped (B, {channels}, {height}, {width}), got "
+                f"{tuple(x.shape)}; {channels}-channel input is what this model was built for "
+                f"(pass in_chans= to build it for other images)"
+            )
+        if self.architecture.adaptive_pool:
+            if min(self._feature_side(x.shape[2]), self._feature_side(x.shape[3])) < 1:
+                raise AlexNetError(
+                    f"input {tuple(x.shape[2:])} is too small for this model; use at least "
+                    f"{height}x{width} (resize the images)"
+                )
+        elif tuple(x.shape[2:]) != (height, width):
+            raise AlexNetError(
+                f"this model takes {height}x{width} images, got {x.shape[2]}x{x.shape[3]}; resize or "
+                f"crop them to {height}x{width} (its fully connected layers fix the input size)"
+            )
+
+
+def _first(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AlexNetError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
