@@ -1,0 +1,403 @@
+"""Augmentation of whole batches on the training device: the paper's, the tutorials', and presets.
+
+Every function takes a batch (B, C, H, W) and draws one set of random parameters *per image* from an
+explicit ``torch.Generator``, so a batch is augmented by a handful of tensor operations and an epoch
+replayed from the same generator seed is bit-identical. torchvision's ``transforms.v2`` draw one set of
+parameters per call (the whole batch would get the same crop), which is why the batch versions here
+are written by hand; the streaming path uses ``transforms.v2`` per image for the geometric part and
+these functions for the photometric part, so the two paths share one ``AugmentConfig``.
+
+Pixel values are uint8 before ``to_float`` and float on the 0..1 scale after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from ..errors import AlexNetError
+from .datasets import ColourPCA
+
+# The paper trains on random 224x224 patches of images whose shorter side was resized to 256
+# (Sections 2 and 4.1); as a fraction of the side that is 224/256 = 0.875.
+PAPER_CROP_FRACTION = 224 / 256
+# ITU-R BT.601 luma weights, the ones torchvision's rgb_to_grayscale uses.
+LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations a training batch gets; the same switches drive both loading paths."""
+
+    crop_padding: int = 0  # zero padding (pixels) before a random crop back to full size: translation by up to this much
+    crop_fraction: float = 1.0  # random crops of this fraction of the side (centre crop at evaluation); paper 224/256
+    random_resized_crop: tuple[float, float] | None = None  # area range of Inception-style crops, aspect 3/4..4/3
+    horizontal_flip: bool = False  # mirror half the images (paper Section 4.1)
+    vertical_flip: bool = False  # upside down half the images
+    rotation_degrees: float = 0.0  # uniform in +-degrees
+    translate: float = 0.0  # shift by up to this fraction of the side, each axis
+    color_jitter: float = 0.0  # brightness, contrast, saturation factors uniform in [1 - x, 1 + x]
+    pca_lighting_std: float = 0.0  # sigma of the PCA lighting coefficients; paper 0.1 (Section 4.1)
+    gaussian_noise_std: float = 0.0  # per-pixel noise on the 0..1 scale
+    ten_crop: bool = False  # evaluation yields the 10 views (4 corners, centre, mirrors) instead of the centre crop
+
+    @classmethod
+    def preset(cls, name: str, dataset: str | None = None) -> AugmentConfig:
+        """A named recipe (``list_presets()``); for digit datasets, flips are switched off."""
+        try:
+            config = PRESETS[name]
+        except KeyError:
+            raise AlexNetError(f"unknown augmentation preset {name!r}. Known presets: {', '.join(PRESETS)}") from None
+        if dataset == "mnist":  # a mirrored 2, 3 or 7 is not a digit
+            config = replace(config, horizontal_flip=False, vertical_flip=False)
+        return config
+
+    @property
+    def geometric_affine(self) -> bool:
+        """Whether training needs the general (resampling) geometric path instead of integer crops."""
+        return bool(self.random_resized_crop or self.rotation_degrees or self.translate)
+
+    def describe(self) -> str:
+        """The switches that differ from no augmentation, e.g. ``crop_padding=4, horizontal_flip``."""
+        parts = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value != item.default:
+                parts.append(item.name if value is True else f"{item.name}={value:g}" if isinstance(value, float) else f"{item.name}={value}")
+        return ", ".join(parts) or "none"
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    # 28/32 px data: translate by up to 4 px and mirror, two integer operations per batch (the
+    # standard CIFAR recipe of He et al. 2016 and airbench); what the fast Fashion-MNIST run uses.
+    "light": AugmentConfig(crop_padding=4, horizontal_flip=True),
+    # Section 4.1: random 224/256 crops and their mirrors, PCA lighting with sigma 0.1.
+    "paper": AugmentConfig(crop_fraction=PAPER_CROP_FRACTION, horizontal_flip=True, pca_lighting_std=0.1),
+    # What tutorials and the seeds stack on top: resized crops, rotation, translation, jitter, noise.
+    "tutorial": AugmentConfig(
+        random_resized_crop=(0.7, 1.0), horizontal_flip=True, rotation_degrees=10.0, translate=0.1,
+        color_jitter=0.2, gaussian_noise_std=0.02,
+    ),
+}
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def resolve_augment(augment: AugmentConfig | str | None, dataset: str | None = None) -> AugmentConfig:
+    """An ``AugmentConfig`` from a config, a preset name, or None (no augmentation)."""
+    if augment is None:
+        return PRESETS["none"]
+    if isinstance(augment, str):
+        return AugmentConfig.preset(augment, dataset)
+    return augment
+
+
+def derive_seed(seed: int, epoch: int, stream: str = "") -> int:
+    """A 63-bit seed from (seed, epoch, stream): independent streams for shuffling, augmentation, ..."""
+    digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu", stream: str = "") -> torch.Generator:
+    """A generator seeded from (seed, epoch, stream) only: replaying an epoch replays its randomness."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, stream))
+
+
+def _uniform(shape, low, high, generator, device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device) * (high - low) + low
+
+
+def _coin(count, generator, device) -> torch.Tensor:
+    return torch.rand(count, generator=generator, device=device) < 0.5
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+def _gather_crop(images, top, left, height, width, hflip, vflip) -> torch.Tensor:
+    """Per-image crops (and mirrors) in one gather: (B, C, H, W) -> (B, C, height, width)."""
+    batch, channels, full_height, full_width = images.shape
+    device = images.device
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    rows = torch.where(vflip.unsqueeze(1), height - 1 - rows, rows) + top.unsqueeze(1)  # (B, height)
+    cols = torch.where(hflip.unsqueeze(1), width - 1 - cols, cols) + left.unsqueeze(1)  # (B, width)
+    index = (rows.unsqueeze(2) * full_width + cols.unsqueeze(1)).view(batch, 1, height * width)
+    flat = images.reshape(batch, channels, full_height * full_width)
+    return flat.gather(2, index.expand(batch, channels, -1)).view(batch, channels, height, width)
+
+
+def random_crop(
+    images: torch.Tensor, size: tuple[int, int], generator: torch.Generator, *, padding: int = 0,
+    horizontal_flip: bool = False, vertical_flip: bool = False,
+) -> torch.Tensor:
+    """A random ``size`` crop of each image after zero ``padding``, each mirrored with probability 1/2."""
+    if padding:
+        images = F.pad(images, (padding,) * 4)
+    batch, _, height, width = images.shape
+    crop_height, crop_width = size
+    if crop_height > height or crop_width > width:
+        raise AlexNetError(f"cannot crop {crop_height}x{crop_width} out of {height}x{width} images")
+    device = images.device
+    top = torch.randint(0, height - crop_height + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, width - crop_width + 1, (batch,), generator=generator, device=device)
+    no = torch.zeros(batch, dtype=torch.bool, device=device)
+    hflip = _coin(batch, generator, device) if horizontal_flip else no
+    vflip = _coin(batch, generator, device) if vertical_flip else no
+    return _gather_crop(images, top, left, crop_height, crop_width, hflip, vflip)
+
+
+def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` crop of every image (a view, no copy)."""
+    height, width = images.shape[-2:]
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    return images[..., top : top + size[0], left : left + size[1]]
+
+
+def random_affine(
+    images: torch.Tensor, output_size: tuple[int, int], generator: torch.Generator, *,
+    crop_fraction: float = 1.0, scale_range: tuple[float, float] | None = None, degrees: float = 0.0,
+    translate: float = 0.0, horizontal_flip: bool = False, vertical_flip: bool = False,
+) -> torch.Tensor:
+    """Resized crops, rotation, translation and flips of float images as one ``grid_sample`` per batch.
+
+    The crop (area ``scale_range`` with aspect 3/4..4/3, else a side fraction ``crop_fraction``) is
+    placed uniformly inside the image, then rotated by up to ``degrees`` and shifted by up to
+    ``translate`` of the side; outside the image is zero. Output is ``output_size``.
+    """
+    batch, channels = images.shape[:2]
+    device = images.device
+    if scale_range:
+        area = _uniform(batch, scale_range[0], scale_range[1], generator, device)
+        log_ratio = _uniform(batch, math.log(3 / 4), math.log(4 / 3), generator, device)
+        ratio = torch.exp(log_ratio)
+        scale_x = torch.sqrt(area * ratio).clamp(max=1.0)  # half-widths in normalised [-1, 1] units
+        scale_y = torch.sqrt(area / ratio).clamp(max=1.0)
+    else:
+        scale_x = scale_y = torch.full((batch,), crop_fraction, device=device)
+    shift_x = _uniform(batch, -1, 1, generator, device) * (1 - scale_x)
+    shift_y = _uniform(batch, -1, 1, generator, device) * (1 - scale_y)
+    if translate:
+        shift_x = shift_x + _uniform(batch, -2 * translate, 2 * translate, generator, device)
+        shift_y = shift_y + _uniform(batch, -2 * translate, 2 * translate, generator, device)
+    angle = _uniform(batch, -degrees, degrees, generator, device) * (math.pi / 180)
+    if horizontal_flip:
+        scale_x = torch.where(_coin(batch, generator, device), -scale_x, scale_x)
+    if vertical_flip:
+        scale_y = torch.where(_coin(batch, generator, device), -scale_y, scale_y)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [torch.stack([scale_x * cos, -scale_y * sin, shift_x], 1), torch.stack([scale_x * sin, scale_y * cos, shift_y], 1)], 1
+    )  # (B, 2, 3): output coordinates -> input coordinates
+    grid = F.affine_grid(theta.to(images.dtype), [batch, channels, *output_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of float images on their device; antialiased when shrinking."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrinking = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+# --- colour ---------------------------------------------------------------------------------
+
+
+def compute_pca(images: torch.Tensor, chunk_pixels: int = 1 << 22) -> ColourPCA:
+    """Eigen-decomposition of the covariance of pixel colours over ``images`` (N, C, H, W), 0..1 scale.
+
+    Exact over every pixel, accumulated in float64 chunks; eigenvalues descending, each eigenvector's
+    largest component positive so that the result does not depend on the solver's sign choice.
+    """
+    channels = images.shape[1]
+    per_image = images[0].numel() // channels
+    step = max(1, chunk_pixels // per_image)
+    total = torch.zeros(channels, dtype=torch.float64)
+    products = torch.zeros(channels, channels, dtype=torch.float64)
+    for start in range(0, len(images), step):
+        chunk = images[start : start + step].to(torch.float64).div_(255)
+        pixels = chunk.transpose(0, 1).reshape(channels, -1)  # (C, pixels)
+        total += pixels.sum(1)
+        products += pixels @ pixels.T
+    count = len(images) * per_image
+    mean = total / count
+    covariance = (products - count * torch.outer(mean, mean)) / (count - 1)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
+    signs = torch.sign(eigenvectors.gather(0, eigenvectors.abs().argmax(0, keepdim=True)))
+    return ColourPCA(eigenvalues.float(), (eigenvectors * signs).float())
+
+
+def pca_lighting(images: torch.Tensor, pca: ColourPCA, std: float, generator: torch.Generator) -> torch.Tensor:
+    """The paper's "fancy PCA" (Section 4.1): add ``P (alpha * sqrt(lambda))`` to every pixel of an image.
+
+    ``alpha ~ N(0, std)`` per image and principal axis. The paper writes the eigenvalue ``lambda``; we
+    scale by its square root, the standard deviation of the colours along that axis, so that the shift
+    is ``std`` of the natural colour spread whatever the pixel scale (with ``lambda`` itself the shift
+    would be 255 times larger on 0..255 pixels than on 0..1 ones). The shift along axis i therefore
+    has standard deviation ``std * sqrt(lambda_i)``.
+    """
+    batch, channels = images.shape[:2]
+    alpha = torch.randn(batch, channels, generator=generator, device=images.device) * std
+    eigenvalues = pca.eigenvalues.to(images.device, images.dtype)
+    eigenvectors = pca.eigenvectors.to(images.device, images.dtype)
+    shift = (alpha * eigenvalues.sqrt()) @ eigenvectors.T  # (B, C)
+    return images + shift.view(batch, channels, 1, 1)
+
+
+def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and (for RGB) saturation, each factor uniform in [1 - s, 1 + s] per image."""
+    batch, channels = images.shape[:2]
+    device = images.device
+    low, high = max(0.0, 1 - strength), 1 + strength
+    brightness = _uniform((batch, 1, 1, 1), low, high, generator, device)
+    contrast = _uniform((batch, 1, 1, 1), low, high, generator, device)
+    images = (images * brightness).clamp(0, 1)
+    gray = _grayscale(images)
+    images = (images - gray.mean((1, 2, 3), keepdim=True)) * contrast + gray.mean((1, 2, 3), keepdim=True)
+    images = images.clamp(0, 1)
+    if channels == 3:
+        saturation = _uniform((batch, 1, 1, 1), low, high, generator, device)
+        gray = _grayscale(images)
+        images = ((images - gray) * saturation + gray).clamp(0, 1)
+    return images
+
+
+def gaussian_noise(images: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Independent N(0, std) noise on every pixel."""
+    return images + torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype) * std
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] == 1:
+        return images
+    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
+# --- the whole pipeline -----------------------------------------------------------------------
+
+
+def _crop_size(height: int, width: int, fraction: float) -> tuple[int, int]:
+    return max(1, round(height * fraction)), max(1, round(width * fraction))
+
+
+def geometric(
+    images: torch.Tensor, config: AugmentConfig, *, train: bool, output_size: tuple[int, int], generator: torch.Generator | None,
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float 0..1 (B, C, *output_size): crops, flips, affine, resize.
+
+    Evaluation takes the centre crop of ``config.crop_fraction`` (ten views when ``config.ten_crop``:
+    then the result is (B, 10, C, *output_size)).
+    """
+    height, width = images.shape[-2:]
+    if not train:
+        if config.ten_crop:
+            full = (round(output_size[0] / config.crop_fraction), round(output_size[1] / config.crop_fraction))
+            return ten_crop(resize(to_float(images), full), output_size)
+        return resize(to_float(center_crop(images, _crop_size(height, width, config.crop_fraction))), output_size)
+    if config.geometric_affine:
+        return random_affine(
+            to_float(images), output_size, generator, crop_fraction=config.crop_fraction,
+            scale_range=config.random_resized_crop, degrees=config.rotation_degrees, translate=config.translate,
+            horizontal_flip=config.horizontal_flip, vertical_flip=config.vertical_flip,
+        )
+    crop = _crop_size(height, width, config.crop_fraction)
+    if crop != (height, width) or config.crop_padding or config.horizontal_flip or config.vertical_flip:
+        images = random_crop(
+            images, crop, generator, padding=config.crop_padding,
+            horizontal_flip=config.horizontal_flip, vertical_flip=config.vertical_flip,
+        )
+    return resize(to_float(images), output_size)
+
+
+def photometric(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator, pca: ColourPCA | None) -> torch.Tensor:
+    """Colour jitter, PCA lighting and noise on float 0..1 images (training only)."""
+    if config.color_jitter:
+        images = color_jitter(images, config.color_jitter, generator)
+    if config.pca_lighting_std:
+        if pca is None:
+            raise AlexNetError("PCA lighting needs the colour PCA of the training set (compute_pca)")
+        images = pca_lighting(images, pca, config.pca_lighting_std, generator)
+    if config.gaussian_noise_std:
+        images = gaussian_noise(images, config.gaussian_noise_std, generator)
+    return images
+
+
+def augment_batch(
+    images: torch.Tensor, config: AugmentConfig, *, train: bool, output_size: tuple[int, int],
+    generator: torch.Generator | None = None, pca: ColourPCA | None = None,
+) -> torch.Tensor:
+    """uint8 images -> augmented float 0..1 images at ``output_size`` (not yet normalised)."""
+    images = geometric(images, config, train=train, output_size=output_size, generator=generator)
+    return photometric(images, config, generator, pca) if train else images
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float32 0..1."""
+    return images.to(torch.float32).div_(255) if images.dtype == torch.uint8 else images
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], channels: int | None = None,
+) -> torch.Tensor:
+    """Subtract the dataset mean, divide by its std, and convert to ``channels`` (1 <-> 3).
+
+    Grey to RGB repeats the normalised channel, so any model can train on any dataset; RGB to grey
+    takes BT.601 luma with the luma-weighted mean and std (the std is an upper bound, exact when the
+    channels are perfectly correlated).
+    """
+    source = images.shape[-3]
+    channels = channels or source
+    if channels != source and not (source == 3 and channels == 1) and source != 1:
+        raise AlexNetError(f"cannot convert {source}-channel images to {channels} channels")
+    if source == 3 and channels == 1:
+        images = _grayscale(images.flatten(0, -4)).view(*images.shape[:-3], 1, *images.shape[-2:])
+        mean = (sum(w * m for w, m in zip(LUMA, mean)),)
+        std = (sum(w * s for w, s in zip(LUMA, std)),)
+    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(-1, 1, 1)
+    std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(-1, 1, 1)
+    images = (images - mean_t) / std_t
+    if channels != images.shape[-3]:
+        images = images.expand(*images.shape[:-3], channels, *images.shape[-2:])
+    return images
+
+
+# --- test time ------------------------------------------------------------------------------
+
+
+def ten_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The paper's ten test views (Section 4.1): (B, C, H, W) -> (B, 10, C, *size).
+
+    Views 0-4 are the top-left, top-right, bottom-left, bottom-right and centre crops
+    (torchvision's ``five_crop``); views 5-9 are the same crops mirrored left to right.
+    """
+    crops = TF.five_crop(images, list(size))
+    return torch.stack([*crops, *(crop.flip(-1) for crop in crops)], dim=1)
+
+
+@torch.no_grad()
+def ten_crop_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Log of the softmax averaged over the ten views (the paper's test-time prediction), (B, classes).
+
+    ``images`` are either normalised (B, C, H, W) images, cut into ten ``size`` views here, or the
+    (B, 10, C, h, w) views an evaluation loader with ``ten_crop`` yields. The result is a valid logit
+    vector: ``argmax``, top-k and cross-entropy work on it unchanged.
+    """
+    if images.dim() == 4:
+        if size is None:
+            raise AlexNetError("ten_crop_logits needs the crop size for (B, C, H, W) images")
+        images = ten_crop(images, size)
+    batch, views = images.shape[:2]
+    logits = model(images.flatten(0, 1)).view(batch, views, -1)
+    return logits.float().softmax(-1).mean(1).log()

@@ -1,0 +1,420 @@
+"""Datasets by name: what each one is, where its files are looked for, and its decoded tensors.
+
+One ``DatasetInfo`` per name holds the facts a training run needs (shape, classes, normalisation
+constants and where they come from). The in-memory sets are decoded once by torchvision's own dataset
+classes (their parsers, download code and checksums) and cached as uint8 tensors, so that a second
+load of Fashion-MNIST takes well under a second.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torchvision
+from torchvision.datasets.utils import check_integrity
+
+from ..errors import AlexNetError
+
+DATA_DIR_ENV = "ALEXNET_DATA"  # a directory holding datasets, searched after an explicit --data-dir
+# Read-only copies installed by the system; Debian's ``dataset-fashion-mnist`` package puts the four
+# IDX files in /usr/share/datasets/fashion-mnist/ and records their md5 sums for dpkg.
+SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+DPKG_INFO_DIR = Path("/var/lib/dpkg/info")
+
+SPLITS = ("train", "test")
+
+# Normalisation constants, per channel on the 0..1 scale.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a training run needs to know about a dataset before reading any of it."""
+
+    name: str
+    input_shape: tuple[int, int, int] | None  # (C, H, W) as stored; None: streaming, sizes vary
+    num_classes: int | None  # None: a folder's class count is known only once it is listed
+    mean: tuple[float, ...]  # per channel, 0..1 scale
+    std: tuple[float, ...]
+    normalization_source: str  # where mean and std come from
+    in_memory: bool  # True: the whole set fits in memory as uint8 (InMemoryLoader)
+    default_val_size: int  # images held out of the training set for validation (0: own val split)
+    url: str  # the official source
+    files: str  # what to put in a data directory to use it offline
+
+
+_INFOS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,),
+            "computed over the 60,000 training images (0.28604, 0.35302)",
+            True, 5_000, "https://github.com/zalandoresearch/fashion-mnist",
+            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz in <dir>/fashion-mnist/",
+        ),
+        DatasetInfo(
+            "mnist", (1, 28, 28), 10, (0.1307,), (0.3081,),
+            "computed over the 60,000 training images (the constants of PyTorch's MNIST example)",
+            True, 5_000, "https://yann.lecun.com/exdb/mnist/",
+            "the four IDX files (train-images-idx3-ubyte, ...) in <dir>/MNIST/raw/",
+        ),
+        DatasetInfo(
+            "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+            "per-pixel statistics of the 50,000 training images",
+            True, 5_000, "https://www.cs.toronto.edu/~kriz/cifar.html",
+            "the extracted cifar-10-batches-py/ folder in <dir>/",
+        ),
+        DatasetInfo(
+            "cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+            "per-pixel statistics of the 50,000 training images",
+            True, 5_000, "https://www.cs.toronto.edu/~kriz/cifar.html",
+            "the extracted cifar-100-python/ folder in <dir>/",
+        ),
+        DatasetInfo(
+            "flowers17", (3, 256, 256), 17, _IMAGENET_MEAN, _IMAGENET_STD,
+            "ImageNet's (torchvision's pretrained-weights constants): natural photographs",
+            True, 170, "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/",
+            "the extracted 17flowers.tgz (jpg/image_0001.jpg ... image_1360.jpg) in <dir>/flowers17/",
+        ),
+        DatasetInfo(
+            "imagenet", None, 1000, _IMAGENET_MEAN, _IMAGENET_STD,
+            "ImageNet training set (torchvision's pretrained-weights constants)",
+            False, 0, "https://image-net.org/challenges/LSVRC/2012/",
+            "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG in <dir>/imagenet/ (LOC_synset_mapping.txt "
+            "beside them gives readable class names)",
+        ),
+        DatasetInfo(
+            "folder", None, None, _IMAGENET_MEAN, _IMAGENET_STD,
+            "ImageNet's, assuming natural photographs",
+            False, 0, "",
+            "one sub-folder of images per class (optionally under train/ val/ test/); pass it as --data-dir",
+        ),
+    )
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of every dataset, the default (Fashion-MNIST) first."""
+    return list(_INFOS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The ``DatasetInfo`` of ``name``; an unknown name lists the known ones."""
+    try:
+        return _INFOS[name]
+    except KeyError:
+        raise AlexNetError(f"unknown dataset {name!r}. Known datasets: {', '.join(_INFOS)}") from None
+
+
+class ColourPCA(NamedTuple):
+    """Eigen-decomposition of the per-pixel colour covariance of a training set (0..1 scale)."""
+
+    eigenvalues: torch.Tensor  # (C,) variances along the principal axes, descending
+    eigenvectors: torch.Tensor  # (C, C), column i is the axis of eigenvalues[i]
+
+
+@dataclass
+class ImageTensors:
+    """A whole split in memory: uint8 images, int64 labels and what they mean."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, 0..1 scale
+    std: tuple[float, ...]
+    pca: ColourPCA | None = field(default=None, repr=False)  # of the training split, for PCA lighting
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, indices: torch.Tensor) -> ImageTensors:
+        """The images at ``indices``, same classes and constants."""
+        return replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+# --- where data is looked for ---------------------------------------------------------------
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``: downloads and decoded tensors."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "alexnet"
+
+
+def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """Where datasets are looked for, in order: ``data_dir``, ``$ALEXNET_DATA``, the user cache, system copies.
+
+    A dataset is found in one of these directories or in its sub-folder named after the dataset.
+    """
+    dirs = [Path(data_dir).expanduser()] if data_dir else []
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
+    dirs.append(user_cache_dir() / "datasets")
+    dirs.extend(SYSTEM_DATA_DIRS)
+    return dirs
+
+
+def not_found_error(name: str, looked: list[Path], reason: str = "") -> AlexNetError:
+    """The one message for missing data: where we looked and the two ways to get it."""
+    info = dataset_info(name)
+    ways = []
+    if name == "fashion-mnist":
+        ways.append("install Debian's package: sudo apt install dataset-fashion-mnist")
+    if info.url and name not in ("imagenet", "folder"):
+        ways.append(f"download it with --download (from {info.url}; needs internet)")
+    elif info.url:
+        ways.append(f"get it from {info.url}")
+    ways.append(f"put {info.files}, where <dir> is --data-dir, ${DATA_DIR_ENV} or {user_cache_dir() / 'datasets'}")
+    places = "\n".join(f"  {path}" for path in looked)
+    steps = "\n".join(f"  - {way}" for way in ways)
+    detail = f" ({reason})" if reason else ""
+    return AlexNetError(f"dataset {name!r} not found{detail}. Looked in:\n{places}\nTo get it:\n{steps}")
+
+
+def _candidates(name: str, data_dir: str | Path | None) -> list[Path]:
+    """Each search directory and its sub-folder named after the dataset."""
+    return [path for root in search_dirs(data_dir) for path in (root / name, root)]
+
+
+# --- the MNIST family: torchvision's parsers, Debian's gzipped copy ----------------------------
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _dpkg_md5sums() -> dict[Path, str]:
+    """md5 sums dpkg recorded for installed files: how a system copy is verified."""
+    sums = {}
+    for listing in DPKG_INFO_DIR.glob("dataset-*.md5sums"):
+        for line in listing.read_text().splitlines():
+            digest, _, path = line.partition("  ")
+            sums[Path("/") / path] = digest
+    return sums
+
+
+def _verify_gz(path: Path, official_md5: str) -> None:
+    """A gzipped IDX file must match the official md5 or the one dpkg recorded (Debian recompresses)."""
+    if check_integrity(str(path), official_md5):
+        return
+    recorded = _dpkg_md5sums().get(path.resolve())
+    if recorded and check_integrity(str(path), recorded):
+        return
+    raise AlexNetError(f"checksum mismatch for {path}: it is damaged or not the official file; delete it and get it again")
+
+
+def _locate_idx(name: str, tv_class: type, data_dir) -> Path | None:
+    for path in _candidates(name, data_dir):
+        if all((path / tv_class.__name__ / "raw" / file).is_file() for file in _IDX_FILES):
+            return path / tv_class.__name__ / "raw"
+        # a plain folder of the gzipped files (Debian's layout, or the official download) is accepted
+        # only under the dataset's own name: MNIST and Fashion-MNIST share their file names.
+        if path.name == name and all((path / f"{file}.gz").is_file() for file in _IDX_FILES):
+            return path
+    return None
+
+
+def _read_idx(name: str, tv_class: type, found: Path) -> dict[str, tuple]:
+    if found.name == "raw":  # torchvision's own layout
+        root = found.parent.parent
+        splits = {split: tv_class(str(root), train=split == "train") for split in SPLITS}
+    else:
+        md5s = dict(tv_class.resources)
+        with tempfile.TemporaryDirectory(prefix="alexnet-idx-") as tmp:
+            raw = Path(tmp) / tv_class.__name__ / "raw"
+            raw.mkdir(parents=True)
+            for file in _IDX_FILES:
+                _verify_gz(found / f"{file}.gz", md5s[f"{file}.gz"])
+                with gzip.open(found / f"{file}.gz", "rb") as src, open(raw / file, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            splits = {split: tv_class(tmp, train=split == "train") for split in SPLITS}
+    return {
+        split: (dataset.data.unsqueeze(1).contiguous(), dataset.targets.long(), list(tv_class.classes))
+        for split, dataset in splits.items()
+    }
+
+
+# --- CIFAR: torchvision's pickled batches -----------------------------------------------------
+
+
+def _locate_cifar(name: str, tv_class: type, data_dir) -> Path | None:
+    for path in _candidates(name, data_dir):
+        if (path / tv_class.base_folder).is_dir():
+            return path
+    return None
+
+
+def _read_cifar(name: str, tv_class: type, found: Path) -> dict[str, tuple]:
+    splits = {}
+    for split in SPLITS:
+        try:
+            dataset = tv_class(str(found), train=split == "train")
+        except RuntimeError as error:  # torchvision checks every batch file's md5
+            raise AlexNetError(f"{found / tv_class.base_folder}: {error}; delete it and get it again") from None
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> (N, 3, 32, 32)
+        splits[split] = (images, torch.tensor(dataset.targets, dtype=torch.long), list(dataset.classes))
+    return splits
+
+
+_TORCHVISION = {
+    "fashion-mnist": (torchvision.datasets.FashionMNIST, _locate_idx, _read_idx),
+    "mnist": (torchvision.datasets.MNIST, _locate_idx, _read_idx),
+    "cifar10": (torchvision.datasets.CIFAR10, _locate_cifar, _read_cifar),
+    "cifar100": (torchvision.datasets.CIFAR100, _locate_cifar, _read_cifar),
+}
+
+
+# --- finding, downloading, caching ------------------------------------------------------------
+
+
+def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """Where ``name`` is found on this machine, following the search order; None when nowhere."""
+    from . import flowers17, streaming
+
+    dataset_info(name)
+    if name in _TORCHVISION:
+        tv_class, locate_fn, _ = _TORCHVISION[name]
+        return locate_fn(name, tv_class, data_dir)
+    if name == "flowers17":
+        return flowers17.locate(_candidates(name, data_dir))
+    if name == "folder":  # any tree of class folders: only where the caller points
+        return streaming.locate_folder(name, [Path(data_dir).expanduser()] if data_dir else [])
+    return streaming.locate_folder(name, _candidates(name, data_dir))
+
+
+def download_dir(data_dir: str | Path | None = None) -> Path:
+    """Where a download goes: the first writable search directory (never a system copy)."""
+    return search_dirs(data_dir)[0]
+
+
+def _download(name: str, data_dir) -> None:
+    from . import flowers17
+
+    target = download_dir(data_dir) / name
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        if name in _TORCHVISION:
+            tv_class = _TORCHVISION[name][0]
+            tv_class(str(target), train=True, download=True)  # fetches and checks both splits
+        elif name == "flowers17":
+            flowers17.download(target)
+        else:
+            raise AlexNetError(f"{name} cannot be downloaded automatically")
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; torchvision raises RuntimeError
+        raise not_found_error(name, search_dirs(data_dir), f"download failed: {error}") from None
+
+
+def _cache_path(name: str, split: str, found: Path) -> Path:
+    stamp = f"{found.resolve()}:{found.stat().st_mtime_ns}"
+    digest = hashlib.sha1(stamp.encode()).hexdigest()[:12]
+    return user_cache_dir() / "tensors" / f"{name}-{split}-{digest}.pt"
+
+
+def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageTensors:
+    """The whole ``split`` ("train" or "test") of an in-memory dataset as uint8 tensors on the CPU.
+
+    Looks for the files in ``search_dirs(data_dir)``; downloads them (checked by md5) when absent and
+    ``download`` is true; otherwise raises ``AlexNetError`` saying where it looked and how to get them.
+    Decoded tensors are cached in the user cache directory, with the training split's colour PCA.
+    """
+    from . import flowers17
+    from .augment import compute_pca
+
+    info = dataset_info(name)
+    if not info.in_memory:
+        raise AlexNetError(f"{name} is streamed from files, not loaded into memory; use build_loaders")
+    if split not in SPLITS:
+        raise AlexNetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    found = locate(name, data_dir)
+    if found is None and download:
+        _download(name, data_dir)
+        found = locate(name, data_dir)
+    if found is None:
+        raise not_found_error(name, search_dirs(data_dir))
+
+    cache = _cache_path(name, split, found)
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+        except Exception:  # a cache written by an interrupted run: decode again
+            saved = None
+        if saved is not None:
+            pca = ColourPCA(*saved["pca"]) if "pca" in saved else None
+            return ImageTensors(saved["images"], saved["labels"], saved["classes"], info.mean, info.std, pca)
+
+    # both splits are decoded together (the parsers want all files present) and cached separately
+    if name == "flowers17":
+        decoded = {each: flowers17.read(found, each) for each in SPLITS}
+    else:
+        tv_class, _, read_fn = _TORCHVISION[name]
+        decoded = read_fn(name, tv_class, found)
+    results = {}
+    for each, (images, labels, classes) in decoded.items():
+        saved = {"images": images, "labels": labels, "classes": classes}
+        pca = None
+        if each == "train":
+            pca = compute_pca(images)
+            saved["pca"] = list(pca)
+        path = _cache_path(name, each, found)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(saved, partial)
+        partial.replace(path)  # atomic: a concurrent reader sees no file or the whole new one
+        results[each] = ImageTensors(images, labels, classes, info.mean, info.std, pca)
+    return results[split]
+
+
+# --- validation split and subsets -------------------------------------------------------------
+
+
+def stratified_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``size`` indices drawn from every class in proportion to its count, sorted; deterministic in ``seed``.
+
+    Each class gets floor(size * share) and the remainder goes to the classes with the largest
+    fractional parts (Hamilton's method), so the total is exactly ``size``.
+    """
+    n = len(labels)
+    if not 0 <= size <= n:
+        raise AlexNetError(f"cannot hold out {size} of {n} images")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    shuffled = labels[order]
+    num_classes = int(labels.max()) + 1 if n else 0
+    counts = torch.bincount(labels, minlength=num_classes)
+    exact = counts.double() * size / max(n, 1)
+    quota = exact.floor().long()
+    remainder = size - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:remainder]] += 1
+    # rank of each shuffled image within its class: stable sort by class keeps the random order
+    by_class = torch.sort(shuffled, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.long)
+    rank[by_class.indices] = torch.arange(n) - starts[by_class.values]
+    chosen = order[rank < quota[shuffled]]
+    return chosen.sort().values
+
+
+def split_validation(data: ImageTensors, size: int, seed: int) -> tuple[ImageTensors, ImageTensors]:
+    """(train, validation): ``size`` images held out of ``data``, stratified by class, from ``seed``.
+
+    Both keep the dataset's order; the same seed always holds out the same images.
+    """
+    held = torch.zeros(len(data), dtype=torch.bool)
+    held[stratified_indices(data.labels, size, seed)] = True
+    return data.select(torch.nonzero(~held).squeeze(1)), data.select(torch.nonzero(held).squeeze(1))
+
+
+def stratified_subset(data: ImageTensors, fraction: float, seed: int) -> ImageTensors:
+    """``fraction`` of ``data`` (0 < fraction <= 1), every class in proportion, from ``seed``."""
+    if not 0 < fraction <= 1:
+        raise AlexNetError(f"subset fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return data
+    return data.select(stratified_indices(data.labels, round(fraction * len(data)), seed))

@@ -1,0 +1,249 @@
+"""The streaming path for folders too big for memory (ImageNet): DataLoader workers decode and crop.
+
+Workers decode with ``torchvision.io`` and apply the geometric part of the ``AugmentConfig`` with
+``transforms.v2``, one image at a time; the main process moves the uint8 batch to the device and
+applies the photometric part and normalisation with the same batch functions as the in-memory path.
+
+A file that cannot be read or decoded (corrupt, truncated, not an image) never kills an epoch: it is
+left out of its batch (which is then smaller), counted in ``loader.skipped`` and named in
+``loader.skipped_files`` for the epoch; with ``strict=True`` it raises ``AlexNetError`` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torchvision.datasets.folder import find_classes
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+
+from ..errors import AlexNetError
+from .augment import AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float
+from .datasets import ColourPCA, user_cache_dir
+
+# Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
+# LOC_synset_mapping.txt, Caffe's ilsvrc12 tools synset_words.txt; both are "wnid name, synonym, ...".
+SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def locate_folder(name: str, candidates: list[Path]) -> Path | None:
+    """ImageNet: the first candidate with a ``train/`` folder. A folder dataset: one with class folders."""
+    for path in candidates:
+        if name == "imagenet" and (path / "train").is_dir():
+            return path
+        if name == "folder" and path.is_dir() and any(child.is_dir() for child in path.iterdir()):
+            return path
+    return None
+
+
+def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """Every file under ``root/<class>/`` (recursively, hidden files aside) with its class index.
+
+    Classes are the sorted sub-folder names (torchvision's ``find_classes``) unless given, as a
+    validation folder must use the training folder's. Files are not filtered by extension: one that
+    is not an image is skipped, and counted, when it fails to decode.
+    """
+    if classes is None:
+        classes, _ = find_classes(str(root))
+    samples = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                samples.append((str(path), label))
+    if not samples:
+        raise AlexNetError(f"{root}: no files in class folders; expected <class>/<image> files")
+    return samples, list(classes)
+
+
+def readable_class_names(root: Path, wnids: list[str]) -> list[str]:
+    """ImageNet's readable class names from a synset mapping file beside ``root``, else the wnids.
+
+    The first synonym is used ("n01440764 tench, Tinca tinca" -> "tench"); the few names ImageNet
+    uses twice ("crane", "maillot") get their wnid appended so that names stay unique.
+    """
+    for folder in (root, root.parent):
+        for file in SYNSET_FILES:
+            if (folder / file).is_file():
+                mapping = {}
+                for line in (folder / file).read_text().splitlines():
+                    wnid, _, names = line.strip().partition(" ")
+                    mapping[wnid] = names.split(",")[0].strip() or wnid
+                names = [mapping.get(wnid, wnid) for wnid in wnids]
+                return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids)]
+    return list(wnids)
+
+
+def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[int, int]) -> v2.Transform:
+    """The per-image geometric part of ``config`` as ``transforms.v2`` on uint8 tensors."""
+    height, width = output_size
+    resized = round(min(height, width) / config.crop_fraction)  # shorter side before cropping: 256 for 224
+    if not train:
+        crop = (round(height / config.crop_fraction), round(width / config.crop_fraction)) if config.ten_crop else output_size
+        return v2.Compose([v2.Resize(resized, antialias=True), v2.CenterCrop(crop)])
+    steps: list[v2.Transform] = []
+    if config.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(output_size, scale=config.random_resized_crop, antialias=True))
+    else:
+        steps += [v2.Resize(resized, antialias=True), v2.RandomCrop(output_size, padding=config.crop_padding or None)]
+    if config.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if config.vertical_flip:
+        steps.append(v2.RandomVerticalFlip())
+    if config.rotation_degrees or config.translate:
+        translate = (config.translate, config.translate) if config.translate else None
+        steps.append(v2.RandomAffine(degrees=config.rotation_degrees, translate=translate))
+    return v2.Compose(steps)
+
+
+def decode(path: str) -> torch.Tensor:
+    """An image file as (3, H, W) uint8 RGB; raises on anything that is not a readable image."""
+    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
+class StreamingDataset(Dataset):
+    """Decoded, geometrically augmented images of a file list; unreadable ones come back as None."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: v2.Transform, seed: int = 0) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str | None]:
+        path, label = self.samples[index]
+        try:
+            image = decode(path)
+        except Exception as error:  # corrupt, truncated, not an image, unreadable
+            return None, label, f"{path} ({str(error).splitlines()[0][:120]})"
+        # transforms.v2 draw from the global generator: seed it per (seed, epoch, image) so that an
+        # epoch replays exactly whichever worker decodes the image, without touching the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.epoch, f"image:{index}"))
+            image = self.transform(image)
+        return image, label, None
+
+
+def _collate(items):
+    good = [(image, label) for image, label, failure in items if failure is None]
+    failures = [failure for _, _, failure in items if failure is not None]
+    images = torch.stack([image for image, _ in good]) if good else torch.empty(0, dtype=torch.uint8)
+    labels = torch.tensor([label for _, label in good], dtype=torch.long)
+    return images, labels, failures
+
+
+class StreamingLoader:
+    """Batches of (images, labels) decoded from files by DataLoader workers; same contract as InMemoryLoader.
+
+    ``skipped`` / ``skipped_files``: the files left out during the last (or current) epoch.
+    With ``world_size > 1`` a ``DistributedSampler`` shards the files (it pads with repeats to equal
+    shares, dropping the remainder when training) and is re-seeded by ``set_epoch``.
+    """
+
+    def __init__(
+        self, samples: list[tuple[str, int]], classes: list[str], batch_size: int, *, train: bool,
+        mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig | None = None,
+        output_shape: tuple[int, int, int] = (3, 224, 224), device: torch.device | str = "cpu", seed: int = 0,
+        drop_last: bool | None = None, rank: int = 0, world_size: int = 1, channels_last: bool = True,
+        num_workers: int = 4, strict: bool = False, pca: ColourPCA | None = None,
+    ) -> None:
+        self.samples, self.classes = samples, classes
+        self.batch_size = batch_size
+        self.train = train
+        self.mean, self.std = mean, std
+        self.augment = augment or AugmentConfig()
+        self.output_shape = tuple(output_shape)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        self.num_workers = num_workers
+        self.strict = strict
+        self.epoch = 0
+        self.skipped = 0
+        self.skipped_files: list[str] = []
+        self.dataset = StreamingDataset(samples, sample_transform(self.augment, train=train, output_size=self.output_shape[1:]), seed)
+        self.pca = pca
+        if train and self.augment.pca_lighting_std and pca is None:
+            self.pca = sampled_pca(samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sampler(self):
+        if self.world_size > 1:
+            sampler = DistributedSampler(
+                self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed, drop_last=self.train,
+            )
+            sampler.set_epoch(self.epoch)
+            return sampler
+        if self.train:
+            return RandomSampler(self.dataset, generator=epoch_generator(self.seed, self.epoch, "cpu", "shuffle"))
+        return SequentialSampler(self.dataset)
+
+    def __len__(self) -> int:
+        samples = len(self._sampler())
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.dataset.epoch = self.epoch
+        self.skipped, self.skipped_files = 0, []
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=self._sampler(), num_workers=self.num_workers,
+            collate_fn=_collate, drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
+            generator=epoch_generator(self.seed, self.epoch, "cpu", "workers"),
+        )
+        generator = epoch_generator(self.seed, self.epoch, self.device, f"augment:{self.rank}") if self.train else None
+        channels, height, width = self.output_shape
+        for images, labels, failures in loader:
+            if failures:
+                if self.strict:
+                    raise AlexNetError(f"cannot read image {failures[0]}; fix or remove it, or run without --strict to skip such files")
+                self.skipped += len(failures)
+                self.skipped_files += failures
+            if not len(labels):
+                continue
+            images = to_float(images.to(self.device, non_blocking=True))
+            if self.train:
+                images = photometric(images, self.augment, generator, self.pca)
+            elif self.augment.ten_crop:
+                images = ten_crop(images, (height, width))
+            images = normalize(images, self.mean, self.std, channels)
+            if self.channels_last and images.dim() == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels.to(self.device, non_blocking=True)
+
+
+def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64) -> ColourPCA:
+    """Colour PCA of ``count`` evenly spaced training images at ``size`` px, cached on disk by file list.
+
+    500 images estimate a 3x3 covariance closely; decoding all of ImageNet for it would take an hour.
+    """
+    chosen = samples[:: max(1, len(samples) // count)][:count]
+    key = hashlib.sha1("\n".join(path for path, _ in chosen).encode()).hexdigest()[:16]
+    cache = user_cache_dir() / "pca" / f"{key}.pt"
+    if cache.is_file():
+        return ColourPCA(*torch.load(cache, weights_only=True))
+    resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    images = []
+    for path, _ in chosen:
+        try:
+            images.append(resize(decode(path)))
+        except Exception:  # unreadable files are the epoch's business, not the PCA's
+            continue
+    if not images:
+        raise AlexNetError("no readable training image to compute the colour PCA from")
+    pca = compute_pca(torch.stack(images))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(list(pca), cache)
+    return pca
