@@ -37,6 +37,15 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_augment_preview(args: argparse.Namespace) -> int:
+    from .data.preview import augment_preview
+
+    path = augment_preview(args.dataset, args.out, data_dir=args.data_dir, count=args.count, seed=args.seed,
+                           extra=args.preset)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input", type=_shape, default=None, help="CxHxW (default: the model's own)")
     summary.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     summary.set_defaults(run=_cmd_summary)
+    preview = commands.add_parser("augment-preview", help="a PNG grid of real samples under each augmentation")
+    preview.add_argument("--dataset", default="fashion-mnist")
+    preview.add_argument("--out", default="augment-preview.png", metavar="FILE.png")
+    preview.add_argument("--data-dir")
+    preview.add_argument("--count", type=int, default=6, help="sample images (rows)")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--preset", help="add a column for this preset (light, paper, tutorial, none)")
+    preview.set_defaults(run=_cmd_augment_preview)
     return parser
 
 
