@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Activation = Literal["relu", "tanh"]
@@ -33,6 +32,12 @@ class LocalResponseNorm(nn.Module):
 
     With ``groups=2`` each tower is normalised on its own: in the paper the two halves of a layer
     live on different GPUs, so a kernel's neighbours are only those of its own tower.
+
+    The window sum over channels is one matrix multiply with a banded (block-diagonal for towers)
+    C x C matrix, and the backward pass is written by hand; together with reusing buffers this is
+    4-7x faster forward and backward than ``F.local_response_norm`` (which pads, runs a 3-D average
+    pool and lets autograd differentiate ``pow``) on 2 CPU cores for a (32, 96, 55, 55) input in
+    either memory format; ``benchmarks/`` and ``alexnet.perf`` say how it was measured.
     """
 
     def __init__(
@@ -42,21 +47,91 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The squares are summed in fp32 even under bf16 autocast: alpha * sum(a^2) is a small
-        # correction to k=2 that bf16's 8-bit mantissa would round away.
+        # The squares are summed in (at least) fp32 even under bf16 autocast: alpha * sum(a^2) is a
+        # small correction to k=2 that bf16's 8-bit mantissa would round away.
         dtype = x.dtype
-        x = x.float()
-        if self.groups == 1:
-            y = F.local_response_norm(x, self.size, self.alpha * self.size, self.beta, self.k)
-        else:
-            batch, channels, height, width = x.shape
-            towers = x.reshape(batch * self.groups, channels // self.groups, height, width)
-            y = F.local_response_norm(towers, self.size, self.alpha * self.size, self.beta, self.k)
-            y = y.reshape(batch, channels, height, width)
+        compute = torch.promote_types(dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(compute)
+            window = _lrn_window(x.shape[1], self.size, self.alpha, self.groups, x.device, compute)
+            if torch.is_grad_enabled() and x.requires_grad:
+                y = _LocalResponseNormFunction.apply(x, window, self.k, self.beta)
+            else:
+                y = _lrn_forward(x, window, self.k, self.beta, keep_for_backward=False)[0]
         return y.to(dtype)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
+
+
+def _lrn_window(
+    channels: int, size: int, alpha: float, groups: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(C, C) matrix W with W[i, j] = alpha where channel j is in channel i's window (and tower)."""
+    if channels % groups:
+        raise ValueError(f"{channels} channels do not split into {groups} towers")
+    index = torch.arange(channels, device=device)
+    offset = index[None, :] - index[:, None]  # j - i
+    # The same window as F.local_response_norm: n//2 channels below, (n-1)//2 above (2 and 2 for n=5).
+    band = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)
+    per_tower = channels // groups
+    band &= index[:, None] // per_tower == index[None, :] // per_tower
+    return band.to(dtype) * alpha
+
+
+def _channel_window(t: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """sum_j window[i, j] * t[:, j] for every channel i, in t's memory format."""
+    batch, channels, height, width = t.shape
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        pixels = t.permute(0, 2, 3, 1).reshape(-1, channels)  # (B*H*W, C), a view in NHWC
+        summed = torch.mm(pixels, window.t())
+        return summed.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    summed = torch.matmul(window, t.reshape(batch, channels, height * width))  # (B, C, H*W)
+    return summed.view(batch, channels, height, width)
+
+
+def _lrn_forward(
+    x: torch.Tensor, window: torch.Tensor, k: float, beta: float, keep_for_backward: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """y = x * d^-beta with d = k + window(x^2); also d^-beta and d^(-beta-1) for the backward.
+
+    Large fresh tensors cost page faults on CPU (about as much as the arithmetic), so results are
+    written into buffers that are no longer needed."""
+    squares = x * x
+    d = _channel_window(squares, window).add_(k)
+    if beta == 0.75:  # d^-3/4 = 1/sqrt(d * sqrt(d)): two square roots are cheaper than pow
+        r = torch.sqrt(d, out=squares).mul_(d).rsqrt_()
+    else:
+        r = torch.pow(d, -beta, out=squares)
+    if not keep_for_backward:
+        return torch.mul(x, r, out=d), None, None
+    y = x * r
+    return y, r, torch.div(r, d, out=d)
+
+
+class _LocalResponseNormFunction(torch.autograd.Function):
+    """y_i = x_i * d_i^-b with d_i = k + sum_j W[i, j] x_j^2, differentiated by hand:
+
+    dL/dx_i = g_i d_i^-b - 2 b x_i sum_j W[j, i] g_j x_j d_j^(-b-1)
+
+    i.e. one more window sum (with W transposed) instead of autograd's chain through pow and the
+    average pool."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, window: torch.Tensor, k: float, beta: float) -> torch.Tensor:
+        y, r, q = _lrn_forward(x, window, k, beta, keep_for_backward=True)
+        ctx.save_for_backward(x, r, q, window)
+        ctx.beta = beta
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        x, r, q, window = ctx.saved_tensors
+        with torch.autocast(grad.device.type, enabled=False):
+            t = torch.mul(grad, x).mul_(q)  # g_j x_j d_j^(-b-1)
+            summed = _channel_window(t, window.t())
+            dx = torch.mul(grad, r, out=t).addcmul_(x, summed, value=-2.0 * ctx.beta)
+        return dx, None, None, None
 
 
 def make_activation(name: str) -> nn.Module:
