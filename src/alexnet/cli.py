@@ -37,6 +37,121 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_SWITCHES = {  # flag -> (type, help); they fill TrainConfig.model_options
+    "activation": (str, "relu | tanh"),
+    "norm": (str, "lrn | batch | none"),
+    "pooling": (str, "overlapping | non-overlapping"),
+    "dropout": (float, "dropout probability of FC6 and FC7"),
+    "towers": (int, "1 | 2 (the paper's two-GPU connectivity)"),
+    "init": (str, "paper | default"),
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, typed from its annotation: the dataclass stays the one
+    source of truth for names, types and defaults."""
+    import dataclasses
+    import typing
+
+    from .training.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model_options":
+            continue
+        kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(),
+                                help=f"(default: {'from the recipe' if default is None else default})")
+    for name, (kind, text) in MODEL_SWITCHES.items():
+        parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=f"model switch: {text}")
+
+
+def _train_config(args: argparse.Namespace):
+    from .training.config import TrainConfig
+
+    values = TrainConfig.from_yaml(args.config).__dict__.copy() if args.config else {}
+    given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "resume", "nproc")}
+    options = {**values.get("model_options", {}), **{k: given.pop(k) for k in list(given) if k in MODEL_SWITCHES}}
+    return TrainConfig.from_dict({**values, **given, "model_options": options})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1:
+        return _launch_torchrun(args.nproc)
+    from .training import train
+
+    config = None if args.resume else _train_config(args)
+    train(config, resume=args.resume)
+    return 0
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """``--nproc N``: the same command under torchrun on this machine (one process per device)."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if item.startswith("--nproc="):
+            continue
+        cleaned.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "alexnet", *cleaned]
+    return subprocess.call(command)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluation import evaluate
+
+    metrics = evaluate(args.source, dataset=args.dataset, split=args.split, ten_crop=args.ten_crop,
+                       flip=args.flip, data_dir=args.data_dir, device=args.device,
+                       precision=args.precision, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(metrics.to_dict(), indent=2))
+    else:
+        print(format_metrics(metrics))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(metrics.to_dict(), indent=2))
+    return 0
+
+
+def format_metrics(metrics) -> str:
+    """The metrics as text tables: headline numbers, per-class scores, the confusion matrix."""
+    lines = [
+        f"images {metrics.count}   top-1 {metrics.top1:.2%} (error {metrics.top1_error:.2%})   "
+        f"top-5 {metrics.top5:.2%} (error {metrics.top5_error:.2%})   loss {metrics.loss:.4f}",
+        f"macro F1 {metrics.macro_f1:.4f}   weighted F1 {metrics.weighted_f1:.4f}",
+        "",
+    ]
+    width = max(12, *(len(name) for name in metrics.class_names))
+    lines.append(f"{'class':<{width}}  precision  recall     F1")
+    for name, p, r, f in zip(metrics.class_names, metrics.precision, metrics.recall, metrics.f1):
+        lines.append(f"{name:<{width}}  {p:9.4f}  {r:6.4f}  {f:6.4f}")
+    if len(metrics.class_names) <= 20:
+        lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+        cell = max(5, len(str(max(max(row) for row in metrics.confusion_matrix))) + 1)
+        lines.append(" " * width + "".join(f"{i:>{cell}}" for i in range(len(metrics.class_names))))
+        for i, (name, row) in enumerate(zip(metrics.class_names, metrics.confusion_matrix)):
+            lines.append(f"{name[:width]:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from .data.preview import augment_preview
 
@@ -58,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input", type=_shape, default=None, help="CxHxW (default: the model's own)")
     summary.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     summary.set_defaults(run=_cmd_summary)
+
+    train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
+    train.add_argument("--nproc", type=int, default=0, help="processes on this machine (launches torchrun)")
+    _add_config_flags(train)
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="top-1/top-5, per-class scores, confusion matrix")
+    evaluate.add_argument("source", metavar="RUN_DIR|WEIGHTS")
+    evaluate.add_argument("--dataset", help="default: the one the weights were trained on")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test")
+    evaluate.add_argument("--ten-crop", action="store_true", help="average the paper's ten views")
+    evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                          help="average with mirrored images (default: as in training)")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    evaluate.add_argument("--batch-size", type=int, default=1000)
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    evaluate.add_argument("--out", help="also write the metrics to this JSON file")
+    evaluate.set_defaults(run=_cmd_evaluate)
     preview = commands.add_parser("augment-preview", help="a PNG grid of real samples under each augmentation")
     preview.add_argument("--dataset", default="fashion-mnist")
     preview.add_argument("--out", default="augment-preview.png", metavar="FILE.png")

@@ -1,0 +1,149 @@
+"""The one typed configuration behind ``alexnet train``: flags and YAML files both set it."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import AlexNetError
+from .recipes import get_recipe
+
+PRECISIONS = ("auto", "fp32", "bf16")
+ALLREDUCE_DTYPES = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. ``None`` means "the recipe's value"."""
+
+    # what to train
+    model: str = "alexnet_small28"  # sized for 28x28 Fashion-MNIST; any registered model works
+    model_options: dict = field(default_factory=dict)  # switches, e.g. {"norm": "lrn", "towers": 2}
+    dataset: str = "fashion-mnist"  # the default data ships as a Debian package
+    data_dir: str | None = None  # where datasets live; None searches the usual places
+    download: bool = False  # fetch missing datasets (official URLs, checksummed)
+    subset: float = 1.0  # stratified fraction of the training set (the tutorial trains on 0.1)
+    val_size: int | None = None  # images held out of the training set; None: the dataset's default
+
+    # how to train: a recipe, and overrides of its values
+    recipe: str = "fast"  # paper | tutorial | fast
+    epochs: int | None = None
+    batch_size: int | None = None  # global: split across processes when training in parallel
+    lr: float | None = None  # peak learning rate for this batch size
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    augment: str | None = None  # augmentation preset: paper | tutorial | light | none
+    seed: int = 0  # weights, data order and augmentation all follow from it
+
+    # where and how fast
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32
+    channels_last: bool = True  # NHWC is what oneDNN and cuDNN convolutions prefer
+    compile: bool = False  # torch.compile the model (pays off for long runs; see README)
+    eval_batch_size: int = 1000
+
+    # the run folder and what is written to it
+    out: str = "runs"  # parent folder of run folders
+    name: str | None = None  # run folder name; None: <model>-<dataset>-<time>
+    checkpoint_every: int = 1  # epochs between checkpoints
+    tensorboard: bool = False
+    quiet: bool = False  # no progress bars, one line per epoch
+    ten_crop: bool = False  # final evaluation with the paper's 10-crop averaging
+    strict: bool = False  # a corrupt image is an error instead of being skipped and counted
+
+    # many processes (torchrun)
+    allreduce_dtype: str = "fp32"  # gradient all-reduce precision: fp32 | bf16
+    accumulation_steps: int = 1  # gradient accumulation (no_sync between micro-batches)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every recipe default filled in and every value checked."""
+        self.validate()
+        recipe = get_recipe(self.recipe)
+        values = dataclasses.asdict(self)
+        for name in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment"):
+            if values[name] is None:
+                values[name] = getattr(recipe, name)
+        values["model_options"] = {**recipe.model_options, **self.model_options}
+        values["recipe"] = recipe.name
+        return TrainConfig(**values)
+
+    def validate(self) -> None:
+        get_recipe(self.recipe)
+        from ..data import list_datasets
+        from ..models import list_models
+
+        if self.model not in list_models():
+            raise AlexNetError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
+        if self.dataset not in list_datasets():
+            raise AlexNetError(
+                f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
+            )
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
+            raise AlexNetError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "accumulation_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise AlexNetError(f"{name} must be a positive integer, got {value}")
+        if not 0.0 < self.subset <= 1.0:
+            raise AlexNetError(f"subset must be a fraction in (0, 1], got {self.subset}")
+        if self.lr is not None and not self.lr > 0:
+            raise AlexNetError(f"lr must be positive, got {self.lr}")
+        if self.val_size is not None and self.val_size < 0:
+            raise AlexNetError(f"val_size must be 0 or more, got {self.val_size}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a mapping (a YAML file's contents); unknown keys and bad types are refused."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise AlexNetError(
+                f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
+            )
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if not _matches(value, hints[key]):
+                raise AlexNetError(f"configuration key {key!r} should be {hints[key]}, got {value!r}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as error:
+            raise AlexNetError(f"cannot read configuration file {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise AlexNetError(f"configuration file {path} is not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise AlexNetError(f"configuration file {path} should hold a mapping of keys to values")
+        return cls.from_dict(values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AlexNetError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _matches(value: object, hint: object) -> bool:
+    """Whether a YAML value fits a field's annotation (int where float is expected is fine)."""
+    if value is None:
+        return type(None) in typing.get_args(hint)
+    options = typing.get_args(hint) or (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if origin is int and isinstance(value, bool):
+            continue
+        if isinstance(origin, type) and isinstance(value, origin):
+            return True
+    return False
