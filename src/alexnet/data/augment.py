@@ -157,10 +157,8 @@ def random_crop(
 
 
 def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The central ``size`` crop of every image (a view, no copy)."""
-    height, width = images.shape[-2:]
-    top, left = (height - size[0]) // 2, (width - size[1]) // 2
-    return images[..., top : top + size[0], left : left + size[1]]
+    """The central ``size`` crop of every image, placed as torchvision's (and ``ten_crop``'s) centre view."""
+    return TF.center_crop(images, list(size))
 
 
 def random_affine(
