@@ -123,37 +123,34 @@ def _coin(count, generator, device) -> torch.Tensor:
 # --- geometry -------------------------------------------------------------------------------
 
 
-def _gather_crop(images, top, left, height, width, hflip, vflip) -> torch.Tensor:
-    """Per-image crops (and mirrors) in one gather: (B, C, H, W) -> (B, C, height, width)."""
-    batch, channels, full_height, full_width = images.shape
-    device = images.device
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    rows = torch.where(vflip.unsqueeze(1), height - 1 - rows, rows) + top.unsqueeze(1)  # (B, height)
-    cols = torch.where(hflip.unsqueeze(1), width - 1 - cols, cols) + left.unsqueeze(1)  # (B, width)
-    index = (rows.unsqueeze(2) * full_width + cols.unsqueeze(1)).view(batch, 1, height * width)
-    flat = images.reshape(batch, channels, full_height * full_width)
-    return flat.gather(2, index.expand(batch, channels, -1)).view(batch, channels, height, width)
-
-
 def random_crop(
     images: torch.Tensor, size: tuple[int, int], generator: torch.Generator, *, padding: int = 0,
-    horizontal_flip: bool = False, vertical_flip: bool = False,
+    horizontal_flip: bool = False, vertical_flip: bool = False, indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A random ``size`` crop of each image after zero ``padding``, each mirrored with probability 1/2."""
+    """A random ``size`` crop of each image after zero ``padding``, each mirrored with probability 1/2.
+
+    With ``indices``, crops ``images[indices]`` straight out of ``images`` (a whole dataset) without
+    copying the selected images first: one indexing of an ``unfold`` view selects image and window.
+    """
     if padding:
-        images = F.pad(images, (padding,) * 4)
-    batch, _, height, width = images.shape
+        images = F.pad(images if indices is None else images[indices], (padding,) * 4)
+        indices = None
+    _, _, height, width = images.shape
     crop_height, crop_width = size
     if crop_height > height or crop_width > width:
         raise AlexNetError(f"cannot crop {crop_height}x{crop_width} out of {height}x{width} images")
     device = images.device
+    batch = len(images) if indices is None else len(indices)
+    rows = torch.arange(batch, device=device) if indices is None else indices
     top = torch.randint(0, height - crop_height + 1, (batch,), generator=generator, device=device)
     left = torch.randint(0, width - crop_width + 1, (batch,), generator=generator, device=device)
-    no = torch.zeros(batch, dtype=torch.bool, device=device)
-    hflip = _coin(batch, generator, device) if horizontal_flip else no
-    vflip = _coin(batch, generator, device) if vertical_flip else no
-    return _gather_crop(images, top, left, crop_height, crop_width, hflip, vflip)
+    windows = images.unfold(2, crop_height, 1).unfold(3, crop_width, 1)  # (N, C, rows, cols, h, w), a view
+    crops = windows[rows, :, top, left]  # (B, C, h, w)
+    for flip, dim in ((horizontal_flip, -1), (vertical_flip, -2)):
+        if flip:
+            chosen = _coin(batch, generator, device)
+            crops[chosen] = crops[chosen].flip(dim)
+    return crops
 
 
 def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
