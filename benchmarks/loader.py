@@ -61,7 +61,8 @@ def conventional_loader(raw_gz: Path, tmp: Path, workers: int) -> DataLoader:
 def hardware(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -94,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     train = load_tensors("fashion-mnist", "train", data_dir=args.data_dir)
 
     print(f"hardware: {hardware(device)}")
-    print(f"versions: Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
+    versions = f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+    print(f"versions: {versions}")
     print(f"data: Fashion-MNIST train ({len(train):,} images) from {found}; {args.seconds:g} s per pipeline\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         baseline = images_per_second(conventional_loader(found, Path(tmp), args.workers), args.seconds, lambda: None)
-    print(f"{'conventional (ToTensor+Normalize, DataLoader, batch 64, ' + str(args.workers) + ' workers)':<62} {baseline:>12,.0f} img/s   1.0x")
+    label = f"conventional (ToTensor+Normalize, DataLoader, batch 64, {args.workers} workers)"
+    print(f"{label:<62} {baseline:>12,.0f} img/s   1.0x")
 
     shape = "x".join(map(str, output_shape or train.images.shape[1:]))
     for preset in ("none", "light", "paper", "tutorial"):

@@ -19,8 +19,8 @@ from torchvision.io import encode_jpeg, encode_png
 
 from alexnet import AlexNetError
 from alexnet.data import (
-    AugmentConfig, ColourPCA, ImageTensors, InMemoryLoader, augment_batch, build_loaders, compute_pca,
-    dataset_info, epoch_generator, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
+    AugmentConfig, ImageTensors, InMemoryLoader, augment_batch, build_loaders, compute_pca,
+    dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
     split_validation, stratified_subset, ten_crop, ten_crop_logits,
 )
 from alexnet.data import datasets, flowers17

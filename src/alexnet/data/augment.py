@@ -35,7 +35,7 @@ LUMA = (0.299, 0.587, 0.114)
 class AugmentConfig:
     """Which augmentations a training batch gets; the same switches drive both loading paths."""
 
-    crop_padding: int = 0  # zero padding (pixels) before a random crop back to full size: translation by up to this much
+    crop_padding: int = 0  # zero padding (pixels), then a random crop back to full size: shifts by up to this
     crop_fraction: float = 1.0  # random crops of this fraction of the side (centre crop at evaluation); paper 224/256
     random_resized_crop: tuple[float, float] | None = None  # area range of Inception-style crops, aspect 3/4..4/3
     horizontal_flip: bool = False  # mirror half the images (paper Section 4.1)
@@ -69,7 +69,8 @@ class AugmentConfig:
         for item in fields(self):
             value = getattr(self, item.name)
             if value != item.default:
-                parts.append(item.name if value is True else f"{item.name}={value:g}" if isinstance(value, float) else f"{item.name}={value}")
+                text = f"{value:g}" if isinstance(value, float) else str(value)
+                parts.append(item.name if value is True else f"{item.name}={text}")
         return ", ".join(parts) or "none"
 
 
@@ -191,7 +192,11 @@ def random_affine(
         scale_y = torch.where(_coin(batch, generator, device), -scale_y, scale_y)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack(
-        [torch.stack([scale_x * cos, -scale_y * sin, shift_x], 1), torch.stack([scale_x * sin, scale_y * cos, shift_y], 1)], 1
+        [
+            torch.stack([scale_x * cos, -scale_y * sin, shift_x], 1),
+            torch.stack([scale_x * sin, scale_y * cos, shift_y], 1),
+        ],
+        1,
     )  # (B, 2, 3): output coordinates -> input coordinates
     grid = F.affine_grid(theta.to(images.dtype), [batch, channels, *output_size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -288,7 +293,8 @@ def _crop_size(height: int, width: int, fraction: float) -> tuple[int, int]:
 
 
 def geometric(
-    images: torch.Tensor, config: AugmentConfig, *, train: bool, output_size: tuple[int, int], generator: torch.Generator | None,
+    images: torch.Tensor, config: AugmentConfig, *, train: bool, output_size: tuple[int, int],
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float 0..1 (B, C, *output_size): crops, flips, affine, resize.
 
@@ -316,7 +322,9 @@ def geometric(
     return resize(to_float(images), output_size)
 
 
-def photometric(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator, pca: ColourPCA | None) -> torch.Tensor:
+def photometric(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator, pca: ColourPCA | None,
+) -> torch.Tensor:
     """Colour jitter, PCA lighting and noise on float 0..1 images (training only)."""
     if config.color_jitter:
         images = color_jitter(images, config.color_jitter, generator)

@@ -207,7 +207,9 @@ def _verify_gz(path: Path, official_md5: str) -> None:
     recorded = _dpkg_md5sums().get(path.resolve())
     if recorded and check_integrity(str(path), recorded):
         return
-    raise AlexNetError(f"checksum mismatch for {path}: it is damaged or not the official file; delete it and get it again")
+    raise AlexNetError(
+        f"checksum mismatch for {path}: it is damaged or not the official file; delete it and get it again"
+    )
 
 
 def _locate_idx(name: str, tv_class: type, data_dir) -> Path | None:

@@ -63,7 +63,10 @@ def build_loaders(
         make = lambda data, size, is_train: InMemoryLoader(  # noqa: E731
             data, size, train=is_train, augment=config, output_shape=output_shape, **common,
         )
-        return Loaders(make(train, batch_size, True), make(val, eval_batch_size, False), make(test, eval_batch_size, False), train.classes, info)
+        return Loaders(
+            make(train, batch_size, True), make(val, eval_batch_size, False), make(test, eval_batch_size, False),
+            train.classes, info,
+        )
 
     root = locate(name, data_dir)
     if root is None:

@@ -104,11 +104,12 @@ class InMemoryLoader:
         natural = self.images.shape[-2:]
         stored = (round(height / config.crop_fraction), round(width / config.crop_fraction))
         affine = train and config.geometric_affine
-        if not affine and stored != tuple(natural) and stored[0] * stored[1] <= PRE_RESIZE_LIMIT * natural[0] * natural[1]:
+        affordable = stored[0] * stored[1] <= PRE_RESIZE_LIMIT * natural[0] * natural[1]
+        if not affine and stored != tuple(natural) and affordable:
             self.images = resize_uint8(self.images, stored)
         # training crops come straight out of the stored set: pad it once, not every batch (airbench)
         self.integer_crops = train and not affine
-        self.crop = (round(self.images.shape[-2] * config.crop_fraction), round(self.images.shape[-1] * config.crop_fraction))
+        self.crop = tuple(round(side * config.crop_fraction) for side in self.images.shape[-2:])
         if self.integer_crops and config.crop_padding:
             self.images = F.pad(self.images, (config.crop_padding,) * 4)
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from ..errors import AlexNetError
-from .augment import PAPER_CROP_FRACTION, PRESETS, AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment
+from .augment import (
+    PAPER_CROP_FRACTION, PRESETS, AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment,
+)
 from .datasets import dataset_info, load_tensors, locate
 
 # Each augmentation alone, at a strength where its effect is visible, then the presets combined.
@@ -81,7 +83,8 @@ def augment_preview(
     if extra is not None:
         columns.append(("this run", resolve_augment(extra, dataset)))
     size = tuple(images.shape[-2:])
-    figure, axes = plt.subplots(len(images), len(columns), figsize=(1.25 * len(columns), 1.35 * len(images)), squeeze=False)
+    figsize = (1.25 * len(columns), 1.35 * len(images))
+    figure, axes = plt.subplots(len(images), len(columns), figsize=figsize, squeeze=False)
     for column, (title, config) in enumerate(columns):
         generator = epoch_generator(seed, column, "cpu", "preview")
         shown = augment_batch(images, config, train=column > 0, output_size=size, generator=generator, pca=pca)

@@ -22,7 +22,9 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float
+from .augment import (
+    AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
+)
 from .datasets import ColourPCA, user_cache_dir
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
@@ -85,7 +87,8 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
     height, width = output_size
     resized = round(min(height, width) / config.crop_fraction)  # shorter side before cropping: 256 for 224
     if not train:
-        crop = (round(height / config.crop_fraction), round(width / config.crop_fraction)) if config.ten_crop else output_size
+        full = (round(height / config.crop_fraction), round(width / config.crop_fraction))
+        crop = full if config.ten_crop else output_size  # the ten views are cut on the device
         return v2.Compose([v2.Resize(resized, antialias=True), v2.CenterCrop(crop)])
     steps: list[v2.Transform] = []
     if config.random_resized_crop:
@@ -172,7 +175,8 @@ class StreamingLoader:
         self.epoch = 0
         self.skipped = 0
         self.skipped_files: list[str] = []
-        self.dataset = StreamingDataset(samples, sample_transform(self.augment, train=train, output_size=self.output_shape[1:]), seed)
+        transform = sample_transform(self.augment, train=train, output_size=self.output_shape[1:])
+        self.dataset = StreamingDataset(samples, transform, seed)
         self.pca = pca
         if train and self.augment.pca_lighting_std and pca is None:
             self.pca = sampled_pca(samples)
@@ -183,7 +187,8 @@ class StreamingLoader:
     def _sampler(self):
         if self.world_size > 1:
             sampler = DistributedSampler(
-                self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed, drop_last=self.train,
+                self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed,
+                drop_last=self.train,
             )
             sampler.set_epoch(self.epoch)
             return sampler
@@ -208,7 +213,9 @@ class StreamingLoader:
         for images, labels, failures in loader:
             if failures:
                 if self.strict:
-                    raise AlexNetError(f"cannot read image {failures[0]}; fix or remove it, or run without --strict to skip such files")
+                    raise AlexNetError(
+                        f"cannot read image {failures[0]}; fix or remove it, or run without --strict to skip such files"
+                    )
                 self.skipped += len(failures)
                 self.skipped_files += failures
             if not len(labels):
