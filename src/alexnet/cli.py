@@ -161,6 +161,16 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import format_result, run_benchmark
+
+    result = run_benchmark(args.model, batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+                           input_shape=args.input, repeats=args.repeats, warmup=args.warmup,
+                           device=args.device, threads=args.threads)
+    print(format_result(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -204,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--preset", help="add a column for this preset (light, paper, tutorial, none)")
     preview.set_defaults(run=_cmd_augment_preview)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="images/s and GFLOP/s of inference and a training step, against torchvision's AlexNet",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    benchmark.add_argument("--model", default="alexnet_owt")
+    benchmark.add_argument("--batch-size", type=int, default=32)
+    benchmark.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                           help="auto: bf16 only where the hardware multiplies it natively")
+    benchmark.add_argument("--compile", action="store_true", help="torch.compile (also times eager, and compiling)")
+    benchmark.add_argument("--input", type=_shape, default=None, help="CxHxW (default: the model's own)")
+    benchmark.add_argument("--repeats", type=int, default=5, help="timed batches per workload")
+    benchmark.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    benchmark.add_argument("--threads", type=int, default=None, help="default: one per physical core")
+    benchmark.add_argument("--device", default="cpu", help="cpu or cuda")
+    benchmark.set_defaults(run=_cmd_benchmark)
     return parser
 
 

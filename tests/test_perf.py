@@ -1,0 +1,136 @@
+"""Every fast option gives the plain path's results within tolerance (never its speed: no timings)."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import AlexNetError, build_model
+from alexnet.models import LocalResponseNorm
+from alexnet.perf import (
+    autocast_context, optimizer_options, precision_name, prepare_model, resolve_precision,
+    set_threads, to_channels_last,
+)
+
+from test_models import lrn_by_the_formula
+
+
+# -- LocalResponseNorm: the hand-written forward and backward against Section 3.3 ------------
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fast_lrn_matches_the_formula_in_both_layouts(memory_format):
+    torch.manual_seed(0)
+    a = (torch.rand(2, 9, 4, 5, dtype=torch.float64) * 40).contiguous(memory_format=memory_format)
+    torch.testing.assert_close(LocalResponseNorm()(a), lrn_by_the_formula(a), rtol=1e-12, atol=1e-12)
+    towers = torch.cat([lrn_by_the_formula(a[:, :3]), lrn_by_the_formula(a[:, 3:6]),
+                        lrn_by_the_formula(a[:, 6:])], 1)
+    torch.testing.assert_close(LocalResponseNorm(groups=3)(a), towers, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{}, {"groups": 2}, {"size": 4, "beta": 0.6}, {"size": 3, "k": 1.0}])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fast_lrn_gradient_is_exact(options, memory_format):
+    torch.manual_seed(0)
+    layer = LocalResponseNorm(**{**options, "alpha": 1e-2})  # alpha large enough to matter
+    a = (torch.randn(2, 8, 3, 3, dtype=torch.float64) * 5).contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(layer, (a.requires_grad_(),))
+
+
+@pytest.mark.parametrize("options", [{}, {"size": 4, "beta": 0.6, "groups": 2}])
+def test_fast_lrn_agrees_with_torch_in_fp32(options):
+    """Against ``F.local_response_norm`` with the paper's alpha times n, forward and backward."""
+    torch.manual_seed(0)
+    size, beta = options.get("size", 5), options.get("beta", 0.75)
+    x = torch.rand(4, 16, 13, 13) * 30
+    grad = torch.randn_like(x)
+    ours = x.clone().requires_grad_()
+    LocalResponseNorm(**options)(ours).backward(grad)
+    theirs = x.clone().requires_grad_()
+    towers = options.get("groups", 1)
+    reference = nn.functional.local_response_norm(theirs.reshape(4 * towers, 16 // towers, 13, 13),
+                                                  size, 1e-4 * size, beta, 2.0).reshape(x.shape)
+    reference.backward(grad)
+    with torch.no_grad():
+        torch.testing.assert_close(LocalResponseNorm(**options)(x), reference.detach())
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_fast_lrn_keeps_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    x = torch.rand(2, 8, 5, 5) * 40
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = LocalResponseNorm()(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), lrn_by_the_formula(x.bfloat16().float()), rtol=1e-2, atol=1e-2)
+
+
+# -- precision, threads, optimiser ----------------------------------------------------------
+
+
+def test_precision_is_chosen_by_hardware():
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", "cpu") is (torch.bfloat16 if fast else None)
+    assert precision_name(resolve_precision("auto", "cpu")) == ("bf16" if fast else "fp32")
+    with pytest.raises(AlexNetError, match="auto, fp32, bf16"):
+        resolve_precision("fp16", "cpu")
+    with autocast_context("cpu", None):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context("cpu", torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+
+
+def test_set_threads():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        assert 1 <= set_threads() <= (torch.get_num_threads() or 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fused_optimizer_step_matches_the_plain_one():
+    torch.manual_seed(0)
+    plain, fused = build_model("alexnet_small28", dropout=0.0), build_model("alexnet_small28", dropout=0.0)
+    fused.load_state_dict(plain.state_dict())
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for model, options in ((plain, {}), (fused, optimizer_options("cpu"))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **options)
+        for _ in range(2):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(plain.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- the benchmark: its figures are consistent (never how large they are) ----------------------
+
+
+def test_benchmark_reports_consistent_figures():
+    from alexnet.benchmark import format_result, run_benchmark
+
+    result = run_benchmark("alexnet_owt", batch_size=2, input_shape=(3, 64, 64), repeats=2, warmup=0,
+                           precision="fp32")
+    assert result.precision == "fp32" and result.macs_per_image == result.baseline_macs_per_image
+    for timing in (result.inference, result.training, result.baseline_inference, result.baseline_training):
+        assert len(timing.seconds) == 2 and all(s > 0 for s in timing.seconds)
+        slow, fast = timing.spread
+        assert slow <= timing.images_per_second <= fast
+        assert timing.gflops == pytest.approx(timing.images_per_second * timing.flops_per_image / 1e9)
+    assert result.training.flops_per_image == 3 * result.inference.flops_per_image
+    assert result.inference_ratio == pytest.approx(
+        result.inference.images_per_second / result.baseline_inference.images_per_second)
+    text = format_result(result)
+    assert "torchvision alexnet" in text and "fp32" in text and result.machine["torch"] in text
+
+
+def test_benchmark_command_refuses_what_the_baseline_cannot_run(capsys):
+    from alexnet.cli import main
+
+    assert main(["benchmark", "--model", "alexnet_small28"]) == 2
+    assert "3-channel" in capsys.readouterr().err
+    assert main(["benchmark", "--input", "3x32x32"]) == 2
+    assert "63x63" in capsys.readouterr().err
