@@ -134,3 +134,62 @@ def test_benchmark_command_refuses_what_the_baseline_cannot_run(capsys):
     assert "3-channel" in capsys.readouterr().err
     assert main(["benchmark", "--input", "3x32x32"]) == 2
     assert "63x63" in capsys.readouterr().err
+
+
+# -- channels_last, bf16, compile: the same answers as the plain path --------------------------
+
+
+@pytest.mark.parametrize("name,dtype,tolerance", [
+    # In float64 the two layouts agree to rounding: the same arithmetic, in another order.
+    ("alexnet_paper", torch.float64, 1e-10),
+    # In float32 the paper's N(0, 0.01) initialisation makes conv1's gradient a sum of tiny terms
+    # that cancel (1e-2 relative differences between two correct orders), so fp32 uses default init.
+    ("alexnet_small28", torch.float32, 1e-4),
+])
+def test_channels_last_gives_the_same_outputs_and_gradients(name, dtype, tolerance):
+    torch.manual_seed(0)
+    init = "paper" if dtype == torch.float64 else "default"
+    plain = build_model(name, dropout=0.0, init=init).to(dtype)
+    fast = build_model(name, dropout=0.0, init=init).to(dtype)
+    fast.load_state_dict(plain.state_dict())
+    prepare_model(fast, channels_last=True)
+    x = torch.randn(2, *plain.input_size, dtype=dtype) * 3
+    labels = torch.tensor([3, 7])
+    for model, images in ((plain, x), (fast, to_channels_last(x))):
+        nn.functional.cross_entropy(model(images), labels).backward()
+    torch.testing.assert_close(fast(to_channels_last(x)), plain(x), rtol=tolerance, atol=tolerance)
+    for a, b in zip(plain.parameters(), fast.parameters()):
+        assert (b.grad - a.grad).abs().max() <= tolerance * a.grad.abs().max()
+
+
+def test_bf16_autocast_agrees_with_fp32_on_top1():
+    """Random weights with a fixed seed stand in for a trained model: a trained one agrees better
+    (its logits are further apart), so this is the harder case."""
+    torch.manual_seed(0)
+    model = build_model("alexnet_small28", init="default").eval()
+    x = torch.randn(256, 1, 28, 28)
+    with torch.inference_mode():
+        fp32 = model(x)
+        with autocast_context("cpu", torch.bfloat16):
+            bf16 = model(x)
+    assert bf16.dtype == torch.bfloat16
+    agreement = (bf16.float().argmax(1) == fp32.argmax(1)).float().mean().item()
+    assert agreement >= 0.95
+    torch.testing.assert_close(bf16.float().softmax(1), fp32.softmax(1), rtol=0, atol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    torch.manual_seed(0)
+    model = build_model("alexnet_small28", dropout=0.0)
+    x = to_channels_last(torch.randn(4, 1, 28, 28))
+    compiled = prepare_model(model, channels_last=True, compile=True)
+    expected = model(x)
+    expected.sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    got = compiled(x)
+    got.sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for a, b in zip(eager_grads, model.parameters()):
+        torch.testing.assert_close(b.grad, a, rtol=1e-3, atol=1e-5)
