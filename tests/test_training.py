@@ -1,0 +1,190 @@
+"""Training and evaluation: learning on real data, exact resume, the NaN guard, metrics, configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alexnet import AlexNetError
+from alexnet.evaluation import compute_metrics, evaluate
+from alexnet.training import TrainConfig, train
+from alexnet.training import loop
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+
+# ~1,100 training images, 500 validation images: seconds per epoch on two cores.
+TINY = dict(subset=0.02, val_size=500, epochs=2, batch_size=64, quiet=True, eval_batch_size=500)
+
+
+def tiny_config(tmp_path, name, **overrides):
+    return TrainConfig(**{**TINY, "out": str(tmp_path), "name": name, **overrides})
+
+
+def final_weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+@needs_fashion
+def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
+    run = train(tiny_config(tmp_path, "learn", subset=0.1, epochs=2, batch_size=128))
+    # 10 classes: chance is 10%. Two epochs on 5,500 images reach well above 70%.
+    assert run.test_metrics.top1 > 0.70
+    assert run.test_metrics.top5 > 0.95
+    rows = [json.loads(line) for line in (run.directory / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert {"train_loss", "val_top1", "val_top5", "lr", "images_per_second", "epoch_seconds"} <= set(rows[0])
+    saved = json.loads((run.directory / "evaluation.json").read_text())
+    assert saved["top1"] == pytest.approx(run.test_metrics.top1)
+    config = TrainConfig.from_yaml(run.directory / "config.yaml")
+    assert config.recipe == "fast" and config.epochs == 2 and config.model_options["norm"] == "batch"
+    again = evaluate(run.directory)
+    assert again.top1 == pytest.approx(run.test_metrics.top1, abs=1e-6)
+    assert again.confusion_matrix == run.test_metrics.confusion_matrix
+
+
+@needs_fashion
+def test_interrupt_mid_epoch_then_resume_gives_identical_weights(tmp_path, monkeypatch):
+    reference = train(tiny_config(tmp_path, "reference"))
+
+    original = loop._Trainer._optimizer_step
+    calls = {"n": 0}
+
+    def interrupted(self, batches):
+        calls["n"] += 1
+        if calls["n"] == 25:  # in the second epoch (18 steps per epoch)
+            raise KeyboardInterrupt
+        return original(self, batches)
+
+    monkeypatch.setattr(loop._Trainer, "_optimizer_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path, "interrupted"))
+    monkeypatch.setattr(loop._Trainer, "_optimizer_step", original)
+    state = torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 6)
+    resumed = train(resume=tmp_path / "interrupted")
+    for name, tensor in final_weights(reference.directory).items():
+        assert torch.equal(tensor, final_weights(resumed.directory)[name]), name
+    timing = {"images_per_second", "epoch_seconds"}
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]  # noqa: E731
+    assert strip(resumed.history) == strip(reference.history)
+    assert resumed.test_metrics.top1 == reference.test_metrics.top1
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    """The real thing: a process killed with SIGKILL mid-epoch, resumed from its last checkpoint."""
+    args = ["--subset", "0.02", "--val-size", "500", "--epochs", "3", "--batch-size", "64", "--quiet",
+            "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "alexnet", "train", *args]
+    subprocess.run([*command, "--name", "whole"], check=True, capture_output=True)
+    process = subprocess.Popen([*command, "--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the second epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "killed too late to test anything"
+    subprocess.run([sys.executable, "-m", "alexnet", "train", "--resume", str(tmp_path / "killed")],
+                   check=True, capture_output=True)
+    whole, killed = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
+    assert all(torch.equal(whole[name], killed[name]) for name in whole)
+
+
+@needs_fashion
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    original = loop._Trainer._optimizer_step
+    calls = {"n": 0}
+
+    def poisoned(self, batches):
+        calls["n"] += 1
+        loss, correct, count = original(self, batches)
+        return (loss * float("nan") if calls["n"] >= 20 else loss), correct, count
+
+    monkeypatch.setattr(loop._Trainer, "_optimizer_step", poisoned)
+    with pytest.raises(AlexNetError, match=r"epoch 2, step 2.*lower learning rate"):
+        train(tiny_config(tmp_path, "nan"))
+    run_dir = tmp_path / "nan"
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values())
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "epoch   1/2" in (run_dir / "log.txt").read_text()
+
+
+def test_metrics_on_a_hand_made_confusion_case():
+    # 3 classes; true labels and predictions chosen so every count is known:
+    # class 0: 2 of 3 right (one predicted as 1); class 1: 1 of 1 right; class 2: 1 of 2 (one as 0).
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    predictions = torch.tensor([0, 0, 1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(predictions, 3).float() * 5
+    metrics = compute_metrics(logits, labels, ["a", "b", "c"])
+    assert metrics.confusion_matrix == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert metrics.top1 == pytest.approx(4 / 6)
+    assert metrics.top5 == 1.0  # top-k with k = min(5, classes) covers every class
+    assert metrics.precision == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert metrics.recall == pytest.approx([2 / 3, 1.0, 1 / 2])
+    f1 = [2 / 3, 2 / 3, 2 / 3]
+    assert metrics.f1 == pytest.approx(f1)
+    assert metrics.macro_f1 == pytest.approx(2 / 3)
+    assert metrics.weighted_f1 == pytest.approx((3 * f1[0] + 1 * f1[1] + 2 * f1[2]) / 6)
+    expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert metrics.loss == pytest.approx(expected_loss)
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"epochs": 2, "learning_rate": 0.1}, "unknown configuration key.*learning_rate.*valid keys"),
+        ({"epochs": "ten"}, "'epochs' should be"),
+        ({"model": "vgg16"}, "unknown model 'vgg16'.*alexnet_paper"),
+        ({"dataset": "svhn"}, "unknown dataset 'svhn'.*fashion-mnist"),
+        ({"recipe": "adam"}, "unknown recipe 'adam'.*paper, tutorial, fast"),
+        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
+        ({"subset": 1.5}, "subset must be a fraction"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+    ],
+)
+def test_bad_configuration_is_refused(values, message):
+    with pytest.raises(AlexNetError, match=message):
+        TrainConfig.from_dict(values).resolved()
+
+
+def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
+    from alexnet.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nbatch: 64\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown configuration key(s) batch" in err and "batch_size" in err and "Traceback" not in err
+    assert main(["train", "--model", "alexnet_nope"]) == 2
+    assert "alexnet_small28" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "no weights file" in capsys.readouterr().err
+
+
+def test_recipes_fill_what_the_user_left_unset():
+    config = TrainConfig(recipe="paper", lr=0.02).resolved()
+    assert (config.batch_size, config.lr, config.weight_decay) == (128, 0.02, 5e-4)
+    assert config.model_options["init"] == "paper"
+    tutorial = TrainConfig(recipe="seed", model="alexnet_tutorial28").resolved()
+    assert (tutorial.recipe, tutorial.batch_size, tutorial.lr) == ("tutorial", 64, 1e-3)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(TrainConfig().to_yaml())
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AlexNetError, match="truncated or corrupt"):
+        train(resume=run_dir)
