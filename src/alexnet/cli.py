@@ -161,6 +161,21 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_comparison, build_report
+
+    if len(args.run_dirs) == 1 and args.out is None:
+        path = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device)
+    elif len(args.run_dirs) == 1:
+        import shutil
+
+        path = shutil.copyfile(build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device), args.out)
+    else:
+        path = build_comparison(args.run_dirs, args.out or "comparison.html")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import format_result, run_benchmark
 
@@ -214,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--preset", help="add a column for this preset (light, paper, tutorial, none)")
     preview.set_defaults(run=_cmd_augment_preview)
+
+    report = commands.add_parser(
+        "report", help="report.html of a run (figures, metrics, how to use the weights), or several runs compared")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", metavar="FILE.html",
+                        help="one run: also copy its report here; several: default comparison.html")
+    report.add_argument("--data-dir", help="where the run's dataset is (default: the run's, then the usual places)")
+    report.add_argument("--device", default="auto")
+    report.set_defaults(run=_cmd_report)
 
     benchmark = commands.add_parser(
         "benchmark", help="images/s and GFLOP/s of inference and a training step, against torchvision's AlexNet",

@@ -1,0 +1,419 @@
+"""``report.html``: one self-contained page per run (and one for several runs side by side).
+
+The page is rebuilt from the run folder alone (``config.yaml``, ``metrics.jsonl``,
+``evaluation.json``, ``model.safetensors``), so it works for a copied or resumed run. Figures that
+need the model and the dataset are drawn only when both can be loaded; otherwise the page says
+what is missing and shows the rest. Every figure is also written as a PNG under ``figures/``, and
+embedded in the page as a base64 data URI so the file can be mailed or opened offline.
+Numbers in the tables carry their exact value in a ``data-value`` attribute.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import AlexNetError
+from . import figures
+
+REPORT_NAME = "report.html"
+FIGURES_DIR = "figures"
+TEST_LIMIT = 10_000  # test images whose predictions are shown and searched for mistakes
+POOL_SIZE = 5_000  # training images searched for nearest neighbours (FC7 features; ~5 s on 2 CPU cores)
+GRID_IMAGES = 24  # images in the prediction and mistake grids (three rows of eight)
+
+log = logging.getLogger(__name__)
+
+
+# --- reading a run folder ---------------------------------------------------------------------
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds, read without touching the model or the data."""
+
+    directory: Path
+    config: dict
+    history: list[dict]
+    evaluation: dict | None
+    metadata: dict | None
+    missing: list[str] = field(default_factory=list)  # what could not be read, and why
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def weights(self) -> Path:
+        return self.directory / "model.safetensors"
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Read a run folder's configuration, per-epoch metrics, test metrics and weights metadata."""
+    from ..weights import read_metadata
+
+    directory = Path(run_dir)
+    if not (directory / "config.yaml").is_file():
+        raise AlexNetError(f"{directory} is not a run folder (no config.yaml); pass the folder that "
+                           f"`alexnet train` printed")
+    missing = []
+    config = yaml.safe_load((directory / "config.yaml").read_text()) or {}
+    metrics = directory / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    if not history:
+        missing.append("metrics.jsonl has no epochs yet: no training curves")
+    evaluation = None
+    if (directory / "evaluation.json").is_file():
+        evaluation = json.loads((directory / "evaluation.json").read_text())
+    else:
+        missing.append("no evaluation.json (the run has not finished): no test metrics")
+    metadata = None
+    try:
+        metadata = read_metadata(directory / "model.safetensors")
+    except AlexNetError as error:
+        missing.append(f"no usable model.safetensors ({error}): no predictions, filters or neighbours")
+    return RunFiles(directory, config, history, evaluation, metadata, missing)
+
+
+# --- the figures ------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    key: str  # file stem under figures/
+    title: str
+    caption: str
+    path: Path
+
+
+def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: str = "auto",
+                  test_limit: int = TEST_LIMIT, pool_size: int = POOL_SIZE) -> tuple[list[Figure], list[str]]:
+    """Draw every figure the run folder allows into ``figures/``; returns them and what is missing."""
+    out = run.directory / FIGURES_DIR
+    drawn: list[Figure] = []
+    missing: list[str] = []
+
+    def draw(key: str, title: str, caption: str, make: Callable[[], object]) -> None:
+        try:
+            figure = make()
+        except Exception as error:  # one broken figure must not cost the others
+            missing.append(f"{title}: {error}")
+            log.warning("report: %s failed: %s", title, error)
+            return
+        path = out / f"{key}.png"
+        if isinstance(figure, Path):  # drawn straight to a file (the augmentation preview)
+            path = figure
+        else:
+            figures.save_figure(figure, path)
+        drawn.append(Figure(key, title, caption, path))
+
+    if run.history:
+        draw("training_curves", "Training curves",
+             "Loss and top-1 accuracy per epoch on the training batches (as trained: augmented, dropout on) "
+             "and on the held-out validation images; the learning rate at the end of each epoch.",
+             lambda: figures.training_curves(run.history))
+    if run.evaluation:
+        evaluation = run.evaluation
+        draw("confusion_matrix", "Confusion matrix",
+             "Test set: rows are the true class, columns the prediction; each cell gives the count and "
+             "its share of the row.",
+             lambda: figures.confusion_matrix(evaluation["confusion_matrix"], evaluation["class_names"]))
+        draw("per_class_scores", "Per-class scores", "Test-set precision, recall and F1 of every class.",
+             lambda: figures.per_class_scores(evaluation["precision"], evaluation["recall"], evaluation["f1"],
+                                              evaluation["class_names"]))
+    if run.metadata is not None:
+        missing += _model_figures(run, draw, data_dir=data_dir, device=device, test_limit=test_limit,
+                                  pool_size=pool_size)
+    dataset = run.config.get("dataset")
+    if dataset:
+        def preview():
+            from ..data.preview import augment_preview
+
+            return augment_preview(dataset, out / "augmentation.png", data_dir=data_dir or run.config.get("data_dir"),
+                                   seed=run.config.get("seed", 0), extra=run.config.get("augment"))
+
+        draw("augmentation", "Augmentation preview",
+             f"Real {dataset} training images under each augmentation alone, the presets, and this run's "
+             f"({run.config.get('augment')}).", preview)
+    return drawn, missing
+
+
+def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: int, pool_size: int) -> list[str]:
+    """Filters (needs the weights), predictions, mistakes and neighbours (need the data too)."""
+    import torch
+
+    from ..data import build_loaders
+    from ..perf import autocast_context, resolve_precision
+    from ..training.loop import resolve_device
+    from ..weights import load_weights
+    from . import predictions
+
+    torch_device = resolve_device(device)
+    try:
+        model, metadata = load_weights(run.weights, device=str(torch_device))
+    except AlexNetError as error:
+        return [f"the model could not be loaded ({error}): no predictions, filters or neighbours"]
+    towers = getattr(model, "towers", 1)
+    draw("filters", "First-layer filters",
+         f"The {predictions.first_conv_weights(model).shape[0]} kernels of the first convolution (the paper's "
+         f"Figure 3)" + (", one block per tower (the paper's two GPUs)." if towers > 1 else "."),
+         lambda: figures.first_layer_filters(predictions.first_conv_weights(model), towers))
+
+    name = metadata.get("dataset") or run.config.get("dataset")
+    classes = list(metadata["class_names"])
+    try:
+        data = build_loaders(
+            name, data_dir=data_dir or run.config.get("data_dir"), batch_size=500, eval_batch_size=500,
+            output_shape=tuple(model.input_size), augment="none", val_size=metadata.get("val_size"),
+            seed=metadata.get("seed", 0), device=torch_device,
+        )
+    except AlexNetError as error:
+        return [f"dataset {name!r} is not available here, so the figures of predictions, mistakes and "
+                f"nearest neighbours are left out. {error}"]
+    mean, std = metadata["mean"], metadata["std"]
+    autocast = autocast_context(torch_device, resolve_precision(run.config.get("precision", "auto"), torch_device))
+    test = predictions.collect_outputs(model, data.test, mean, std, limit=test_limit,
+                                       flip=bool(metadata.get("flip_test")), autocast=autocast)
+    predicted = test.probabilities.argmax(1)
+    confidence = test.probabilities.max(1)
+    shown = slice(0, GRID_IMAGES)
+    accuracy = float((predicted == test.labels).mean())
+    draw("predictions", "Test predictions",
+         f"The first {min(GRID_IMAGES, len(test))} test images: true class, then the prediction and its "
+         f"probability (red: wrong). Top-1 on these {len(test):,} test images: {accuracy:.2%}.",
+         lambda: figures.prediction_grid(test.thumbnails[shown], test.labels[shown], predicted[shown],
+                                         confidence[shown], classes))
+    draw("mistakes", "Most confident mistakes",
+         f"Of the first {len(test):,} test images, the wrong predictions made with the highest probability.",
+         lambda: figures.confident_mistakes(test.thumbnails, test.labels, test.probabilities, classes,
+                                            count=GRID_IMAGES))
+    data.train.set_epoch(0)  # a fixed, seeded sample of the training images, not augmented
+    pool = predictions.collect_outputs(model, data.train, mean, std, limit=pool_size, probabilities=False,
+                                       autocast=autocast)
+    found = predictions.find_neighbours(test, pool)
+    draw("neighbours", "Nearest neighbours by FC7 features",
+         f"Left: one test image per class; right: the training images whose FC7 (pre-logits, "
+         f"{pool.features.shape[1]}-d) features are nearest in Euclidean distance, among {len(pool):,} "
+         f"training images (the paper's Figure 4, right). Green: same class as the test image.",
+         lambda: figures.nearest_neighbours(test.thumbnails[found.query_index], test.labels[found.query_index],
+                                            pool.thumbnails[found.index], pool.labels[found.index], found.distance,
+                                            classes, pool_size=len(pool)))
+    return []
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #1f2328; line-height: 1.45; }
+h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; margin-top: 1.6em; }
+.subtitle { color: #59636e; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #d0d7de; padding: 0.25em 0.7em; text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f8fa; }
+.columns { display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { color: #59636e; font-size: 0.9em; max-width: 70em; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; border-radius: 6px; }
+.missing { background: #fff8c5; border: 1px solid #d4a72c; padding: 0.5em 1em; border-radius: 6px; }
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _number(value, kind: str, key: str = "") -> str:
+    """A table cell showing ``value`` (``percent``, ``float``, ``int``), its exact value in data-value."""
+    if value is None:
+        return '<td class="number">–</td>'
+    text = {"percent": lambda v: f"{100 * v:.2f}%", "float": lambda v: f"{v:.4f}",
+            "int": lambda v: f"{int(v):,}", "seconds": lambda v: f"{v:.1f} s"}[kind](value)
+    key_attribute = f' data-key="{_e(key)}"' if key else ""
+    return f'<td class="number"{key_attribute} data-value="{_e(repr(value))}">{_e(text)}</td>'
+
+
+def final_metrics(run: RunFiles) -> list[tuple[str, str, object, str]]:
+    """(key, label, value, kind) rows of the final-metrics table."""
+    rows = []
+    evaluation = run.evaluation or {}
+    for key, label, kind in (("count", "test images", "int"), ("top1", "top-1 accuracy", "percent"),
+                             ("top1_error", "top-1 error", "percent"), ("top5", "top-5 accuracy", "percent"),
+                             ("top5_error", "top-5 error", "percent"), ("loss", "test loss", "float"),
+                             ("macro_f1", "macro F1", "float"), ("weighted_f1", "weighted F1", "float")):
+        if key in evaluation:
+            rows.append((key, label, evaluation[key], kind))
+    if run.history:
+        best = max(run.history, key=lambda row: row["val_top1"])
+        last = run.history[-1]
+        rows += [
+            ("best_val_top1", f"best validation top-1 (epoch {best['epoch']})", best["val_top1"], "percent"),
+            ("val_top1", "last validation top-1", last["val_top1"], "percent"),
+            ("val_loss", "last validation loss", last["val_loss"], "float"),
+            ("train_loss", "last training loss", last["train_loss"], "float"),
+            ("epochs", "epochs", last["epoch"], "int"),
+            ("training_seconds", "training time", sum(row.get("epoch_seconds", 0.0) for row in run.history), "seconds"),
+        ]
+    return rows
+
+
+def _metrics_table(run: RunFiles) -> str:
+    evaluation = run.evaluation or {}
+    views = "ten crops" if evaluation.get("ten_crop") else ("image and mirror averaged" if evaluation.get("flip") else "centre")
+    body = "".join(f"<tr><th>{_e(label)}</th>{_number(value, kind, key)}</tr>"
+                   for key, label, value, kind in final_metrics(run))
+    note = f"<p>Test set of {_e(evaluation.get('dataset', '?'))}, {_e(views)}.</p>" if evaluation else ""
+    return f'<table id="final-metrics">{body}</table>{note}'
+
+
+def _per_class_table(evaluation: dict) -> str:
+    rows = []
+    for index, name in enumerate(evaluation["class_names"]):
+        support = sum(evaluation["confusion_matrix"][index])
+        rows.append(f"<tr><th>{_e(name)}</th>{_number(evaluation['precision'][index], 'float')}"
+                    f"{_number(evaluation['recall'][index], 'float')}{_number(evaluation['f1'][index], 'float')}"
+                    f"{_number(support, 'int')}</tr>")
+    return ('<table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>'
+            f"<th>test images</th></tr>{''.join(rows)}</table>")
+
+
+def _config_table(config: dict) -> str:
+    rows = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+        rows.append(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>")
+    return f'<table id="config">{"".join(rows)}</table>'
+
+
+def _usage(run: RunFiles) -> str:
+    directory = run.directory.resolve()
+    weights = run.weights.resolve()
+    metadata = run.metadata or {}
+    shape = "x".join(map(str, metadata.get("input_size", []))) or "?"
+    return f"""
+<p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size
+{_e(shape)} and normalisation in its metadata). Checkpoints to resume from:
+<code>{_e(directory / 'checkpoints' / 'last.pt')}</code>.</p>
+<p>Evaluate them again (same dataset, validation split and test-time views as the run):</p>
+<pre>alexnet evaluate {_e(directory)}
+alexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views</pre>
+<p>Predict with them from Python:</p>
+<pre>import torch
+from alexnet.data import normalize
+from alexnet.weights import load_weights
+
+model, metadata = load_weights("{_e(weights)}")
+images = ...  # float (B, C, H, W) in 0..1, {_e(shape)}
+with torch.no_grad():
+    probabilities = model(normalize(images, metadata["mean"], metadata["std"], model.input_size[0])).softmax(1)
+labels = [metadata["class_names"][i] for i in probabilities.argmax(1)]</pre>
+<p>Rebuild this page: <code>alexnet report {_e(directory)}</code></p>"""
+
+
+def _page(title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{_e(heading)}</h2>\n{content}\n" for heading, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<style>{STYLE}</style></head>\n<body><h1>{_e(title)}</h1><p class=\"subtitle\">{_e(subtitle)}</p>\n"
+            f"{body}</body></html>\n")
+
+
+def _figure_html(figure: Figure) -> str:
+    return (f'<figure id="figure-{_e(figure.key)}"><img alt="{_e(figure.title)}" src="{_data_uri(figure.path)}">'
+            f"<figcaption><b>{_e(figure.title)}.</b> {_e(figure.caption)} "
+            f"(<code>{_e(FIGURES_DIR)}/{_e(figure.path.name)}</code>)</figcaption></figure>")
+
+
+def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
+                 test_limit: int = TEST_LIMIT, pool_size: int = POOL_SIZE) -> Path:
+    """Write ``report.html`` (and ``figures/*.png``) into the run folder ``run_dir``; returns its path.
+
+    ``data_dir`` overrides where the dataset is looked for (default: the run's, then the usual
+    places); ``test_limit`` and ``pool_size`` bound the test images predicted and the training
+    images searched for neighbours.
+    """
+    run = read_run(run_dir)
+    drawn, missing = build_figures(run, data_dir=data_dir, device=device, test_limit=test_limit,
+                                   pool_size=pool_size)
+    config = run.config
+    subtitle = (f"{config.get('model')} on {config.get('dataset')}, recipe {config.get('recipe')}, "
+                f"{len(run.history)} of {config.get('epochs')} epochs; report written "
+                f"{time.strftime('%Y-%m-%d %H:%M')} from {run.directory.resolve()}")
+    sections = []
+    if run.missing or missing:
+        items = "".join(f"<li>{_e(item)}</li>" for item in run.missing + missing)
+        sections.append(("Not in this report", f'<div class="missing"><ul>{items}</ul></div>'))
+    sections.append(("Final metrics", f'<div class="columns"><div>{_metrics_table(run)}</div>'
+                     + (f"<div>{_per_class_table(run.evaluation)}</div>" if run.evaluation else "") + "</div>"))
+    sections.append(("Figures", "\n".join(_figure_html(figure) for figure in drawn) or "<p>none</p>"))
+    sections.append(("Configuration", _config_table(config)))
+    sections.append(("Weights and how to use them", _usage(run)))
+    path = run.directory / REPORT_NAME
+    path.write_text(_page(f"Run {run.name}", subtitle, sections), encoding="utf-8")
+    return path
+
+
+# --- several runs -----------------------------------------------------------------------------
+
+COMPARED = (("top1", "test top-1", "percent"), ("top5", "test top-5", "percent"), ("loss", "test loss", "float"),
+            ("macro_f1", "macro F1", "float"), ("best_val_top1", "best val top-1", "percent"),
+            ("epochs", "epochs", "int"), ("training_seconds", "training time", "seconds"))
+
+
+def _run_labels(runs: Sequence[RunFiles]) -> list[str]:
+    """Folder names, or parent/name where two folders share a name."""
+    names = [run.name for run in runs]
+    return [f"{run.directory.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name for run in runs]
+
+
+def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparison.html") -> Path:
+    """One page for several runs: their curves on shared axes, final metrics and differing settings
+    in one table each; the curves also go to ``<out stem>-curves.png``. Returns the page's path."""
+    runs = [read_run(directory) for directory in run_dirs]
+    if not runs:
+        raise AlexNetError("give at least one run folder to compare")
+    labels = _run_labels(runs)
+    out = Path(out)
+    sections = []
+    rows = []
+    for label, run in zip(labels, runs):
+        values = {key: value for key, _, value, _ in final_metrics(run)}
+        cells = "".join(_number(values.get(key), kind, key) for key, _, kind in COMPARED)
+        rows.append(f"<tr><th>{_e(label)}</th><td>{_e(run.config.get('model'))}</td>"
+                    f"<td>{_e(run.config.get('dataset'))}</td>{cells}</tr>")
+    header = "".join(f"<th>{_e(title)}</th>" for _, title, _ in COMPARED)
+    sections.append(("Final metrics", f'<table id="comparison"><tr><th>run</th><th>model</th><th>dataset</th>'
+                                      f"{header}</tr>{''.join(rows)}</table>"))
+    histories = {label: run.history for label, run in zip(labels, runs) if run.history}
+    if histories:
+        path = figures.save_figure(figures.comparison_curves(histories), out.with_name(f"{out.stem}-curves.png"))
+        sections.append(("Curves", _figure_html(Figure(
+            "curves", "Training curves", "Validation (solid) and training (dashed) loss and top-1 per epoch.", path))))
+    keys = sorted({key for run in runs for key in run.config})
+    differing = [key for key in keys if len({json.dumps(run.config.get(key), sort_keys=True) for run in runs}) > 1]
+    if differing:
+        head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+        body = "".join(f"<tr><th>{_e(key)}</th>" + "".join(f"<td>{_e(run.config.get(key))}</td>" for run in runs)
+                       + "</tr>" for key in differing)
+        sections.append(("Settings that differ", f'<table id="differences"><tr><th>setting</th>{head}</tr>{body}</table>'))
+    links = "".join(f"<li>{_e(label)}: <code>{_e(run.directory.resolve() / REPORT_NAME)}</code></li>"
+                    for label, run in zip(labels, runs))
+    sections.append(("Runs", f"<ul>{links}</ul>"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_page(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections),
+                   encoding="utf-8")
+    return out
