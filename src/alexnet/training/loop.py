@@ -29,7 +29,9 @@ from ..data import build_loaders
 from ..errors import AlexNetError
 from ..evaluation import Metrics, evaluate_model, ten_crop_shape
 from ..models import build_model
-from ..perf import autocast_context, resolve_precision, set_threads
+from ..perf import (
+    autocast_context, optimizer_options, precision_name, resolve_precision, reuse_freed_memory, set_threads,
+)
 from ..weights import save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -83,6 +85,7 @@ class _Trainer:
         self.device = resolve_device(config.device, group.local_rank)
         if self.device.type == "cpu":
             set_threads()
+            reuse_freed_memory()
         self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
 
@@ -111,7 +114,7 @@ class _Trainer:
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = _make_optimizer(self.model, self.recipe, config)
+        self.optimizer = _make_optimizer(self.model, self.recipe, config, self.device)
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         self.scheduler = _make_scheduler(self.optimizer, self.recipe, config, self.steps_per_epoch)
         self.forward_model = self._wrap(self.model)
@@ -128,7 +131,7 @@ class _Trainer:
         config = self.config
         self.log(f"run folder: {self.directory}")
         self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
-                 f"batch {config.batch_size}, lr {config.lr}, {_precision_name(self.dtype)} on "
+                 f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else ""))
         try:
             while self.epoch < config.epochs:
@@ -148,7 +151,7 @@ class _Trainer:
         model.train()
         start, images_seen = time.perf_counter(), 0
         window: list[torch.Tensor] = []
-        totals = self.partial.to(self.device)
+        totals = self.partial = self.partial.to(self.device)  # updated in place, saved on interrupt
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                    disable=config.quiet or not self.group.is_main, leave=False, dynamic_ncols=True)
         batches = iter(loader)
@@ -167,12 +170,11 @@ class _Trainer:
                 bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
                                 acc=f"{totals[1].item() / totals[2].item():.3f}", img_s=f"{rate:.0f}")
             bar.update(1)
-            self.partial = totals.cpu()
         bar.close()
         seconds = time.perf_counter() - start
         totals = self.group.all_reduce_sum(totals)
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
-                                autocast=self.autocast(), flip=self.recipe.flip_test)
+                                autocast=self.autocast())
         if self.recipe.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)
         row = {
@@ -331,7 +333,7 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "step": self.step, "partial": self.partial,
+            "epoch": self.epoch, "step": self.step, "partial": self.partial.cpu(),
             "history": self.history, "best_top1": self.best_top1,
             "rng": rng_state(),
             "config": json.loads(json.dumps(self.config.__dict__)),
@@ -360,20 +362,19 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
-def _make_optimizer(model: nn.Module, recipe: Recipe, config: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, recipe: Recipe, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for parameter in model.parameters():
         (no_decay if parameter.ndim <= 1 and not recipe.decay_norm_and_bias else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     groups = [group for group in groups if group["params"]]
-    # foreach: one kernel per parameter group instead of one per tensor.
+    fast = optimizer_options(device)  # one fused step over all parameters
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                               foreach=True)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, foreach=True)
-    return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+        return torch.optim.Adam(groups, lr=config.lr, **fast)
+    return torch.optim.AdamW(groups, lr=config.lr, **fast)
 
 
 def _make_scheduler(optimizer, recipe: Recipe, config: TrainConfig, steps_per_epoch: int):
@@ -388,7 +389,3 @@ def _make_scheduler(optimizer, recipe: Recipe, config: TrainConfig, steps_per_ep
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _precision_name(dtype: torch.dtype | None) -> str:
-    return "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
