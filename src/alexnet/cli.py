@@ -48,26 +48,28 @@ MODEL_SWITCHES = {  # flag -> (type, help); they fill TrainConfig.model_options
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, typed from its annotation: the dataclass stays the one
-    source of truth for names, types and defaults."""
+    """One flag per TrainConfig field, typed from its annotation and documented by its comment:
+    the dataclass stays the one source of truth for names, types, defaults and help."""
     import dataclasses
+    import inspect
+    import re
     import typing
 
-    from .training.config import TrainConfig
+    from .training.config import RECIPE_FIELDS, TrainConfig
 
+    comments = dict(re.findall(r"^\s+(\w+): [^#\n]+#\s*(.+)$", inspect.getsource(TrainConfig), re.M))
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         if field.name == "model_options":
             continue
         kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
         flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
+        default = "the recipe's" if field.name in RECIPE_FIELDS else field.default
+        text = f"{comments.get(field.name, '')} (default: {default})".replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"(default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(),
-                                help=f"(default: {'from the recipe' if default is None else default})")
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=text)
     for name, (kind, text) in MODEL_SWITCHES.items():
         parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=f"model switch: {text}")
 
@@ -199,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     summary.set_defaults(run=_cmd_summary)
 
-    train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)")
     train.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
     train.add_argument("--nproc", type=int, default=0, help="processes on this machine (launches torchrun)")

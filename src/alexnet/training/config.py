@@ -13,6 +13,8 @@ from ..errors import AlexNetError
 from .recipes import get_recipe
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Fields whose None means "the recipe's value".
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment")
 ALLREDUCE_DTYPES = ("fp32", "bf16")
 
 
@@ -31,11 +33,11 @@ class TrainConfig:
 
     # how to train: a recipe, and overrides of its values
     recipe: str = "fast"  # paper | tutorial | fast
-    epochs: int | None = None
+    epochs: int | None = None  # passes over the training set
     batch_size: int | None = None  # global: split across processes when training in parallel
     lr: float | None = None  # peak learning rate for this batch size
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
+    weight_decay: float | None = None  # L2 penalty (the paper: 5e-4)
+    label_smoothing: float | None = None  # target probability moved to the other classes
     augment: str | None = None  # augmentation preset: paper | tutorial | light | none
     seed: int = 0  # weights, data order and augmentation all follow from it
 
@@ -64,11 +66,17 @@ class TrainConfig:
         self.validate()
         recipe = get_recipe(self.recipe)
         values = dataclasses.asdict(self)
-        for name in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment"):
+        for name in RECIPE_FIELDS:
             if values[name] is None:
                 values[name] = getattr(recipe, name)
         values["model_options"] = {**recipe.model_options, **self.model_options}
         values["recipe"] = recipe.name
+        import torch
+
+        from ..models import build_model
+
+        with torch.device("meta"):  # checks the model's options without allocating its weights
+            build_model(self.model, **values["model_options"])
         return TrainConfig(**values)
 
     def validate(self) -> None:
@@ -82,6 +90,10 @@ class TrainConfig:
             raise AlexNetError(
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
             )
+        from ..data import list_presets
+
+        if self.augment is not None:
+            _choice("augment", self.augment, tuple(list_presets()))
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
