@@ -56,6 +56,18 @@ def test_fast_lrn_agrees_with_torch_in_fp32(options):
     torch.testing.assert_close(ours.grad, theirs.grad)
 
 
+def test_fast_lrn_trains_after_an_inference_pass():
+    """The window matrix is cached; one made under inference_mode must still serve training."""
+    layer = LocalResponseNorm(groups=2)
+    x = torch.rand(1, 6, 2, 2) * 40
+    with torch.inference_mode():
+        expected = layer(x)
+    y = layer(x.requires_grad_())
+    y.sum().backward()
+    torch.testing.assert_close(y.detach(), expected)
+    assert torch.isfinite(x.grad).all()
+
+
 def test_fast_lrn_keeps_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     x = torch.rand(2, 8, 5, 5) * 40
