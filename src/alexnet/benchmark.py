@@ -34,6 +34,7 @@ from .summary import summarize
 
 TRAINING_FLOPS_PER_FORWARD = 3  # forward, gradient w.r.t. the activations, gradient w.r.t. the weights
 MATMUL_SIDE = 2048  # 17 GFLOP per multiply: long enough to reach the kernel's steady rate
+COMPILE_WARMUP = 3  # calls that may (re)compile: the first traces; train/eval and grads appearing retrace
 
 
 @dataclass
@@ -73,7 +74,10 @@ class Compilation:
 
     @property
     def amortised_after(self) -> int | None:
-        """Steps after which compiling has saved more than it cost; None if it never does."""
+        """Steps after which compiling has saved more than it cost; None if it never does.
+
+    The compile time is that of this process: with inductor's on-disk cache warm from an earlier
+    run it is several times shorter than the first time."""
         saved = self.eager_seconds_per_step - self.compiled_seconds_per_step
         return math.ceil(self.seconds / saved) if saved > 0 else None
 
@@ -137,7 +141,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(function: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> tuple[list[float], list[float]]:
+def time_calls(
+    function: Callable[[], object], repeats: int, warmup: int, device: torch.device
+) -> tuple[list[float], list[float]]:
     """Seconds of each of ``warmup`` then ``repeats`` calls (warm-up times returned separately)."""
     times = []
     for _ in range(warmup + repeats):
@@ -254,13 +260,14 @@ def run_benchmark(
         compiled = torch.compile(eager)
         eager.eval()
         _, eager_inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
-        first, inference = time_calls(_inference(compiled, fast_images, context), repeats, max(warmup, 1), device)
+        first, inference = time_calls(_inference(compiled, fast_images, context), repeats,
+                                      max(warmup, COMPILE_WARMUP), device)
         compile_inference = _compilation(first, eager_inference, inference)
         eager.train()
         _, eager_training = time_calls(_training_step(eager, fast_images, labels, optimizer, context),
                                        repeats, warmup, device)
         first, training = time_calls(_training_step(compiled, fast_images, labels, optimizer, context),
-                                     repeats, max(warmup, 1), device)
+                                     repeats, max(warmup, COMPILE_WARMUP), device)
         compile_training = _compilation(first, eager_training, training)
     else:
         eager.eval()
