@@ -158,7 +158,8 @@ def test_report_probabilities_are_those_evaluate_uses(run_dir):
 
 def test_nearest_neighbours_are_the_smallest_euclidean_distances():
     generator = np.random.default_rng(0)
-    pool, queries = generator.normal(size=(200, 16)).astype(np.float32), generator.normal(size=(3, 16)).astype(np.float32)
+    pool = generator.normal(size=(200, 16)).astype(np.float32)
+    queries = generator.normal(size=(3, 16)).astype(np.float32)
     index, distance = predictions.nearest_neighbours(queries, pool, k=5)
     brute = np.linalg.norm(queries[:, None] - pool[None], axis=-1)
     np.testing.assert_array_equal(index, np.argsort(brute, axis=1)[:, :5])
@@ -192,7 +193,8 @@ def test_report_without_the_dataset_keeps_the_other_figures(run_dir, tmp_path, m
                                "figure-filters"]
     text = "".join(page.text)
     assert "Not in this report" in text and "is not available here" in text
-    assert keyed_values(page.tables["final-metrics"])["top1"] == json.loads((copy / "evaluation.json").read_text())["top1"]
+    evaluation = json.loads((copy / "evaluation.json").read_text())
+    assert keyed_values(page.tables["final-metrics"])["top1"] == evaluation["top1"]
 
 
 @needs_fashion

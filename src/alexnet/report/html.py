@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
     missing = []
     config = yaml.safe_load((directory / "config.yaml").read_text()) or {}
     metrics = directory / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    history = [json.loads(line) for line in lines if line.strip()]
     if not history:
         missing.append("metrics.jsonl has no epochs yet: no training curves")
     evaluation = None
@@ -272,7 +274,8 @@ def final_metrics(run: RunFiles) -> list[tuple[str, str, object, str]]:
 
 def _metrics_table(run: RunFiles) -> str:
     evaluation = run.evaluation or {}
-    views = "ten crops" if evaluation.get("ten_crop") else ("image and mirror averaged" if evaluation.get("flip") else "centre")
+    views = ("ten crops" if evaluation.get("ten_crop")
+             else "image and mirror averaged" if evaluation.get("flip") else "centre crop")
     body = "".join(f"<tr><th>{_e(label)}</th>{_number(value, kind, key)}</tr>"
                    for key, label, value, kind in final_metrics(run))
     note = f"<p>Test set of {_e(evaluation.get('dataset', '?'))}, {_e(views)}.</p>" if evaluation else ""
@@ -332,10 +335,14 @@ def _page(title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> str
             f"{body}</body></html>\n")
 
 
-def _figure_html(figure: Figure) -> str:
+def _relative(path: Path, page_dir: Path) -> str:
+    return os.path.relpath(path.resolve(), page_dir.resolve())
+
+
+def _figure_html(figure: Figure, page_dir: Path) -> str:
     return (f'<figure id="figure-{_e(figure.key)}"><img alt="{_e(figure.title)}" src="{_data_uri(figure.path)}">'
             f"<figcaption><b>{_e(figure.title)}.</b> {_e(figure.caption)} "
-            f"(<code>{_e(FIGURES_DIR)}/{_e(figure.path.name)}</code>)</figcaption></figure>")
+            f"(<code>{_e(_relative(figure.path, page_dir))}</code>)</figcaption></figure>")
 
 
 def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
@@ -359,7 +366,7 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
         sections.append(("Not in this report", f'<div class="missing"><ul>{items}</ul></div>'))
     sections.append(("Final metrics", f'<div class="columns"><div>{_metrics_table(run)}</div>'
                      + (f"<div>{_per_class_table(run.evaluation)}</div>" if run.evaluation else "") + "</div>"))
-    sections.append(("Figures", "\n".join(_figure_html(figure) for figure in drawn) or "<p>none</p>"))
+    sections.append(("Figures", "\n".join(_figure_html(figure, run.directory) for figure in drawn) or "<p>none</p>"))
     sections.append(("Configuration", _config_table(config)))
     sections.append(("Weights and how to use them", _usage(run)))
     path = run.directory / REPORT_NAME
@@ -402,15 +409,18 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
     if histories:
         path = figures.save_figure(figures.comparison_curves(histories), out.with_name(f"{out.stem}-curves.png"))
         sections.append(("Curves", _figure_html(Figure(
-            "curves", "Training curves", "Validation (solid) and training (dashed) loss and top-1 per epoch.", path))))
+            "curves", "Training curves", "Validation (solid) and training (dashed) loss and top-1 per epoch.", path),
+            out.parent)))
     keys = sorted({key for run in runs for key in run.config})
     differing = [key for key in keys if len({json.dumps(run.config.get(key), sort_keys=True) for run in runs}) > 1]
     if differing:
         head = "".join(f"<th>{_e(label)}</th>" for label in labels)
         body = "".join(f"<tr><th>{_e(key)}</th>" + "".join(f"<td>{_e(run.config.get(key))}</td>" for run in runs)
                        + "</tr>" for key in differing)
-        sections.append(("Settings that differ", f'<table id="differences"><tr><th>setting</th>{head}</tr>{body}</table>'))
-    links = "".join(f"<li>{_e(label)}: <code>{_e(run.directory.resolve() / REPORT_NAME)}</code></li>"
+        table = f'<table id="differences"><tr><th>setting</th>{head}</tr>{body}</table>'
+        sections.append(("Settings that differ", table))
+    links = "".join(f'<li>{_e(label)}: <a href="{_e(_relative(run.directory / REPORT_NAME, out.parent))}">'
+                    f"<code>{_e(run.directory.resolve() / REPORT_NAME)}</code></a></li>"
                     for label, run in zip(labels, runs))
     sections.append(("Runs", f"<ul>{links}</ul>"))
     out.parent.mkdir(parents=True, exist_ok=True)
