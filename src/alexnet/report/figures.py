@@ -100,9 +100,9 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     rates = counts / np.maximum(totals, 1)
     classes = len(class_names)
     side = max(5.0, 0.6 * classes + 1.5) if classes <= ANNOTATED_CLASSES else 12.0
-    figure, axis = plt.subplots(figsize=(side + 1.5, side))
+    figure, axis = plt.subplots(figsize=(side + 2, side), layout="constrained")  # room for the colour bar
     image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.02, label="share of the true class")
     if classes <= ANNOTATED_CLASSES:
         ticks = np.arange(classes)
         axis.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -116,7 +116,6 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
                           va="center", fontsize=7, color=colour)
     axis.set(xlabel="predicted class", ylabel="true class",
              title=f"confusion matrix ({int(counts.sum())} images; count and share of each row)")
-    figure.tight_layout()
     return figure
 
 
