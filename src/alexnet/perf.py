@@ -91,8 +91,11 @@ def set_threads(threads: int | None = None) -> int:
     """Use ``threads`` intra-op threads (default: one per physical core) and return the number.
 
     A second hyper-thread on a core shares its vector units and only adds contention to the
-    oneDNN and MKL kernels that do AlexNet's arithmetic."""
-    threads = threads or physical_cores()
+    oneDNN and MKL kernels that do AlexNet's arithmetic. Under torchrun the machine's cores are
+    shared out between its ``LOCAL_WORLD_SIZE`` processes: N processes with all the cores each
+    would oversubscribe them N times over, which on CPU is several times slower, not faster."""
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = threads or max(1, physical_cores() // local_processes)
     torch.set_num_threads(threads)
     return threads
 

@@ -26,6 +26,7 @@ from .augment import (
     AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
 )
 from .datasets import ColourPCA, user_cache_dir
+from .memory import shard_indices
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
 # LOC_synset_mapping.txt, Caffe's ilsvrc12 tools synset_words.txt; both are "wnid name, synonym, ...".
@@ -148,8 +149,9 @@ class StreamingLoader:
     """Batches of (images, labels) decoded from files by DataLoader workers; same contract as InMemoryLoader.
 
     ``skipped`` / ``skipped_files``: the files left out during the last (or current) epoch.
-    With ``world_size > 1`` a ``DistributedSampler`` shards the files (it pads with repeats to equal
-    shares, dropping the remainder when training) and is re-seeded by ``set_epoch``.
+    With ``world_size > 1`` a ``DistributedSampler`` shards the training files (dropping the
+    remainder so every rank takes as many steps) and is re-seeded by ``set_epoch``; evaluation
+    shards are disjoint and cover every file once (their lengths differ by at most one).
     """
 
     def __init__(
@@ -185,6 +187,11 @@ class StreamingLoader:
         self.epoch = epoch
 
     def _sampler(self):
+        if self.world_size > 1 and not self.train:
+            # DistributedSampler would pad the shares to equal length with repeated files, and the
+            # repeats would count twice in the all-reduced metrics: every file exactly once instead.
+            return shard_indices(torch.arange(len(self.dataset)), self.rank, self.world_size,
+                                 drop_remainder=False).tolist()
         if self.world_size > 1:
             sampler = DistributedSampler(
                 self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed,

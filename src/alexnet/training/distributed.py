@@ -4,6 +4,12 @@ The global batch size is what the configuration says, whatever the number of pro
 the N processes takes ``batch_size // N`` images per step, and DistributedDataParallel averages
 the gradients, so one step of N processes equals one step of one process on the whole batch.
 A batch size that N does not divide is refused (rather than silently changing the recipe).
+With gradient accumulation an optimiser step sees ``accumulation_steps * batch_size`` images.
+
+A process that dies makes the others' next collective fail (gloo: "Connection reset by peer";
+NCCL: a timeout): ``lost_peer`` recognises that, and torchrun stops the whole group. Under
+``torchrun --max-restarts`` a restarted group continues from the run folder's last checkpoint
+(``restarted_run_folder``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -80,3 +87,44 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 def destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# A run folder started under torchrun holds the job's TORCHELASTIC_RUN_ID, so that a restarted
+# group finds the folder again when its name was made up from the time.
+ELASTIC_RUN_ID_FILE = "torchelastic_run_id"
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process went away."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+
+
+def elastic_run_id() -> str | None:
+    """torchrun's id for this job (``--standalone`` makes a fresh one; ``--rdzv-id`` names it);
+    None outside torchrun or when it is the default ``none`` shared by every job."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return run_id if run_id and run_id != "none" else None
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun has restarted the group (``--max-restarts``); 0 outside torchrun."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def restarted_run_folder(out: str | Path, name: str | None) -> Path | None:
+    """After torchrun restarted the group (``--max-restarts``, TORCHELASTIC_RESTART_COUNT > 0):
+    the run folder to continue, ``out/name`` or the one this torchrun job started, if it has a
+    checkpoint to continue from. None on a first start, and when there is nothing to continue."""
+    if elastic_restart_count() == 0:
+        return None
+    if name:
+        folder = Path(out) / name
+    else:
+        run_id = elastic_run_id()
+        marks = Path(out).glob(f"*/{ELASTIC_RUN_ID_FILE}") if run_id else ()
+        folder = next((mark.parent for mark in marks if mark.read_text().strip() == run_id), None)
+    if folder is not None and (folder / "checkpoints" / "last.pt").is_file():
+        return folder
+    return None

@@ -35,7 +35,10 @@ from ..perf import (
 from ..weights import save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import ProcessGroup, destroy_process_group, init_process_group, per_process_batch
+from .distributed import (
+    ELASTIC_RUN_ID_FILE, ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
+    init_process_group, lost_peer, per_process_batch, restarted_run_folder,
+)
 from .recipes import Recipe, get_recipe
 
 NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host sync)
@@ -73,6 +76,8 @@ class _Trainer:
     def __init__(self, config: TrainConfig | None, resume: str | Path | None, group: ProcessGroup):
         self.group = group
         checkpoint = None
+        if resume is None and config is not None:  # torchrun --max-restarts restarted the group
+            resume = restarted_run_folder(config.out, config.name)
         if resume is not None:
             directory = Path(resume)
             if not (directory / "config.yaml").is_file():
@@ -93,9 +98,11 @@ class _Trainer:
             directory = self._new_directory() if group.is_main else None
             directory = Path(group.broadcast_object(str(directory) if directory else None))
         self.directory = directory
-        if group.is_main:
+        if group.is_main and checkpoint is None:  # (resuming, the other ranks are reading it)
             (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
             (directory / "config.yaml").write_text(config.to_yaml())
+            if elastic_run_id():
+                (directory / ELASTIC_RUN_ID_FILE).write_text(elastic_run_id())
 
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, **config.model_options)
@@ -133,6 +140,10 @@ class _Trainer:
         self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
                  f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else ""))
+        if self.epoch or self.step:
+            restarts = elastic_restart_count()
+            self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
+                     + (f" (torchrun restart {restarts})" if restarts else ""))
         try:
             while self.epoch < config.epochs:
                 self._train_epoch()
@@ -142,6 +153,15 @@ class _Trainer:
             self.log(f"interrupted in epoch {self.epoch + 1} at step {self.step}; saved. Continue with: "
                      f"alexnet train --resume {self.directory}")
             raise
+        except RuntimeError as error:
+            if not (self.group.distributed and lost_peer(error)):
+                raise
+            raise AlexNetError(
+                f"process {self.group.rank} of {self.group.world_size} lost contact with the others "
+                f"({str(error).splitlines()[0][:300]}); another process has probably died: torchrun's "
+                f"report names the first failure. Continue from the last checkpoint with the same "
+                f"command and --resume {self.directory}"
+            ) from error
         return self._finish()
 
     def _train_epoch(self) -> None:
@@ -299,7 +319,9 @@ class _Trainer:
     def _new_directory(self) -> Path:
         name = self.config.name or f"{self.config.model}-{self.config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         directory = Path(self.config.out) / name
-        if (directory / "metrics.jsonl").exists():
+        if (directory / "metrics.jsonl").exists() and elastic_restart_count():
+            (directory / "metrics.jsonl").unlink()  # restarted by torchrun before any checkpoint: start over
+        elif (directory / "metrics.jsonl").exists():
             raise AlexNetError(f"{directory} already holds a run; choose another --name, or continue it "
                                f"with --resume {directory}")
         return directory
@@ -344,6 +366,8 @@ class _Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.partial = state["epoch"], state["step"], state["partial"]
+        if not self.group.is_main:  # rank 0's sums are in the checkpoint once; they are all-reduced
+            self.partial = torch.zeros_like(self.partial)
         self.history, self.best_top1 = list(state["history"]), state["best_top1"]
         set_rng_state(state["rng"])
         if self.group.is_main:  # drop epochs logged after the checkpoint was written
