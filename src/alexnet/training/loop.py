@@ -139,7 +139,9 @@ class _Trainer:
         self.log(f"run folder: {self.directory}")
         self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
                  f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
-                 f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else ""))
+                 f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else "")
+                 + (f", {config.allreduce_dtype} gradient all-reduce" if self.group.distributed else "")
+                 + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
         if self.epoch or self.step:
             restarts = elastic_restart_count()
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
