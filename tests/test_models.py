@@ -126,7 +126,7 @@ def test_shared_interface(name):
     "options",
     [
         {"activation": "tanh"}, {"norm": "batch"}, {"norm": "none"}, {"pooling": "non-overlapping"},
-        {"dropout": 0.0}, {"towers": 1}, {"num_classes": 17}, {"in_chans": 1},
+        {"dropout": 0.0}, {"towers": 1}, {"num_classes": 17}, {"in_chans": 1}, {"init": "kaiming"},
     ],
 )
 def test_switches(options):
@@ -180,3 +180,14 @@ def test_cli_summary_and_models(capsys):
     assert "Known models" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert set(list_models()) <= set(capsys.readouterr().out.split())
+
+
+def test_kaiming_initialisation_of_the_small_variants():
+    torch.manual_seed(0)
+    model = build_model("alexnet_small28")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers[:-1]:
+        fan_in = layer.weight[0].numel()
+        assert abs(layer.weight.std().item() / (2 / fan_in) ** 0.5 - 1) < 0.1
+        assert not layer.bias.any()
+    assert abs(layers[-1].weight.std().item() - 0.01) < 0.002

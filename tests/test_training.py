@@ -176,7 +176,6 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
 def test_recipes_fill_what_the_user_left_unset():
     config = TrainConfig(recipe="paper", lr=0.02).resolved()
     assert (config.batch_size, config.lr, config.weight_decay) == (128, 0.02, 5e-4)
-    assert config.model_options["init"] == "paper"
     tutorial = TrainConfig(recipe="seed", model="alexnet_tutorial28").resolved()
     assert (tutorial.recipe, tutorial.batch_size, tutorial.lr) == ("tutorial", 64, 1e-3)
 

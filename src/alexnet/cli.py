@@ -43,7 +43,7 @@ MODEL_SWITCHES = {  # flag -> (type, help); they fill TrainConfig.model_options
     "pooling": (str, "overlapping | non-overlapping"),
     "dropout": (float, "dropout probability of FC6 and FC7"),
     "towers": (int, "1 | 2 (the paper's two-GPU connectivity)"),
-    "init": (str, "paper | default"),
+    "init": (str, "paper | kaiming | default"),
 }
 
 

@@ -211,7 +211,7 @@ def evaluate(
         name, data_dir=data_dir, batch_size=batch_size, eval_batch_size=batch_size,
         output_shape=ten_crop_shape(model.input_size) if ten_crop else tuple(model.input_size),
         augment="none", val_size=metadata.get("val_size"), subset=1.0, seed=metadata.get("seed", 0),
-        device=torch_device,
+        device=torch_device, normalization=(metadata["mean"], metadata["std"]),
     )
     if len(data.classes) != model.num_classes:
         raise AlexNetError(f"{path} predicts {model.num_classes} classes but {name} has "

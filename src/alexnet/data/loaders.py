@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ def build_loaders(
     augment: AugmentConfig | str | None = None, val_size: int | None = None, subset: float = 1.0, seed: int = 0,
     device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, channels_last: bool = True,
     strict: bool = False, num_workers: int | None = None,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Loaders:
     """Train, validation and test loaders for dataset ``name``.
 
@@ -48,7 +49,9 @@ def build_loaders(
     ``subset`` (0 < f <= 1) trains on a stratified fraction of what remains. Streaming sets use the
     folder's ``val/`` (ImageNet: also as test, its test labels are not public), or hold out
     ``val_size`` (default 10%) of a flat class-folder tree. ``augment`` is a config or a preset name;
-    ``num_workers`` (streaming only) defaults to the CPU count, at most 8.
+    ``num_workers`` (streaming only) defaults to the CPU count, at most 8. ``normalization``
+    (mean, std) replaces the dataset's constants, e.g. the paper's mean subtraction on the 0..255
+    scale (std 1/255), or whatever a trained model's weights say they were trained with.
     """
     info = dataset_info(name)
     config = resolve_augment(augment, name)
@@ -60,6 +63,9 @@ def build_loaders(
         val_size = info.default_val_size if val_size is None else val_size
         train, val = split_validation(train, val_size, seed) if val_size else (train, test)
         train = stratified_subset(train, subset, seed)
+        if normalization is not None:
+            train, val, test = (replace(d, mean=tuple(normalization[0]), std=tuple(normalization[1]))
+                                for d in (train, val, test))
         make = lambda data, size, is_train: InMemoryLoader(  # noqa: E731
             data, size, train=is_train, augment=config, output_shape=output_shape, **common,
         )
@@ -95,9 +101,10 @@ def build_loaders(
     if name == "imagenet":
         classes = readable_class_names(root, classes)
     workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    mean, std = normalization if normalization is not None else (info.mean, info.std)
     shape = output_shape or DEFAULT_STREAMING_SHAPE
     make = lambda samples, size, is_train: StreamingLoader(  # noqa: E731
-        samples, classes, size, train=is_train, mean=info.mean, std=info.std, augment=config, output_shape=shape,
+        samples, classes, size, train=is_train, mean=mean, std=std, augment=config, output_shape=shape,
         num_workers=workers, strict=strict, **common,
     )
     train_loader = make(train_samples, batch_size, True)

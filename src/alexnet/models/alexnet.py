@@ -69,8 +69,10 @@ class AlexNet(nn.Module):
         classifier_order: where dropout sits. ``paper``: on the outputs of FC6 and FC7 ("setting to
             zero the output of each hidden neuron", Section 4.2). ``torchvision``: on the inputs of
             FC6 and FC7, so the pooled conv5 maps are dropped too and FC7's outputs are not.
-        init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says) or ``default`` (PyTorch's
-            Kaiming-uniform, as torchvision uses).
+        init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says), ``kaiming`` (He et
+            al. 2015: variance 2/fan-in for layers followed by a ReLU, zero biases; what lets the
+            small variants learn without batch norm), or ``default`` (PyTorch's own, as torchvision
+            uses: its variance of 1/(3 fan-in) shrinks the signal layer after layer).
     """
 
     def __init__(
@@ -92,7 +94,7 @@ class AlexNet(nn.Module):
         _check_choice("norm", norm, NORMALIZATIONS)
         _check_choice("pooling", pooling, POOLINGS)
         _check_choice("classifier_order", classifier_order, ("paper", "torchvision"))
-        _check_choice("init", init, ("paper", "default"))
+        _check_choice("init", init, INITS)
         if towers not in (1, 2):
             raise AlexNetError(f"towers must be 1 or 2, got {towers}")
         if not 0.0 <= dropout < 1.0:
@@ -154,6 +156,8 @@ class AlexNet(nn.Module):
             )
         if init == "paper":
             self._init_paper()
+        elif init == "kaiming":
+            self._init_kaiming()
 
     # -- the shared interface ------------------------------------------------------------------
 
@@ -179,7 +183,7 @@ class AlexNet(nn.Module):
         old = self.classifier[-1]
         self.classifier[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
         self.num_classes = num_classes
-        if self.init == "paper":
+        if self.init in ("paper", "kaiming"):
             nn.init.normal_(self.classifier[-1].weight, 0.0, 0.01)
             nn.init.zeros_(self.classifier[-1].bias)
 
@@ -198,6 +202,15 @@ class AlexNet(nn.Module):
         for index, linear in enumerate(linears):
             nn.init.normal_(linear.weight, 0.0, 0.01)
             nn.init.constant_(linear.bias, 1.0 if index < len(linears) - 1 else 0.0)
+
+    def _init_kaiming(self) -> None:
+        layers = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        for layer in layers[:-1]:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        nn.init.normal_(layers[-1].weight, 0.0, 0.01)  # small logits at first: an even start
+        nn.init.zeros_(layers[-1].bias)
 
     def _feature_side(self, side: int) -> int:
         """Spatial side of the last maps for an input of ``side`` pixels (shape arithmetic)."""
@@ -227,6 +240,9 @@ class AlexNet(nn.Module):
                 f"this model takes {height}x{width} images, got {x.shape[2]}x{x.shape[3]}; resize or "
                 f"crop them to {height}x{width} (its fully connected layers fix the input size)"
             )
+
+
+INITS = ("paper", "kaiming", "default")
 
 
 def _first(value: int | tuple[int, ...]) -> int:

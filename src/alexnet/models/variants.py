@@ -94,14 +94,14 @@ def alexnet_owt(**options) -> AlexNet:
 @register_model
 def alexnet_small28(**options) -> AlexNet:
     """AlexNet's shape for 1x28x28 images (Fashion-MNIST, MNIST), 10 classes."""
-    defaults = dict(num_classes=10, towers=2, norm="lrn", classifier_order="paper", init="default")
+    defaults = dict(num_classes=10, towers=2, norm="lrn", classifier_order="paper", init="kaiming")
     return AlexNet(SMALL, **{**defaults, **options})
 
 
 @register_model
 def alexnet_small32(**options) -> AlexNet:
     """AlexNet's shape for 3x32x32 images (CIFAR-10/100), 10 classes."""
-    defaults = dict(num_classes=10, towers=2, norm="lrn", classifier_order="paper", init="default")
+    defaults = dict(num_classes=10, towers=2, norm="lrn", classifier_order="paper", init="kaiming")
     return AlexNet(SMALL_32, **{**defaults, **options})
 
 

@@ -176,6 +176,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
             name, data_dir=data_dir or run.config.get("data_dir"), batch_size=500, eval_batch_size=500,
             output_shape=tuple(model.input_size), augment="none", val_size=metadata.get("val_size"),
             seed=metadata.get("seed", 0), device=torch_device,
+            normalization=(metadata["mean"], metadata["std"]),
         )
     except AlexNetError as error:
         return [f"dataset {name!r} is not available here, so the figures of predictions, mistakes and "

@@ -9,6 +9,7 @@ The run folder::
     checkpoints/best.pt  the same, at the best validation top-1
     model.safetensors    final weights with their metadata (model, classes, input size, mean/std)
     evaluation.json      final test metrics
+    report.html          the run's report (figures/ holds each of its pictures as a PNG)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import build_loaders
+from ..data import build_loaders, dataset_info
 from ..errors import AlexNetError
 from ..evaluation import Metrics, evaluate_model, ten_crop_shape
 from ..models import build_model
@@ -104,20 +105,28 @@ class _Trainer:
             if elastic_run_id():
                 (directory / ELASTIC_RUN_ID_FILE).write_text(elastic_run_id())
 
+        info = dataset_info(config.dataset)
+        options = dict(config.model_options)
+        if info.num_classes:  # a folder's classes are only known once it is read
+            options.setdefault("num_classes", info.num_classes)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.model, **config.model_options)
+        self.model = build_model(config.model, **options)
         batch = per_process_batch(config.batch_size, group.world_size)
+        # The paper's only preprocessing is subtracting the mean from raw 0..255 pixels (Section 2),
+        # and its N(0, 0.01) initialisation is sized for inputs of that scale; otherwise inputs are
+        # standardised to unit scale, which PyTorch's default initialisation expects.
+        raw_scale = self.model.init == "paper"
+        self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
         self.data = build_loaders(
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
             augment=config.augment, val_size=config.val_size, subset=config.subset, seed=config.seed,
             device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
-            channels_last=config.channels_last,
+            channels_last=config.channels_last, normalization=self.normalization,
         )
         if self.model.num_classes != len(self.data.classes):
             torch.manual_seed(config.seed)
-            self.model = build_model(config.model, **{**config.model_options,
-                                                      "num_classes": len(self.data.classes)})
+            self.model = build_model(config.model, **{**options, "num_classes": len(self.data.classes)})
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -278,7 +287,8 @@ class _Trainer:
                 config.dataset, data_dir=config.data_dir, batch_size=config.eval_batch_size,
                 output_shape=ten_crop_shape(self.model.input_size), augment="none",
                 val_size=config.val_size, seed=config.seed, device=self.device, rank=self.group.rank,
-                world_size=self.group.world_size, channels_last=config.channels_last).test
+                world_size=self.group.world_size, channels_last=config.channels_last,
+                normalization=self.normalization).test
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     autocast=self.autocast(), flip=self.recipe.flip_test and not config.ten_crop,
                                     ten_crop=config.ten_crop)
@@ -288,7 +298,7 @@ class _Trainer:
             save_weights(
                 run.weights_path, self.model, model_name=config.model,
                 model_options={**config.model_options}, class_names=list(self.data.classes),
-                mean=list(info.mean), std=list(info.std), dataset=config.dataset,
+                mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
                 flip_test=self.recipe.flip_test, epochs=self.epoch, test_top1=metrics.top1,
                 seed=config.seed, val_size=config.val_size,
             )

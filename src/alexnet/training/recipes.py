@@ -31,6 +31,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str = "none"  # an augmentation preset of alexnet.data
     flip_test: bool = False  # average the logits of each test image and its mirror
+
     model_options: dict = field(default_factory=dict)  # switches the recipe sets on the model
 
 
@@ -40,7 +41,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="paper",
             source="Krizhevsky et al. 2012, Section 5: SGD, batch 128, momentum 0.9, weight decay "
-            "5e-4, lr 0.01 divided by 10 when validation error stops improving; N(0, 0.01) init",
+            "5e-4, lr 0.01 divided by 10 when validation error stops improving",
             optimizer="sgd",
             lr=0.01,
             batch_size=128,
@@ -49,7 +50,10 @@ RECIPES: dict[str, Recipe] = {
             weight_decay=5e-4,
             schedule="plateau",
             augment="paper",
-            model_options={"init": "paper"},
+            # The initialisation is the model's own: N(0, 0.01) for alexnet_paper, which Section 5
+            # sized for the 227x227 network; on the small variants it stays at chance (measured:
+            # 10% after two epochs of Fashion-MNIST, with either input scale), so they keep
+            # PyTorch's default unless --init paper is given.
         ),
         Recipe(
             name="tutorial",
