@@ -82,7 +82,10 @@ RECIPES: dict[str, Recipe] = {
             label_smoothing=0.1,
             augment="light",
             flip_test=True,
-            model_options={"norm": "batch"},
+            # Batch norm between each convolution and its ReLU; PyTorch's own init (with batch norm
+            # it trained better than Kaiming's here: 92.0% against 90.8-91.4% after 8 epochs);
+            # dropout 0.25, as 8 epochs leave this small network under- rather than over-fitted.
+            model_options={"norm": "batch", "init": "default", "dropout": 0.25},
         ),
     )
 }
