@@ -18,6 +18,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics import MeanMetric, MetricCollection
 
+from .data.augment import ten_crop_logits
 from .errors import AlexNetError
 
 
@@ -146,7 +147,9 @@ def evaluate_model(
     try:
         for images, labels in loader:
             if ten_crop:
-                logits = _ten_crop_logits(model, images, autocast)
+                with autocast or contextlib.nullcontext():  # the paper's ten views (Section 4.1)
+                    logits = ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last),
+                                             tuple(model.input_size[1:])).float()
             else:
                 logits = predict_logits(model, images, autocast=autocast, flip=flip)
             accumulator.update(logits, labels)
@@ -161,18 +164,6 @@ def ten_crop_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     """Image size the ten crops are taken from: 256 for 224 crops, in proportion for others."""
     channels, height, width = input_size
     return channels, round(height * 256 / 224), round(width * 256 / 224)
-
-
-def _ten_crop_logits(model: nn.Module, images: torch.Tensor, autocast) -> torch.Tensor:
-    from .data.augment import ten_crop
-
-    height, width = model.input_size[1:]
-    views = ten_crop(images, (height, width))  # (B, 10, C, h, w)
-    batch = views.shape[0]
-    flat = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-    probabilities = predict_logits(model, flat, autocast=autocast).softmax(1)
-    # Averaging probabilities, then taking logs, keeps the loss a proper cross-entropy.
-    return probabilities.view(batch, 10, -1).mean(1).clamp_min(1e-12).log()
 
 
 def evaluate(
