@@ -53,7 +53,7 @@ RECIPES: dict[str, Recipe] = {
             # The initialisation is the model's own: N(0, 0.01) for alexnet_paper, which Section 5
             # sized for the 227x227 network; on the small variants it stays at chance (measured:
             # 10% after two epochs of Fashion-MNIST, with either input scale), so they keep
-            # PyTorch's default unless --init paper is given.
+            # their Kaiming init unless --init paper is given.
         ),
         Recipe(
             name="tutorial",
