@@ -6,4 +6,18 @@ from .summary import summarize
 
 __version__ = "0.1.0"
 
-__all__ = ["AlexNet", "AlexNetError", "build_model", "list_models", "summarize", "__version__"]
+__all__ = ["AlexNet", "AlexNetError", "build_model", "evaluate", "list_models", "summarize", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    """``alexnet.train`` and ``alexnet.evaluate``, imported on first use (they pull in the data and
+    training modules, which ``import alexnet`` alone does not need)."""
+    if name == "train":
+        from .training import train
+
+        return train
+    if name == "evaluate":
+        from .evaluation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'alexnet' has no attribute {name!r}")

@@ -190,7 +190,9 @@ class _Trainer:
             next(batches)
         while self.step < self.steps_per_epoch:
             loss, correct, count = self._optimizer_step(batches)
-            totals += torch.stack([loss.detach().double() * count, correct.double(), torch.tensor(float(count), dtype=torch.float64, device=self.device)])
+            totals[0] += loss.detach().double() * count  # stays on the device: no sync per step
+            totals[1] += correct
+            totals[2] += count
             window.append(loss.detach())
             self.step += 1
             images_seen += count
