@@ -21,6 +21,7 @@ two processes on two shared cores.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -157,7 +158,8 @@ def test_torchrun_max_restarts_continues_from_the_last_checkpoint(tmp_path, two_
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
     log = (run_dir / "log.txt").read_text()
-    assert "continuing from epoch 2, step 0 (torchrun restart 1)" in log
+    # restart 1 as a rule; restart 2 when the first re-formed group was refused by gloo (see above)
+    assert re.search(r"continuing from epoch 2, step 0 \(torchrun restart [12]\)", log), log
     reference, _ = two_processes
     assert [row["val_loss"] for row in rows(run_dir)] == [row["val_loss"] for row in rows(reference)]
     expected = load_file(str(reference / "model.safetensors"))
