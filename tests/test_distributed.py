@@ -21,7 +21,6 @@ two processes on two shared cores.
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -151,15 +150,13 @@ def test_killed_rank_stops_the_run_then_resume_continues(tmp_path, two_processes
 def test_torchrun_max_restarts_continues_from_the_last_checkpoint(tmp_path, two_processes):
     # no --name: the restarted group finds its folder by torchrun's run id
     flags = FLAGS + ["--out", str(tmp_path)]
-    # Two restarts allowed: right after a peer died, gloo's reconnection to the new group can be
-    # refused on a busy machine ("connectFullMesh ... Connection refused"); torchrun retries then,
-    # as it would in production. The kill happens in the first attempt only.
-    result, _ = torchrun(tmp_path, "", "--max-restarts=2", kill="1:1:3", train_flags=flags)
+    # The restarted group meets in a fresh corner of torchrun's store (distributed._attempt_store):
+    # reading the dead group's keys, gloo's connection was refused, then a second restart hung.
+    result, _ = torchrun(tmp_path, "", "--max-restarts=1", kill="1:1:3", train_flags=flags)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
     log = (run_dir / "log.txt").read_text()
-    # restart 1 as a rule; restart 2 when the first re-formed group was refused by gloo (see above)
-    assert re.search(r"continuing from epoch 2, step 0 \(torchrun restart [12]\)", log), log
+    assert "continuing from epoch 2, step 0 (torchrun restart 1)" in log, log
     reference, _ = two_processes
     assert [row["val_loss"] for row in rows(run_dir)] == [row["val_loss"] for row in rows(reference)]
     expected = load_file(str(reference / "model.safetensors"))

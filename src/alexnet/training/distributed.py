@@ -71,8 +71,32 @@ def init_process_group(device: str = "auto") -> ProcessGroup:
         # A rank that dies leaves the others waiting in a collective; the timeout turns that
         # hang into an error, and torchrun then stops the whole group.
         timeout = datetime.timedelta(seconds=int(os.environ.get("ALEXNET_DIST_TIMEOUT", "300")))
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+        backend = "nccl" if use_cuda else "gloo"
+        store = _attempt_store(rank, world_size, timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return ProcessGroup(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def _attempt_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """After a torchrun restart, the store the new group meets in, with keys of its own.
+
+    torchrun's workers share one key-value store across restarts, and a restarted group that
+    reads it as it is finds the previous attempt's keys: the dead group's socket addresses
+    (gloo's connection is then refused) and its barrier counts (the new group then waits
+    forever). Prefixing every key with the attempt number gives each attempt a clean slate.
+    None outside torchrun or in its first attempt: the default ``env://`` set-up is right there.
+    """
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0:
+        return None
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=not agent_serves and rank == 0, timeout=timeout,
+                          multi_tenant=not agent_serves)
+    return dist.PrefixStore(f"alexnet/attempt_{attempt}", store)
 
 
 def per_process_batch(batch_size: int, world_size: int) -> int:
