@@ -187,3 +187,18 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(AlexNetError, match="truncated or corrupt"):
         train(resume=run_dir)
+
+
+def test_paper_schedule_divides_by_ten_when_validation_error_stops_improving():
+    from alexnet.training.recipes import get_recipe
+
+    recipe = get_recipe("paper")
+    config = TrainConfig(recipe="paper", lr=0.01, epochs=30)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = loop._make_scheduler(optimizer, recipe, config, steps_per_epoch=10)
+    # validation error per epoch: a real gain, then gains under 0.2% (noise on 5,000 images)
+    for error in (0.12, 0.10, 0.099, 0.0985):
+        scheduler.step(error)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # two epochs without progress
+    scheduler.step(0.098)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # the third: divided by 10

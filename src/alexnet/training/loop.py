@@ -419,7 +419,8 @@ def _make_scheduler(optimizer, recipe: Recipe, config: TrainConfig, steps_per_ep
     total = max(1, config.epochs * steps_per_epoch)
     if recipe.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience)
+            optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience,
+            threshold=recipe.plateau_threshold, threshold_mode="abs")
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=recipe.warmup_fraction,

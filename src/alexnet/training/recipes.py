@@ -26,7 +26,10 @@ class Recipe:
     decay_norm_and_bias: bool = True  # the paper decays every parameter
     schedule: str = "constant"  # "plateau" | "onecycle" | "cosine" | "constant"
     plateau_factor: float = 0.1  # "divided the learning rate by 10 when the validation error rate
-    plateau_patience: int = 2  # stopped improving" (Section 5); patience is ours
+    plateau_patience: int = 2  # stopped improving" (Section 5); patience is ours, and so is
+    plateau_threshold: float = 0.002  # the least fall in validation error (absolute) that counts as
+    # improving: 5,000 validation images measure an error of ~9% to +-0.4%, so smaller gains are
+    # noise, and counting them kept the rate at 0.01 for 16 of 20 epochs of Fashion-MNIST
     warmup_fraction: float = 0.0  # share of the steps spent warming up (onecycle)
     label_smoothing: float = 0.0
     augment: str = "none"  # an augmentation preset of alexnet.data
