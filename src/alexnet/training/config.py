@@ -38,7 +38,7 @@ class TrainConfig:
     lr: float | None = None  # peak learning rate for this batch size
     weight_decay: float | None = None  # L2 penalty (the paper: 5e-4)
     label_smoothing: float | None = None  # target probability moved to the other classes
-    augment: str | None = None  # augmentation preset: paper | tutorial | light | none
+    augment: str | None = None  # augmentation preset: paper | tutorial | light | flip | none
     seed: int = 0  # weights, data order and augmentation all follow from it
 
     # where and how fast

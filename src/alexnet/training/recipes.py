@@ -75,7 +75,7 @@ RECIPES: dict[str, Recipe] = {
             optimizer="sgd",
             lr=0.1,
             batch_size=256,
-            epochs=8,
+            epochs=10,
             momentum=0.9,
             nesterov=True,
             weight_decay=5e-4,
@@ -83,12 +83,14 @@ RECIPES: dict[str, Recipe] = {
             schedule="onecycle",
             warmup_fraction=0.25,
             label_smoothing=0.1,
-            augment="light",
+            # Mirrors only: within 10 epochs the small network is under- rather than over-fitted
+            # (train accuracy about val accuracy), so it gained from less regularisation, not more.
+            augment="flip",
             flip_test=True,
             # Batch norm between each convolution and its ReLU; PyTorch's own init (with batch norm
             # it trained better than Kaiming's here: 92.0% against 90.8-91.4% after 8 epochs);
-            # dropout 0.25, as 8 epochs leave this small network under- rather than over-fitted.
-            model_options={"norm": "batch", "init": "default", "dropout": 0.25},
+            # no dropout, for the same reason as the augmentation.
+            model_options={"norm": "batch", "init": "default", "dropout": 0.0},
         ),
     )
 }
