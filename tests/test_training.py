@@ -176,8 +176,27 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
 def test_recipes_fill_what_the_user_left_unset():
     config = TrainConfig(recipe="paper", lr=0.02).resolved()
     assert (config.batch_size, config.lr, config.weight_decay) == (128, 0.02, 5e-4)
+    assert config.ten_crop is True  # Section 4.1's test-time views
+    assert TrainConfig(recipe="paper", ten_crop=False).resolved().ten_crop is False
     tutorial = TrainConfig(recipe="seed", model="alexnet_tutorial28").resolved()
     assert (tutorial.recipe, tutorial.batch_size, tutorial.lr) == ("tutorial", 64, 1e-3)
+    assert tutorial.ten_crop is False
+
+
+@needs_fashion
+def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
+    from alexnet.models import build_model
+    from alexnet.weights import save_weights
+
+    torch.manual_seed(0)
+    path = save_weights(  # what a paper-recipe run writes; 500 validation images keep this quick
+        tmp_path / "model.safetensors", build_model("alexnet_small28"), model_name="alexnet_small28",
+        model_options={}, class_names=[str(i) for i in range(10)], mean=[0.286], std=[0.353],
+        dataset="fashion-mnist", ten_crop=True, val_size=500,
+    )
+    as_run = evaluate(path, split="val")
+    assert as_run.loss == evaluate(path, split="val", ten_crop=True).loss
+    assert as_run.loss != evaluate(path, split="val", ten_crop=False).loss
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("source", metavar="RUN_DIR|WEIGHTS")
     evaluate.add_argument("--dataset", help="default: the one the weights were trained on")
     evaluate.add_argument("--split", choices=("test", "val"), default="test")
-    evaluate.add_argument("--ten-crop", action="store_true", help="average the paper's ten views")
+    evaluate.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
+                          help="average the paper's ten views (default: as the run did)")
     evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                           help="average with mirrored images (default: as in training)")
     evaluate.add_argument("--data-dir")

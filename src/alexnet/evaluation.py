@@ -171,7 +171,7 @@ def evaluate(
     *,
     dataset: str | None = None,
     split: str = "test",
-    ten_crop: bool = False,
+    ten_crop: bool | None = None,
     flip: bool | None = None,
     data_dir: str | None = None,
     device: str = "auto",
@@ -180,8 +180,9 @@ def evaluate(
 ) -> Metrics:
     """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file.
 
-    By default the dataset, the validation split and the flip averaging are those the run used,
-    so evaluating a run's weights reproduces the numbers at the end of its training.
+    By default the dataset, the validation split and the test-time views (flip averaging, ten
+    crops) are those the run used, so evaluating a run's weights reproduces the numbers at the end
+    of its training.
     """
     from .data import build_loaders
     from .perf import autocast_context, resolve_precision
@@ -195,6 +196,7 @@ def evaluate(
     torch_device = resolve_device(device)
     model, metadata = load_weights(path, device=str(torch_device))
     model.to(memory_format=torch.channels_last)
+    ten_crop = bool(metadata.get("ten_crop", False)) if ten_crop is None else ten_crop
     name = dataset or metadata.get("dataset")
     if name is None:
         raise AlexNetError(f"{path} does not say which dataset it was trained on; pass --dataset")

@@ -14,7 +14,7 @@ from .recipes import get_recipe
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Fields whose None means "the recipe's value".
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment")
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop")
 ALLREDUCE_DTYPES = ("fp32", "bf16")
 
 
@@ -54,7 +54,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints
     tensorboard: bool = False
     quiet: bool = False  # no progress bars, one line per epoch
-    ten_crop: bool = False  # final evaluation with the paper's 10-crop averaging
+    ten_crop: bool | None = None  # final evaluation averages the paper's ten views (the paper recipe does)
     strict: bool = False  # a corrupt image is an error instead of being skipped and counted
 
     # many processes (torchrun)

@@ -208,14 +208,15 @@ class _Trainer:
         totals = self.group.all_reduce_sum(totals)
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 autocast=self.autocast())
+        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
         if self.recipe.schedule == "plateau":
-            self.scheduler.step(1.0 - val.top1)
+            self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
             "epoch": self.epoch + 1,
             "train_loss": totals[0].item() / totals[2].item(),
             "train_top1": totals[1].item() / totals[2].item(),
             "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "images_per_second": images_seen * self.group.world_size / seconds,
             "epoch_seconds": seconds,
         }
@@ -301,8 +302,8 @@ class _Trainer:
                 run.weights_path, self.model, model_name=config.model,
                 model_options={**config.model_options}, class_names=list(self.data.classes),
                 mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
-                flip_test=self.recipe.flip_test, epochs=self.epoch, test_top1=metrics.top1,
-                seed=config.seed, val_size=config.val_size,
+                flip_test=self.recipe.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
+                test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
             )
             (self.directory / "evaluation.json").write_text(json.dumps(
                 {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,

@@ -34,6 +34,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str = "none"  # an augmentation preset of alexnet.data
     flip_test: bool = False  # average the logits of each test image and its mirror
+    ten_crop: bool = False  # final evaluation averages the softmax of ten views (Section 4.1)
 
     model_options: dict = field(default_factory=dict)  # switches the recipe sets on the model
 
@@ -53,6 +54,10 @@ RECIPES: dict[str, Recipe] = {
             weight_decay=5e-4,
             schedule="plateau",
             augment="paper",
+            # "At test time, the network makes a prediction by extracting five 224x224 patches (the
+            # four corner patches and the center patch) as well as their horizontal reflections"
+            # (Section 4.1): the test images are resized to 256/224 of the input and cut ten times.
+            ten_crop=True,
             # The initialisation is the model's own: N(0, 0.01) for alexnet_paper, which Section 5
             # sized for the 227x227 network; on the small variants it stays at chance (measured:
             # 10% after two epochs of Fashion-MNIST, with either input scale), so they keep
