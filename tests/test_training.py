@@ -184,6 +184,16 @@ def test_recipes_fill_what_the_user_left_unset():
 
 
 @needs_fashion
+def test_evaluate_reproduces_a_run_trained_on_crops(tmp_path):
+    # The paper's augmentation trains on 224/256 crops, so its test images are centre crops too:
+    # evaluating the full image instead would show the network objects at another scale.
+    run = train(tiny_config(tmp_path, "paper", recipe="paper", epochs=1, ten_crop=False))
+    again = evaluate(run.directory)
+    assert again.top1 == pytest.approx(run.test_metrics.top1, abs=1e-6)
+    assert again.confusion_matrix == run.test_metrics.confusion_matrix
+
+
+@needs_fashion
 def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
     from alexnet.models import build_model
     from alexnet.weights import save_weights

@@ -302,8 +302,8 @@ class _Trainer:
                 run.weights_path, self.model, model_name=config.model,
                 model_options={**config.model_options}, class_names=list(self.data.classes),
                 mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
-                flip_test=self.recipe.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
-                test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
+                augment=config.augment, flip_test=self.recipe.flip_test, ten_crop=config.ten_crop,
+                epochs=self.epoch, test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
             )
             (self.directory / "evaluation.json").write_text(json.dumps(
                 {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,
