@@ -166,7 +166,7 @@ def ten_crop_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     return channels, round(height * 256 / 224), round(width * 256 / 224)
 
 
-def test_views(metadata: dict) -> AugmentConfig:
+def run_test_views(metadata: dict) -> AugmentConfig:
     """How a run's test images were prepared, from its weights' metadata: the centre crop of its
     augmentation (the paper's takes 224/256 of the side, so the test images are enlarged to match
     the training crops; without it a network trained on crops sees objects at the wrong scale)."""
@@ -210,8 +210,8 @@ def evaluate(
     data = build_loaders(
         name, data_dir=data_dir, batch_size=batch_size, eval_batch_size=batch_size,
         output_shape=ten_crop_shape(model.input_size) if ten_crop else tuple(model.input_size),
-        augment="none" if ten_crop else test_views(metadata), val_size=metadata.get("val_size"), subset=1.0,
-        seed=metadata.get("seed", 0),
+        augment="none" if ten_crop else run_test_views(metadata),  # (the ten views are cut on the device)
+        val_size=metadata.get("val_size"), subset=1.0, seed=metadata.get("seed", 0),
         device=torch_device, normalization=(metadata["mean"], metadata["std"]),
     )
     if len(data.classes) != model.num_classes:

@@ -153,7 +153,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     import torch
 
     from ..data import build_loaders
-    from ..evaluation import test_views
+    from ..evaluation import run_test_views
     from ..perf import autocast_context, resolve_precision
     from ..training.loop import resolve_device
     from ..weights import load_weights
@@ -175,8 +175,8 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     try:
         data = build_loaders(
             name, data_dir=data_dir or run.config.get("data_dir"), batch_size=500, eval_batch_size=500,
-            output_shape=tuple(model.input_size), augment=test_views(metadata), val_size=metadata.get("val_size"),
-            seed=metadata.get("seed", 0), device=torch_device,
+            output_shape=tuple(model.input_size), augment=run_test_views(metadata),
+            val_size=metadata.get("val_size"), seed=metadata.get("seed", 0), device=torch_device,
             normalization=(metadata["mean"], metadata["std"]),
         )
     except AlexNetError as error:
