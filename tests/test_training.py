@@ -181,6 +181,20 @@ def test_recipes_fill_what_the_user_left_unset():
     tutorial = TrainConfig(recipe="seed", model="alexnet_tutorial28").resolved()
     assert (tutorial.recipe, tutorial.batch_size, tutorial.lr) == ("tutorial", 64, 1e-3)
     assert tutorial.ten_crop is False
+    assert TrainConfig().resolved().flip_test is True  # the fast recipe tests on the mirror too
+    assert TrainConfig(flip_test=False).resolved().flip_test is False
+
+
+def test_ten_views_only_follow_training_crops():
+    # Trained on whole images (mirrors only), the paper recipe keeps the two of its ten views that
+    # still apply, the image and its mirror; asking for ten crops anyway is refused.
+    whole = TrainConfig(recipe="paper", augment="flip").resolved()
+    assert (whole.ten_crop, whole.flip_test) == (False, True)
+    assert TrainConfig(recipe="paper", augment="flip", flip_test=False).resolved().flip_test is False
+    with pytest.raises(AlexNetError, match="--no-ten-crop"):
+        TrainConfig(recipe="paper", augment="flip", ten_crop=True).resolved()
+    crops = TrainConfig(recipe="paper").resolved()
+    assert (crops.ten_crop, crops.flip_test) == (True, False)
 
 
 @needs_fashion

@@ -14,7 +14,9 @@ from .recipes import get_recipe
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Fields whose None means "the recipe's value".
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop")
+RECIPE_FIELDS = (
+    "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",
+)
 ALLREDUCE_DTYPES = ("fp32", "bf16")
 
 
@@ -55,6 +57,7 @@ class TrainConfig:
     tensorboard: bool = False
     quiet: bool = False  # no progress bars, one line per epoch
     ten_crop: bool | None = None  # final evaluation averages the paper's ten views (the paper recipe does)
+    flip_test: bool | None = None  # final evaluation averages each test image and its mirror (fast does)
     strict: bool = False  # a corrupt image is an error instead of being skipped and counted
 
     # many processes (torchrun)
@@ -70,6 +73,20 @@ class TrainConfig:
             if values[name] is None:
                 values[name] = getattr(recipe, name)
         values["model_options"] = {**recipe.model_options, **self.model_options}
+        from ..data import resolve_augment
+
+        if values["ten_crop"] and resolve_augment(values["augment"]).crop_fraction == 1.0:
+            # The ten views are the training crops' corners and centre, cut from test images enlarged
+            # by 256/224; a network trained on whole images would see them at the wrong scale.
+            if self.ten_crop:
+                raise AlexNetError(
+                    f"ten-crop testing cuts the test images as the training crops were cut, but the "
+                    f"augmentation {values['augment']!r} trains on whole images; use --augment paper, "
+                    f"or --no-ten-crop (--flip-test keeps the two views that apply: the image and its mirror)"
+                )
+            values["ten_crop"] = False
+            if self.flip_test is None:  # of the ten views, the centre and its mirror still apply
+                values["flip_test"] = True
         values["recipe"] = recipe.name
         import torch
 

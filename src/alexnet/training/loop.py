@@ -293,7 +293,7 @@ class _Trainer:
                 world_size=self.group.world_size, channels_last=config.channels_last,
                 normalization=self.normalization).test
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
-                                    autocast=self.autocast(), flip=self.recipe.flip_test and not config.ten_crop,
+                                    autocast=self.autocast(), flip=config.flip_test and not config.ten_crop,
                                     ten_crop=config.ten_crop)
         run = Run(self.directory, config, self.history, metrics, self.model)
         if self.group.is_main:
@@ -302,12 +302,12 @@ class _Trainer:
                 run.weights_path, self.model, model_name=config.model,
                 model_options={**config.model_options}, class_names=list(self.data.classes),
                 mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
-                augment=config.augment, flip_test=self.recipe.flip_test, ten_crop=config.ten_crop,
+                augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop,
                 epochs=self.epoch, test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
             )
             (self.directory / "evaluation.json").write_text(json.dumps(
                 {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,
-                 "flip": self.recipe.flip_test and not config.ten_crop, **metrics.to_dict()}, indent=2))
+                 "flip": config.flip_test and not config.ten_crop, **metrics.to_dict()}, indent=2))
             self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
                      f"macro F1 {metrics.macro_f1:.4f}")
             self.log(f"weights: {run.weights_path}")
