@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from alexnet import AlexNetError, build_model
+from alexnet import AlexNetError, build_model, perf
 from alexnet.models import LocalResponseNorm
 from alexnet.perf import (
     autocast_context, optimizer_options, precision_name, prepare_model, resolve_precision,
@@ -83,7 +83,8 @@ def test_fast_lrn_keeps_fp32_under_bf16_autocast():
 def test_precision_is_chosen_by_hardware():
     assert resolve_precision("fp32", "cpu") is None
     assert resolve_precision("bf16", "cpu") is torch.bfloat16
-    fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    fast = native and perf.cpu_bf16_speedup() >= perf.BF16_MIN_SPEEDUP
     assert resolve_precision("auto", "cpu") is (torch.bfloat16 if fast else None)
     assert precision_name(resolve_precision("auto", "cpu")) == ("bf16" if fast else "fp32")
     with pytest.raises(AlexNetError, match="auto, fp32, bf16"):
@@ -92,6 +93,20 @@ def test_precision_is_chosen_by_hardware():
         assert not torch.is_autocast_enabled("cpu")
     with autocast_context("cpu", torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
+
+
+def test_auto_precision_needs_bf16_instructions_and_a_measured_gain(monkeypatch):
+    # Having AVX512_BF16 is not enough: without AMX a Xeon multiplied bf16 at half its fp32 speed.
+    assert perf.cpu_bf16_speedup.__wrapped__(size=64, repeats=1) > 0  # (uncached: a real measurement)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(perf, "cpu_bf16_speedup", lambda: 0.5)
+    assert resolve_precision("auto", "cpu") is None
+    monkeypatch.setattr(perf, "cpu_bf16_speedup", lambda: 2.7)
+    assert resolve_precision("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") is None  # emulated bf16 is never chosen
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16  # unless asked for
 
 
 def test_set_threads():

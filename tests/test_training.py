@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 
 from alexnet import AlexNetError
 from alexnet.evaluation import compute_metrics, evaluate
+from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
 from alexnet.training import loop
+from alexnet.weights import read_metadata
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -45,6 +47,9 @@ def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
     assert saved["top1"] == pytest.approx(run.test_metrics.top1)
     config = TrainConfig.from_yaml(run.directory / "config.yaml")
     assert config.recipe == "fast" and config.epochs == 2 and config.model_options["norm"] == "batch"
+    # `auto` precision is settled at the start and recorded, so resume and evaluate compute alike.
+    assert config.precision == precision_name(resolve_precision("auto", "cpu"))
+    assert read_metadata(run.weights_path)["precision"] == config.precision
     again = evaluate(run.directory)
     assert again.top1 == pytest.approx(run.test_metrics.top1, abs=1e-6)
     assert again.confusion_matrix == run.test_metrics.confusion_matrix

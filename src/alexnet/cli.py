@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="average with mirrored images (default: as in training)")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    evaluate.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                          help="default: the precision the run trained and tested in")
     evaluate.add_argument("--batch-size", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")

@@ -182,14 +182,14 @@ def evaluate(
     flip: bool | None = None,
     data_dir: str | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     batch_size: int = 1000,
 ) -> Metrics:
     """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file.
 
-    By default the dataset, the validation split and the test-time views (flip averaging, ten
-    crops) are those the run used, so evaluating a run's weights reproduces the numbers at the end
-    of its training.
+    By default the dataset, the validation split, the test-time views (flip averaging, ten crops)
+    and the precision are those the run used, so evaluating a run's weights reproduces the numbers
+    at the end of its training.
     """
     from .data import build_loaders
     from .perf import autocast_context, resolve_precision
@@ -217,7 +217,7 @@ def evaluate(
     if len(data.classes) != model.num_classes:
         raise AlexNetError(f"{path} predicts {model.num_classes} classes but {name} has "
                            f"{len(data.classes)}; evaluate it on the dataset it was trained on")
-    dtype = resolve_precision(precision, torch_device)
+    dtype = resolve_precision(precision or metadata.get("precision", "auto"), torch_device)
     use_flip = metadata.get("flip_test", False) if flip is None else flip
     metrics, _ = evaluate_model(
         model, data.test if split == "test" else data.val, list(metadata["class_names"]),

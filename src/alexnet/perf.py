@@ -3,7 +3,7 @@
 =========================  ==================================================================
 function                   what it decides
 =========================  ==================================================================
-``resolve_precision``      bf16 autocast only where the hardware multiplies bf16 natively
+``resolve_precision``      bf16 autocast only where the hardware multiplies bf16 faster
 ``autocast_context``       the matching ``torch.autocast`` (or nothing for fp32)
 ``set_threads``            one intra-op thread per physical core
 ``reuse_freed_memory``     keep freed CPU memory for the next batch instead of faulting it in
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,24 +35,51 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 in hardware, so that bf16 autocast pays.
+    """Whether bf16 autocast pays on ``device``: it multiplies bf16 in hardware, and faster than fp32.
 
     On a CPU without AVX512_BF16 or AMX, PyTorch emulates bf16 in fp32 and converts around every
     kernel: measured on an AVX-512 Xeon without them, a bf16 matmul ran at 48 GFLOP/s against
-    189 in fp32, and bf16 convolutions 2-4x slower than fp32."""
+    189 in fp32, and bf16 convolutions 2-4x slower than fp32. Having the instructions is not
+    enough either: on a Xeon with AVX512_BF16 but no AMX, a bf16 matmul ran at 165 GFLOP/s against
+    310 in fp32 and our Fashion-MNIST training at 1,590 images/s against 2,000. So on a CPU the
+    answer is measured, once per process: :func:`cpu_bf16_speedup`."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        return native and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
     return False
+
+
+# bf16 must beat fp32 by this much in a matrix multiply before autocast is chosen: the convolutions
+# and the casts around the ops that stay fp32 give some of it back.
+BF16_MIN_SPEEDUP = 1.25
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(size: int = 1024, repeats: int = 5) -> float:
+    """How many times faster a ``size``-cubed matrix multiply runs in bf16 than in fp32 on this CPU,
+    with the current threads (best of ``repeats``; about 0.2 s)."""
+
+    def best_seconds(dtype: torch.dtype) -> float:
+        a, b = torch.ones(size, size, dtype=dtype), torch.ones(size, size, dtype=dtype)
+        a @ b  # warm-up: packing buffers, kernel selection
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best_seconds(torch.float32) / best_seconds(torch.bfloat16)
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``: ``torch.bfloat16``, or None for fp32.
 
-    ``auto`` is bf16 where :func:`bf16_is_fast` and fp32 elsewhere; ``bf16`` is bf16 even where it
+    ``auto`` is bf16 where :func:`bf16_is_fast` and fp32 elsewhere (a run records what it chose); ``bf16`` is bf16 even where it
     is slow (to check accuracy, say); ``fp32`` never autocasts."""
     if precision not in PRECISIONS:
         raise AlexNetError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")

@@ -45,7 +45,7 @@ class TrainConfig:
 
     # where and how fast
     device: str = "auto"  # auto: CUDA when present, else CPU
-    precision: str = "auto"  # auto: bf16 where the hardware computes it natively, else fp32
+    precision: str = "auto"  # auto: bf16 where measured faster than fp32 (the run records which)
     channels_last: bool = True  # NHWC is what oneDNN and cuDNN convolutions prefer
     compile: bool = False  # torch.compile the model (pays off for long runs; see README)
     eval_batch_size: int = 1000

@@ -15,6 +15,7 @@ The run folder::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -92,7 +93,10 @@ class _Trainer:
         if self.device.type == "cpu":
             set_threads()
             reuse_freed_memory()
-        self.dtype = resolve_precision(config.precision, self.device)
+        # `auto` is settled once, by rank 0, and recorded: every process and any resume compute alike.
+        precision = group.broadcast_object(precision_name(resolve_precision(config.precision, self.device)))
+        config = self.config = dataclasses.replace(config, precision=precision)
+        self.dtype = resolve_precision(precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
 
         if checkpoint is None:
@@ -304,6 +308,7 @@ class _Trainer:
                 mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
                 augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop,
                 epochs=self.epoch, test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
+                precision=config.precision,
             )
             (self.directory / "evaluation.json").write_text(json.dumps(
                 {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,
