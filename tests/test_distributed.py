@@ -48,7 +48,9 @@ WORKER = Path(__file__).with_name("torchrun_worker.py")
 # micro-batch, so no_sync is exercised too. val_size 499 splits 250/249 over the two processes.
 OPTIONS = dict(norm="none", dropout=0.0, init="default")
 SETTINGS = dict(subset=0.02, val_size=499, epochs=3, batch_size=32, accumulation_steps=2, recipe="paper", lr=0.02,
-                augment="none", eval_batch_size=500, device="cpu", quiet=True)
+                augment="none", eval_batch_size=500, device="cpu", quiet=True,
+                # one precision for every launch: `auto` is measured in each, and a close call could differ
+                precision=perf.precision_name(perf.resolve_precision("auto", "cpu")))
 FLAGS = [f"--{key.replace('_', '-')}={value}" for key, value in {**SETTINGS, **OPTIONS}.items() if key != "quiet"]
 FLAGS.append("--quiet")
 

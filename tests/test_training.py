@@ -87,8 +87,10 @@ def test_interrupt_mid_epoch_then_resume_gives_identical_weights(tmp_path, monke
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     """The real thing: a process killed with SIGKILL mid-epoch, resumed from its last checkpoint."""
+    # One precision for both processes: `auto` is measured in each, and a close call could differ.
+    precision = precision_name(resolve_precision("auto", "cpu"))
     args = ["--subset", "0.02", "--val-size", "500", "--epochs", "3", "--batch-size", "64", "--quiet",
-            "--out", str(tmp_path)]
+            "--precision", precision, "--out", str(tmp_path)]
     command = [sys.executable, "-m", "alexnet", "train", *args]
     subprocess.run([*command, "--name", "whole"], check=True, capture_output=True)
     process = subprocess.Popen([*command, "--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,6 +200,14 @@ def test_ten_views_only_follow_training_crops():
     assert TrainConfig(recipe="paper", augment="flip", flip_test=False).resolved().flip_test is False
     with pytest.raises(AlexNetError, match="--no-ten-crop"):
         TrainConfig(recipe="paper", augment="flip", ten_crop=True).resolved()
+    # never trained on mirrors (no augmentation; digits, which are not mirrored): no mirrored test
+    assert TrainConfig(recipe="paper", augment="none").resolved().flip_test is False
+    assert TrainConfig(recipe="paper", augment="flip", dataset="mnist").resolved().flip_test is False
+    assert TrainConfig(dataset="mnist").resolved().flip_test is False  # nor does the fast recipe's
+    digits = TrainConfig(recipe="paper", dataset="mnist").resolved()  # crops, but no mirrors
+    assert (digits.ten_crop, digits.flip_test) == (False, False)
+    with pytest.raises(AlexNetError, match="never mirrors"):
+        TrainConfig(recipe="paper", dataset="mnist", ten_crop=True).resolved()
     crops = TrainConfig(recipe="paper").resolved()
     assert (crops.ten_crop, crops.flip_test) == (True, False)
 

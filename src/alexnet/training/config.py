@@ -75,18 +75,28 @@ class TrainConfig:
         values["model_options"] = {**recipe.model_options, **self.model_options}
         from ..data import resolve_augment
 
-        if values["ten_crop"] and resolve_augment(values["augment"]).crop_fraction == 1.0:
-            # The ten views are the training crops' corners and centre, cut from test images enlarged
-            # by 256/224; a network trained on whole images would see them at the wrong scale.
+        augment = resolve_augment(values["augment"], values["dataset"])
+        # The ten views are the training crops' corners and centre, cut from test images enlarged by
+        # 256/224, and their mirrors: a network trained on whole images would see them at the wrong
+        # scale, and one never trained on mirrors (digits are not mirrored) would see half of them
+        # as it never has.
+        unlike_training = (
+            "trains on whole images" if augment.crop_fraction == 1.0
+            else "never mirrors the training images" if not augment.horizontal_flip else None
+        )
+        if values["ten_crop"] and unlike_training:
             if self.ten_crop:
                 raise AlexNetError(
-                    f"ten-crop testing cuts the test images as the training crops were cut, but the "
-                    f"augmentation {values['augment']!r} trains on whole images; use --augment paper, "
-                    f"or --no-ten-crop (--flip-test keeps the two views that apply: the image and its mirror)"
+                    f"ten-crop testing shows the network crops and mirrors as training did, but the "
+                    f"augmentation {values['augment']!r} on {values['dataset']} {unlike_training}; use "
+                    f"--no-ten-crop (and --flip-test to average each test image with its mirror, where "
+                    f"training mirrored)"
                 )
             values["ten_crop"] = False
-            if self.flip_test is None:  # of the ten views, the centre and its mirror still apply
-                values["flip_test"] = True
+        if self.flip_test is None and not values["ten_crop"] and not augment.horizontal_flip:
+            values["flip_test"] = False  # a recipe's mirrored test needs mirrored training
+        elif self.flip_test is None and not values["ten_crop"] and self.ten_crop is None and unlike_training:
+            values["flip_test"] = True  # of the ten views, the centre and its mirror still apply
         values["recipe"] = recipe.name
         import torch
 
