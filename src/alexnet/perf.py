@@ -79,8 +79,8 @@ def cpu_bf16_speedup(size: int = 1024, repeats: int = 5) -> float:
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``: ``torch.bfloat16``, or None for fp32.
 
-    ``auto`` is bf16 where :func:`bf16_is_fast` and fp32 elsewhere (a run records what it chose); ``bf16`` is bf16 even where it
-    is slow (to check accuracy, say); ``fp32`` never autocasts."""
+    ``auto`` is bf16 where :func:`bf16_is_fast` and fp32 elsewhere (a run records what it chose);
+    ``bf16`` is bf16 even where it is slow (to check accuracy, say); ``fp32`` never autocasts."""
     if precision not in PRECISIONS:
         raise AlexNetError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):

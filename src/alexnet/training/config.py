@@ -84,7 +84,8 @@ class TrainConfig:
             "trains on whole images" if augment.crop_fraction == 1.0
             else "never mirrors the training images" if not augment.horizontal_flip else None
         )
-        if values["ten_crop"] and unlike_training:
+        dropped_ten_views = bool(values["ten_crop"] and unlike_training)
+        if dropped_ten_views:
             if self.ten_crop:
                 raise AlexNetError(
                     f"ten-crop testing shows the network crops and mirrors as training did, but the "
@@ -93,9 +94,9 @@ class TrainConfig:
                     f"training mirrored)"
                 )
             values["ten_crop"] = False
-        if self.flip_test is None and not values["ten_crop"] and not augment.horizontal_flip:
+        if self.flip_test is None and not augment.horizontal_flip:
             values["flip_test"] = False  # a recipe's mirrored test needs mirrored training
-        elif self.flip_test is None and not values["ten_crop"] and self.ten_crop is None and unlike_training:
+        elif self.flip_test is None and dropped_ten_views:
             values["flip_test"] = True  # of the ten views, the centre and its mirror still apply
         values["recipe"] = recipe.name
         import torch
