@@ -8,8 +8,10 @@ load of Fashion-MNIST takes well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +32,8 @@ SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
 DPKG_INFO_DIR = Path("/var/lib/dpkg/info")
 
 SPLITS = ("train", "test")
+
+log = logging.getLogger(__name__)
 
 # Normalisation constants, per channel on the 0..1 scale.
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -300,8 +304,8 @@ def _download(name: str, data_dir) -> None:
     from . import flowers17
 
     target = download_dir(data_dir) / name
-    target.mkdir(parents=True, exist_ok=True)
     try:
+        target.mkdir(parents=True, exist_ok=True)
         if name in _TORCHVISION:
             tv_class = _TORCHVISION[name][0]
             tv_class(str(target), train=True, download=True)  # fetches and checks both splits
@@ -317,6 +321,30 @@ def _cache_path(name: str, split: str, found: Path) -> Path:
     stamp = f"{found.resolve()}:{found.stat().st_mtime_ns}"
     digest = hashlib.sha1(stamp.encode()).hexdigest()[:12]
     return user_cache_dir() / "tensors" / f"{name}-{split}-{digest}.pt"
+
+
+def load_cache(path: Path):
+    """What ``save_cache`` wrote to ``path``, or None when it is absent or unreadable."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # absent, or written by an interrupted or older run: decode again
+        return None
+
+
+def save_cache(value, path: Path) -> None:
+    """Save ``value`` to ``path`` if the cache folder can be written; a cache is never worth failing a run.
+
+    A read-only home, a full disk or an ``XDG_CACHE_HOME`` that is no folder only costs decoding again.
+    """
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(value, partial)
+        partial.replace(path)  # atomic: a concurrent reader sees no file or the whole new one
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
+        log.warning("not caching %s (%s); the data is decoded again next time", path, error)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageTensors:
@@ -341,15 +369,10 @@ def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, d
     if found is None:
         raise not_found_error(name, search_dirs(data_dir))
 
-    cache = _cache_path(name, split, found)
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-        except Exception:  # a cache written by an interrupted run: decode again
-            saved = None
-        if saved is not None:
-            pca = ColourPCA(*saved["pca"]) if "pca" in saved else None
-            return ImageTensors(saved["images"], saved["labels"], saved["classes"], info.mean, info.std, pca)
+    saved = load_cache(_cache_path(name, split, found))
+    if saved is not None:
+        pca = ColourPCA(*saved["pca"]) if "pca" in saved else None
+        return ImageTensors(saved["images"], saved["labels"], saved["classes"], info.mean, info.std, pca)
 
     # both splits are decoded together (the parsers want all files present) and cached separately
     if name == "flowers17":
@@ -364,11 +387,7 @@ def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, d
         if each == "train":
             pca = compute_pca(images)
             saved["pca"] = list(pca)
-        path = _cache_path(name, each, found)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(saved, partial)
-        partial.replace(path)  # atomic: a concurrent reader sees no file or the whole new one
+        save_cache(saved, _cache_path(name, each, found))
         results[each] = ImageTensors(images, labels, classes, info.mean, info.std, pca)
     return results[split]
 

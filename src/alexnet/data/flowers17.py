@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets.utils import download_and_extract_archive
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import AlexNetError
+from .images import decode
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
 # The md5 of 17flowers.tgz is not published on the dataset's page and could not be checked from here
@@ -73,9 +73,10 @@ def read(jpg: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     images = torch.empty(len(indices), 3, STORED_SIZE, STORED_SIZE, dtype=torch.uint8)
     for row, index in enumerate(indices.tolist()):
         try:
-            image = decode_jpeg(read_file(str(files[index])), mode=ImageReadMode.RGB)
-        except RuntimeError as error:
-            raise AlexNetError(f"{files[index]}: cannot decode ({error}); get the archive again") from None
+            image = decode(str(files[index]))
+        except (RuntimeError, ValueError, OSError) as error:
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise AlexNetError(f"{files[index]}: cannot decode ({reason}); get the archive again") from None
         image = TF.resize(image, STORED_SIZE, antialias=True)
         images[row] = TF.center_crop(image, [STORED_SIZE, STORED_SIZE])
     return images, indices // IMAGES_PER_CLASS, list(CLASSES)

@@ -94,6 +94,13 @@ def build_loaders(
         is_val[held] = True
         train_samples = [s for s, v in zip(samples, is_val.tolist()) if not v]
         val_samples = test_samples = [s for s, v in zip(samples, is_val.tolist()) if v]
+    if len(classes) < 2:
+        # Training would run a whole epoch before anything failed, and one class teaches nothing.
+        folder = root / "train" if (root / "train").is_dir() else root
+        raise AlexNetError(
+            f"{folder}: one class folder ({classes[0]!r}); a classifier needs at least 2 classes, one "
+            f"sub-folder of images each"
+        )
     if subset < 1:
         labels = torch.tensor([label for _, label in train_samples])
         keep = stratified_indices(labels, round(subset * len(train_samples)), seed).tolist()

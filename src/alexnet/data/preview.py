@@ -42,7 +42,8 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
         return data.images[index], [data.classes[i] for i in data.labels[index].tolist()], data.pca
     from torchvision.transforms import v2
 
-    from .streaming import decode, index_folder
+    from .images import decode
+    from .streaming import index_folder
 
     root = locate(dataset, data_dir)
     if root is None:

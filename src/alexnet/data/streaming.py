@@ -12,20 +12,21 @@ left out of its batch (which is then smaller), counted in ``loader.skipped`` and
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 from torchvision.datasets.folder import find_classes
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
     AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
 )
-from .datasets import ColourPCA, user_cache_dir
+from .datasets import ColourPCA, load_cache, save_cache, user_cache_dir
+from .images import decode
 from .memory import shard_indices
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
@@ -49,20 +50,90 @@ def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tup
     Classes are the sorted sub-folder names (torchvision's ``find_classes``) unless given, as a
     validation folder must use the training folder's. Files are not filtered by extension: one that
     is not an image is skipped, and counted, when it fails to decode.
+
+    A folder that cannot be listed is an error, never a class of 0 images (which would make the
+    run's accuracy meaningless); so is a training class folder without files. Symbolic links are
+    followed, as datasets are often assembled from links, but one that leads to ``/``, to the data
+    folder or above it, or back into a folder it is inside of is refused: walking it would list the
+    whole filesystem, or never end.
     """
+    training = classes is None
     if classes is None:
-        classes, _ = find_classes(str(root))
+        classes = _class_names(root)
+    root_real = os.path.realpath(root)
     samples = []
     for label, name in enumerate(classes):
         folder = root / name
-        if not folder.is_dir():
+        if not folder.is_dir():  # a validation or test folder may lack a class
             continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                samples.append((str(path), label))
+        files = _files_under(folder, root, root_real)
+        if training and not files:
+            raise AlexNetError(
+                f"class folder {folder} has no files; put its images there, or remove the folder if it is no class"
+            )
+        samples += [(path, label) for path in files]
     if not samples:
         raise AlexNetError(f"{root}: no files in class folders; expected <class>/<image> files")
     return samples, list(classes)
+
+
+def _class_names(root: Path) -> list[str]:
+    try:
+        return find_classes(str(root))[0]
+    except FileNotFoundError:  # also find_classes' "Couldn't find any class folder"
+        raise AlexNetError(f"{root}: no class folders; expected one sub-folder of images per class") from None
+    except OSError as error:
+        raise AlexNetError(f"cannot list {root} ({error.strerror or error}); make it readable") from None
+
+
+def _files_under(folder: Path, root: Path, root_real: str) -> list[str]:
+    """Files under ``folder`` in ``sorted(folder.rglob("*"))`` order, following safe links."""
+    files = []
+    # Each folder still to list, with the real paths of the folders it is inside of: a link to one
+    # of those is a loop. An explicit stack, as a deep tree must not hit Python's recursion limit.
+    pending = [(str(folder), ())]
+    while pending:
+        directory, inside = pending.pop()
+        real = os.path.realpath(directory)
+        if real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep):
+            raise AlexNetError(
+                f"{directory} leads to {real}, which holds the data folder {root} (or is /): the whole "
+                f"filesystem would be read as images; point the link at the class's own images"
+            )
+        if real in inside:
+            raise AlexNetError(
+                f"{directory} leads back to {real}, a folder it is inside of (a symbolic link loop); remove the link"
+            )
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as error:
+            raise AlexNetError(
+                f"cannot list folder {directory} ({error.strerror or error}): its images would be "
+                f"missing from the run; make it readable (chmod -R a+rX) or remove it"
+            ) from None
+        for entry in entries:
+            if _is_dir(entry):
+                pending.append((entry.path, (*inside, real)))
+            elif not entry.name.startswith(".") and _is_file(entry):
+                files.append(entry.path)
+    files.sort(key=lambda path: path.split(os.sep))  # pathlib's order: part by part
+    return files
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    # Regular files only (links followed): reading a FIFO or device as an image would block the epoch.
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def readable_class_names(root: Path, wnids: list[str]) -> list[str]:
@@ -104,11 +175,6 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
         translate = (config.translate, config.translate) if config.translate else None
         steps.append(v2.RandomAffine(degrees=config.rotation_degrees, translate=translate))
     return v2.Compose(steps)
-
-
-def decode(path: str) -> torch.Tensor:
-    """An image file as (3, H, W) uint8 RGB; raises on anything that is not a readable image."""
-    return decode_image(read_file(path), mode=ImageReadMode.RGB)
 
 
 class StreamingDataset(Dataset):
@@ -246,8 +312,9 @@ def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64
     chosen = samples[:: max(1, len(samples) // count)][:count]
     key = hashlib.sha1("\n".join(path for path, _ in chosen).encode()).hexdigest()[:16]
     cache = user_cache_dir() / "pca" / f"{key}.pt"
-    if cache.is_file():
-        return ColourPCA(*torch.load(cache, weights_only=True))
+    saved = load_cache(cache)
+    if saved is not None:
+        return ColourPCA(*saved)
     resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
     images = []
     for path, _ in chosen:
@@ -258,6 +325,5 @@ def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64
     if not images:
         raise AlexNetError("no readable training image to compute the colour PCA from")
     pca = compute_pca(torch.stack(images))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(list(pca), cache)
+    save_cache(list(pca), cache)
     return pca

@@ -1,0 +1,263 @@
+"""Bad input to the data and report paths: unreadable, empty, linked and looping folders, 16-bit and
+oversized images, read-only caches, broken run folders, and fuzzed dataset files. Each must end in
+``AlexNetError`` (or be accepted as valid), never in another exception, a hang or a huge allocation."""
+
+import json
+import os
+import re
+import resource
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import encode_png
+
+from alexnet import AlexNetError
+from alexnet.data import StreamingLoader, build_loaders, index_folder, load_tensors
+from alexnet.data.images import decode
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+NOBODY = 65534
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Decoded tensors and colour PCAs go to this test's cache, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ALEXNET_DATA", raising=False)
+
+
+# --- writers ----------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png(path: Path, width: int, height: int, *, bit_depth: int, colour_type: int, row: bytes) -> None:
+    """A PNG whose every row (after the filter byte 0) is ``row``, compressed as it is streamed: a
+    30,000 x 30,000 image costs a fraction of a second and a few hundred KB on disk."""
+    compressor = zlib.compressobj(9)
+    line = b"\x00" + row
+    data = b"".join(compressor.compress(line) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data)
+                     + png_chunk(b"IEND", b""))
+
+
+def solid_png(path: Path, colour, size=(24, 20)) -> None:
+    image = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, *size).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(image).numpy().tobytes())
+
+
+def class_tree(root: Path, classes=("cat", "dog"), per_class: int = 3) -> None:
+    for label, name in enumerate(classes):
+        for index in range(per_class):
+            solid_png(root / name / f"{index}.png", (60 * label + 10 * index, 100, 200))
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder every user may enter: pytest's own is private to root."""
+    path = Path(tempfile.mkdtemp(prefix="alexnet-robust-"))
+    path.chmod(0o755)
+    yield path
+    for folder, _, _ in os.walk(path):
+        os.chmod(folder, 0o755)
+    shutil.rmtree(path)
+
+
+def as_nobody(function, *args) -> tuple[str, str]:
+    """Run ``function(*args)`` in a forked child that dropped root for ``nobody``, whom file modes
+    bind (root reads any folder whatever its mode); returns (outcome, message)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                function(*args)
+                result = ("ok", "")
+            except Exception as error:
+                result = (type(error).__name__, str(error))
+            os.write(write, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return tuple(json.loads(data))
+
+
+def index_outcome(root: Path) -> tuple[str, str]:
+    if os.geteuid() == 0:
+        return as_nobody(index_folder, root)
+    try:
+        index_folder(root)
+    except AlexNetError as error:
+        return ("AlexNetError", str(error))
+    return ("ok", "")
+
+
+# --- class folders: unreadable, empty, linked ------------------------------------------------
+
+
+@pytest.mark.parametrize("unreadable", ["dog", "dog/nested"])
+def test_an_unreadable_folder_is_an_error_not_zero_images(open_tmp, unreadable):
+    class_tree(open_tmp)
+    solid_png(open_tmp / "dog" / "nested" / "deep.png", (1, 2, 3))
+    assert index_outcome(open_tmp) == ("ok", "")  # the same tree, readable, as the same user
+    (open_tmp / unreadable).chmod(0o000)
+    outcome, message = index_outcome(open_tmp)
+    assert outcome == "AlexNetError"
+    assert f"cannot list folder {open_tmp / unreadable} (Permission denied)" in message and "chmod" in message
+
+
+def test_an_empty_training_class_is_an_error(tmp_path):
+    class_tree(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".hidden").write_text("hidden files are no images")
+    with pytest.raises(AlexNetError, match=f"class folder {tmp_path / 'empty'} has no files"):
+        index_folder(tmp_path)
+    # a validation folder may lack images of a class: it is indexed with the training classes
+    samples, classes = index_folder(tmp_path, ["cat", "dog", "empty"])
+    assert classes == ["cat", "dog", "empty"] and sorted({label for _, label in samples}) == [0, 1]
+
+
+def test_one_class_is_refused_before_training(tmp_path):
+    class_tree(tmp_path / "train", classes=("cat",), per_class=4)
+    class_tree(tmp_path / "val", classes=("cat",), per_class=2)
+    with pytest.raises(AlexNetError, match=re.escape(f"{tmp_path / 'train'}: one class folder ('cat'); a classifier needs at least 2")):
+        build_loaders("folder", data_dir=tmp_path, batch_size=2, output_shape=(3, 16, 16), num_workers=0)
+    with pytest.raises(AlexNetError, match="at least 2 classes"):
+        build_loaders("folder", data_dir=tmp_path / "train", batch_size=2, output_shape=(3, 16, 16), num_workers=0)
+
+
+def test_links_are_followed_but_not_to_the_root_or_in_loops(tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    class_tree(data)
+    class_tree(elsewhere, classes=("bird",), per_class=2)
+    (data / "bird").symlink_to(elsewhere / "bird")  # datasets assembled from links are fine
+    (data / "cat" / "more").symlink_to(elsewhere / "bird")
+    samples, classes = index_folder(data)
+    assert classes == ["bird", "cat", "dog"]
+    assert [Path(path).relative_to(data).as_posix() for path, label in samples if label == 1] == [
+        "cat/0.png", "cat/1.png", "cat/2.png", "cat/more/0.png", "cat/more/1.png"]
+
+    for link, target, expected in (
+        (data / "root", Path("/"), "leads to /, which holds the data folder"),
+        (data / "dog" / "everything", Path("/"), "leads to /, which holds the data folder"),
+        (data / "dog" / "up", tmp_path, f"leads to {tmp_path}, which holds the data folder"),
+        (data / "dog" / "loop", data / "dog", f"leads back to {data / 'dog'}, a folder it is inside of"),
+        (data / "dog" / "a" / "loop", data / "dog", "a symbolic link loop"),
+    ):
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(target)
+        with pytest.raises(AlexNetError, match=f"^{re.escape(str(link))} ") as error:
+            index_folder(data)
+        assert expected in str(error.value)
+        link.unlink()
+    # a loop between two folders outside the data folder, entered through a link
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "to-y").symlink_to(tmp_path / "y")
+    (tmp_path / "y" / "to-x").symlink_to(tmp_path / "x")
+    (data / "dog" / "x").symlink_to(tmp_path / "x")
+    with pytest.raises(AlexNetError, match="symbolic link loop"):
+        index_folder(data)
+
+
+# --- image files: 16-bit, oversized -----------------------------------------------------------
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits_and_batch_with_8_bit_ones(tmp_path):
+    grey = np.full((24, 20), 0xABCD, dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")  # Pillow's mode "I;16"
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    # RGB at 16 bits per channel (Pillow cannot write it): red 0xFFFF, green 0x8000, blue 0x0100
+    write_png(tmp_path / "rgb16.png", 20, 24, bit_depth=16, colour_type=2, row=bytes.fromhex("ffff80000100") * 20)
+    solid_png(tmp_path / "rgb8.png", (7, 8, 9))
+    expected = {"grey16.png": (0xAB, 0xAB, 0xAB), "rgb16.png": (0xFF, 0x80, 0x01), "rgb8.png": (7, 8, 9)}
+    for name, colour in expected.items():
+        image = decode(str(tmp_path / name))
+        assert image.dtype == torch.uint8 and image.shape == (3, 24, 20)
+        assert image[:, 5, 5].tolist() == list(colour)
+
+    samples = [(str(tmp_path / name), 0) for name in expected]
+    for subset in (samples, samples[:2]):  # mixed in one batch; and 16-bit files only
+        loader = StreamingLoader(subset, ["a"], 3, train=False, mean=(0, 0, 0), std=(1, 1, 1),
+                                 output_shape=(3, 16, 16), num_workers=0)
+        (images, labels), = list(loader)
+        assert loader.skipped == 0 and len(labels) == len(subset)
+        centre = (images[:, :, 8, 8] * 255).round().long().tolist()
+        assert centre == [list(expected[Path(path).name]) for path, _ in subset]
+
+
+def test_decompression_bombs_are_refused_from_the_header(tmp_path):
+    # The report's file: 30,000 x 30,000 pixels (2.7 GB as RGB) in a few hundred KB.
+    bomb = tmp_path / "bomb.png"
+    write_png(bomb, 30_000, 30_000, bit_depth=1, colour_type=0, row=bytes(30_000 // 8))
+    assert bomb.stat().st_size < 1_000_000
+    # 100 frames of 1,000 x 1,000: torchvision decodes every frame of a GIF (300 MB)
+    frames = [Image.new("P", (1000, 1000), index % 2) for index in range(100)]
+    frames[0].save(tmp_path / "frames.gif", save_all=True, append_images=frames[1:])
+    solid_png(tmp_path / "good.png", (1, 2, 3))
+    samples = [(str(tmp_path / name), 0) for name in ("good.png", "bomb.png", "frames.gif")]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    loader = StreamingLoader(samples, ["a"], 3, train=False, mean=(0, 0, 0), std=(1, 1, 1),
+                             output_shape=(3, 16, 16), num_workers=0)
+    (images, labels), = list(loader)
+    assert len(labels) == 1 and loader.skipped == 2
+    assert loader.skipped_files[0].startswith(f"{bomb} (900,000,000 pixels is over the limit of 89,478,485")
+    assert "1000x1000 pixels x 100 frames is over the limit" in loader.skipped_files[1]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # nothing near 2.7 GB
+    strict = StreamingLoader(samples, ["a"], 3, train=False, mean=(0, 0, 0), std=(1, 1, 1),
+                             output_shape=(3, 16, 16), num_workers=0, strict=True)
+    with pytest.raises(AlexNetError, match="cannot read image .*bomb.png .900,000,000 pixels is over the limit"):
+        list(strict)
+
+
+# --- caches that cannot be written ------------------------------------------------------------
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """IDX: magic (0, 0, type 0x08 = ubyte, number of dimensions), big-endian sizes, the bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+def mnist_raw(root: Path, train: int = 30, test: int = 10) -> Path:
+    """Small IDX files in torchvision's layout, <root>/MNIST/raw/; image i of class y is all 20y."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = torch.arange(count) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", (labels * 20).view(-1, 1, 1).expand(count, 28, 28))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return raw
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch, caplog):
+    # As root no file mode stops a write, but nothing makes a folder under a regular file.
+    (tmp_path / "afile").write_text("a file where the cache folder's parent should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile" / "cache"))
+    mnist_raw(tmp_path / "data")
+    for _ in range(2):  # nothing was cached, so the second load decodes again
+        train = load_tensors("mnist", "train", data_dir=tmp_path / "data")
+        assert len(train) == 30 and train.pca is not None
+        assert torch.equal(train.images[:, 0, 3, 3], (train.labels * 20).to(torch.uint8))
+    assert "not caching" in caplog.text
+    class_tree(tmp_path / "folder", per_class=4)  # the colour PCA of streamed images is cached too
+    loaders = build_loaders("folder", data_dir=tmp_path / "folder", augment="paper", batch_size=2,
+                            output_shape=(3, 16, 16), num_workers=0, val_size=2)
+    assert loaders.train.pca is not None and sum(len(y) for _, y in loaders.train) == 6
+    assert not list(tmp_path.glob("afile*/**/*.tmp")) and (tmp_path / "afile").is_file()
