@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from torchvision.io import encode_png
 
@@ -261,3 +264,139 @@ def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeyp
                             output_shape=(3, 16, 16), num_workers=0, val_size=2)
     assert loaders.train.pca is not None and sum(len(y) for _, y in loaders.train) == 6
     assert not list(tmp_path.glob("afile*/**/*.tmp")) and (tmp_path / "afile").is_file()
+
+
+# --- the report of a small folder run, and of damaged run folders -----------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> Path:
+    """One epoch of the 32x32 model on 36 images in three class folders: far fewer than one batch
+    (500) of the report's nearest-neighbour pool."""
+    from alexnet.training import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("folder-run")
+    generator = torch.Generator().manual_seed(0)
+    for label in range(3):
+        for index in range(12):
+            image = (torch.rand(3, 40, 40, generator=generator) * 60 + 80 * label).to(torch.uint8)
+            path = base / "data" / f"class{label}" / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_png(image).numpy().tobytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        run = train(TrainConfig(model="alexnet_small32", dataset="folder", data_dir=str(base / "data"), epochs=1,
+                                batch_size=8, eval_batch_size=16, quiet=True, out=str(base / "runs"), name="tiny"))
+    return run.directory
+
+
+def page_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_of_a_folder_run_smaller_than_one_batch(folder_run):
+    # the report written at the end of training has every figure, neighbours from the 32 training images
+    assert "report.html not written" not in (folder_run / "log.txt").read_text()
+    page = page_text(folder_run / "report.html")
+    assert 'id="figure-neighbours"' in page and "among 32 training images" in page
+    assert "Not in this report" not in page
+    with Image.open(folder_run / "figures" / "neighbours.png") as image:
+        assert min(image.size) > 100
+
+
+def damaged_copy(run: Path, target: Path, **files: bytes | str) -> Path:
+    """The run folder without its weights (no model figures: fast), with ``files`` replaced."""
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("model.safetensors", "checkpoints", "figures",
+                                                                 "report.html"))
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    config.pop("dataset")  # no augmentation preview either
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    for name, content in files.items():
+        path = target / name.replace("_", ".", 1)
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return target
+
+
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n" for level in range(8))
+MERGE_BOMB = "m0: &m0 {k: 0}\n" + "".join(f"m{level}: &m{level} {{<<: [*m{level - 1}, *m{level - 1}]}}\n"
+                                        for level in range(1, 40))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\xff\xfe\x00binary", "is not text (binary or damaged)"),
+    ("model: [unclosed\n", "is not valid YAML"),
+    ("- a list\n- of things\n", "holds ['a list', 'of things'], not the run's settings"),
+    ("dataset: [" + "x" * 100_000 + "]\n", "dataset is ['xxxxxx"),
+    ("seed: true\n", "seed is True, not an integer"),
+    (BILLION_LAUGHS, "expands to more than 10,000 values"),
+    (MERGE_BOMB, "expands to more than 10,000 values"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("a: 1\n---\nb: 2\n", "is not valid YAML"),
+])
+def test_report_names_a_damaged_config(folder_run, tmp_path, content, message):
+    from alexnet.report import build_report
+
+    run = damaged_copy(folder_run, tmp_path / "run", config_yaml=content)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AlexNetError, match=re.escape(message)) as error:
+        build_report(run)
+    assert str(error.value).startswith(str(run / "config.yaml")) and len(str(error.value)) < 400
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # KiB
+
+
+def test_report_leaves_out_unreadable_metrics_and_evaluation(folder_run, tmp_path):
+    from alexnet.report import build_report
+
+    good = (folder_run / "metrics.jsonl").read_text().strip()
+    metrics = "\n".join([good, "not json", "[1, 2]", '{"epoch": "one"}', '{"epoch": 1e999, "train_loss": 1}',
+                         good.replace('"epoch": 1', '"epoch": 2')])
+    run = damaged_copy(folder_run, tmp_path / "run", metrics_jsonl=metrics, evaluation_json="{\"class_names\": [")
+    page = page_text(build_report(run))
+    assert "4 of 6 lines of metrics.jsonl are unreadable and left out (line 2: not JSON; line 3: not an object" in page
+    assert "evaluation.json is unreadable (not JSON), so it is left out" in page
+    assert 'id="figure-training_curves"' in page and 'data-key="epochs" data-value="2"' in page
+
+    wrong_shapes = json.loads((folder_run / "evaluation.json").read_text())
+    wrong_shapes["confusion_matrix"] = [[1, 2], [3, 4]]  # three classes
+    for name, content in (("metrics.jsonl", b"\xff\xfe\x00\x01" * 100), ("evaluation.json", json.dumps(wrong_shapes))):
+        (run / name).write_bytes(content) if isinstance(content, bytes) else (run / name).write_text(content)
+    page = page_text(build_report(run))
+    assert "metrics.jsonl is unreadable (not text: binary or damaged), so it is left out" in page
+    assert "evaluation.json is unreadable (no 3x3 confusion matrix of counts)" in page
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.fixed_dictionaries({}, optional={key: JSON_VALUES | st.floats() for key in (
+        "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "epoch_seconds")}), max_size=3),
+    evaluation=st.fixed_dictionaries({}, optional={
+        "class_names": st.lists(st.text(max_size=4), max_size=3) | JSON_VALUES,
+        "confusion_matrix": st.lists(st.lists(st.integers(-1, 3), min_size=2, max_size=2), min_size=2, max_size=2)
+        | JSON_VALUES,
+        **{key: st.lists(st.floats(), min_size=2, max_size=2) | JSON_VALUES for key in ("precision", "recall", "f1")},
+        **{key: st.floats() | JSON_VALUES for key in ("count", "top1", "loss", "macro_f1")},
+    }),
+)
+def test_fuzzed_metrics_and_evaluation_are_shown_or_left_out(folder_run, tmp_path, rows, evaluation):
+    from alexnet.report import html
+
+    run = tmp_path / "fuzzed"
+    if not run.exists():
+        damaged_copy(folder_run, run)
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    files = html.read_run(run)
+    dropped = len(rows) - len(files.history)
+    assert (f"{dropped} of {len(rows)} lines of metrics.jsonl are unreadable" in " ".join(files.missing)) == (dropped > 0)
+    html.final_metrics(files)
+    html._metrics_table(files)
+    if files.evaluation is not None:
+        html._per_class_table(files.evaluation)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import AlexNetError
+
 THUMBNAIL_SIDE = 64  # images are kept for display at most this large (10k RGB thumbnails: 123 MB)
 
 
@@ -85,6 +87,8 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
                 break
     finally:
         model.train(was_training)
+    if not labels:
+        raise AlexNetError("the loader gave no readable image")
     return Outputs(
         thumbnails=np.concatenate(thumbnails),
         labels=torch.cat(labels).numpy(),
