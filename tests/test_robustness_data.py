@@ -400,3 +400,41 @@ def test_fuzzed_metrics_and_evaluation_are_shown_or_left_out(folder_run, tmp_pat
     html._metrics_table(files)
     if files.evaluation is not None:
         html._per_class_table(files.evaluation)
+
+
+# --- the augmentation preview's arguments -----------------------------------------------------
+
+
+def test_preview_refuses_bad_arguments_before_loading_anything(tmp_path, monkeypatch):
+    from alexnet.data import preview
+
+    class_tree(tmp_path / "data")
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir.png").mkdir()
+    real_samples = preview._samples
+
+    def no_work(*args):
+        raise AssertionError("loaded images before refusing the arguments")
+
+    monkeypatch.setattr(preview, "_samples", no_work)
+    for arguments, message in (
+        (dict(count=0), "count must be a positive number of images (rows), got 0"),
+        (dict(count=-3), "got -3"),
+        (dict(count=2.5), "got 2.5"),
+        (dict(count=True), "got True"),
+        (dict(out=tmp_path / "x.txt"), ".txt is not an image format; end the name in .png"),
+        (dict(out=tmp_path / "x"), "no suffix is not an image format"),
+        (dict(out=tmp_path / "x.rgba"), ".rgba is not an image format"),
+        (dict(out=tmp_path / "adir.png"), "is a folder; give a file name"),
+        (dict(out=tmp_path / "missing" / "x.png"), f"the folder {tmp_path / 'missing'} does not exist"),
+        (dict(out=tmp_path / "afile" / "x.png"), f"the folder {tmp_path / 'afile'} is a file"),
+    ):
+        options = {"out": tmp_path / "ok.png", "count": 2, **arguments}
+        with pytest.raises(AlexNetError, match=re.escape(message)):
+            preview.augment_preview("folder", data_dir=tmp_path / "data", **options)
+    monkeypatch.setattr(preview, "_samples", real_samples)
+    for name in ("ok.png", "ok.JPG", "ok.svg"):
+        path = preview.augment_preview("folder", tmp_path / name, data_dir=tmp_path / "data", count=2)
+        assert path == tmp_path / name and path.stat().st_size > 1000
+    with Image.open(tmp_path / "ok.png") as image:
+        assert image.format == "PNG"

@@ -72,13 +72,15 @@ def augment_preview(
 ) -> Path:
     """Write a PNG grid of ``count`` real training images under every augmentation; returns its path.
 
-    ``extra`` (a config or preset name) adds a last column, e.g. the run's own recipe.
+    ``extra`` (a config or preset name) adds a last column, e.g. the run's own recipe. ``out`` must
+    name an image file (its suffix gives the format) in an existing folder.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = _check_request(count, Path(out))
     images, names, pca = _samples(dataset, data_dir, count)
     columns = list(PREVIEW_COLUMNS)
     if extra is not None:
@@ -104,8 +106,30 @@ def augment_preview(
                 axis.set_ylabel(names[row], fontsize=7)
     figure.suptitle(f"{dataset}: each augmentation alone, then the presets combined (seed {seed})", fontsize=9)
     figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(out, dpi=120)
+    except OSError as error:  # the folder vanished or filled up while the images were drawn
+        raise AlexNetError(f"cannot write {out} ({error.strerror or error}); choose another place") from None
+    finally:
+        plt.close(figure)
+    return out
+
+
+def _check_request(count: int, out: Path) -> Path:
+    """Refuse what would fail only after the images were loaded and drawn."""
+    from matplotlib.figure import Figure
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise AlexNetError(f"count must be a positive number of images (rows), got {count!r:.40}")
+    # matplotlib also writes raw pixel buffers and LaTeX (raw, rgba, pgf): no picture to look at
+    formats = sorted(set(Figure().canvas.get_supported_filetypes()) - {"raw", "rgba", "pgf"})
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        given = f".{suffix}" if suffix else "no suffix"
+        raise AlexNetError(f"{out}: {given} is not an image format; end the name in .png (or .{', .'.join(formats)})")
+    if out.is_dir():
+        raise AlexNetError(f"{out} is a folder; give a file name such as {out / 'augment-preview.png'}")
+    if not out.parent.is_dir():
+        problem = "is a file" if out.parent.exists() else "does not exist"
+        raise AlexNetError(f"{out}: the folder {out.parent} {problem}; create the folder first or choose another")
     return out

@@ -307,6 +307,7 @@ def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: 
         def preview():
             from ..data.preview import augment_preview
 
+            out.mkdir(parents=True, exist_ok=True)  # the preview writes into an existing folder only
             return augment_preview(dataset, out / "augmentation.png", data_dir=data_dir or run.config.get("data_dir"),
                                    seed=run.config.get("seed", 0), extra=run.config.get("augment"))
 
