@@ -438,3 +438,35 @@ def test_preview_refuses_bad_arguments_before_loading_anything(tmp_path, monkeyp
         assert path == tmp_path / name and path.stat().st_size > 1000
     with Image.open(tmp_path / "ok.png") as image:
         assert image.format == "PNG"
+
+
+# --- summaries of any input shape -------------------------------------------------------------
+
+
+def test_summary_judges_the_input_shape_without_allocating_it():
+    from alexnet import build_model, summarize
+
+    paper, adaptive = build_model("alexnet_paper"), build_model("alexnet_owt")
+    before = {name: tensor.clone() for name, tensor in paper.state_dict().items()}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # 16,000 x 16,000: 3 GB as one float image, a 3x3x256 grid of maps at the end, nothing allocated
+    large = summarize(adaptive, (3, 16_000, 16_000))
+    assert large.rows[0].output_shape == (64, 3999, 3999) and large.parameters == 61_100_840
+    assert large.macs > 200 * 714_188_480  # about (16000 / 224)^2 times the 224x224 count
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB
+    for model, shape, message in (
+        (paper, (3, 20_000, 20_000), "input 20000x20000 is over 16,384 pixels a side"),
+        (paper, (3, -5, 10), "input shape (3, -5, 10) has a side below 1"),
+        (paper, (3, 0, 227), "has a side below 1"),
+        (paper, (3, 227), "input shape must be three whole numbers (channels, height, width), got (3, 227)"),
+        (paper, (3, 227.0, 227), "three whole numbers"),
+        (paper, (1, 227, 227), "this model takes 3-channel images, got an input shape of 1 channels"),
+        (paper, (3, 200, 200), "this model takes 227x227 images, got 200x200"),  # the model's own check
+        (adaptive, (3, 30, 30), "input (30, 30) is too small for this model"),
+        (torch.nn.Conv2d(3, 4, 5), (3, 2, 2), "input 3x2x2 does not fit Conv2d (Calculated padded input size"),
+    ):
+        with pytest.raises(AlexNetError, match=re.escape(message)):
+            summarize(model, shape)
+    # the model itself is untouched: same device, same weights, still runs
+    assert all(torch.equal(before[name], tensor) for name, tensor in paper.state_dict().items())
+    assert paper.eval()(torch.zeros(1, 3, 227, 227)).shape == (1, 1000)

@@ -1,14 +1,17 @@
 """The architecture table: per layer shape, parameters and multiply-accumulates, counted from the
-model itself by running one image through it with forward hooks."""
+model itself by running one image through it with forward hooks (on the meta device: shapes only)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+from .errors import AlexNetError
 
 
 @dataclass
@@ -53,12 +56,22 @@ class Summary:
         }
 
 
+# The largest side summarised: an input shape is judged from shapes alone, but a side of 20,000
+# (an extra digit) is a typo, not an image these networks are meant to see.
+MAX_SIDE = 16_384
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, int, int] | None = None, name: str = "") -> Summary:
-    """Run one zero image of ``input_shape`` (default: the model's own) through ``model`` and
-    record every leaf layer's output shape, parameters and multiply-accumulates."""
-    input_shape = tuple(input_shape or model.input_size)
+    """Run one image of ``input_shape`` (default: the model's own) through ``model`` and record every
+    leaf layer's output shape, parameters and multiply-accumulates.
+
+    The pass runs on a copy of the model on PyTorch's "meta" device, which computes shapes without
+    memory or arithmetic: any input size costs nothing, and the model's weights are not copied.
+    """
+    input_shape = _check_shape(model, input_shape)
     summary = Summary(model=name or type(model).__name__, input_shape=input_shape)
-    names = {module: module_name for module_name, module in model.named_modules()}
+    shapes = _meta_copy(model)
+    names = {module: module_name for module_name, module in shapes.named_modules()}
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         summary.rows.append(
@@ -72,19 +85,45 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] | None = None,
             )
         )
 
-    leaves = [m for m in model.modules() if not list(m.children()) and m is not model]
-    handles = [leaf.register_forward_hook(record) for leaf in leaves]
-    was_training = model.training
+    for leaf in shapes.modules():
+        if not list(leaf.children()) and leaf is not shapes:
+            leaf.register_forward_hook(record)
+    shapes.eval()
     try:
-        model.eval()
-        device = next(model.parameters()).device
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+            shapes(torch.empty(1, *input_shape, device="meta"))
+    except RuntimeError as error:  # e.g. a pooling window larger than a too-small input
+        if isinstance(error, AlexNetError):
+            raise
+        reason = str(error).splitlines()[0][:200]
+        raise AlexNetError(f"input {'x'.join(map(str, input_shape))} does not fit {summary.model} ({reason}); "
+                           f"give a larger --input") from None
     return summary
+
+
+def _check_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
+    shape = tuple(input_shape) if input_shape is not None else tuple(model.input_size)
+    if len(shape) != 3 or not all(isinstance(side, int) and not isinstance(side, bool) for side in shape):
+        raise AlexNetError(f"input shape must be three whole numbers (channels, height, width), got {shape!r:.60}")
+    if min(shape) < 1:
+        raise AlexNetError(f"input shape {shape} has a side below 1; give positive sizes, e.g. 3x224x224")
+    channels = getattr(model, "input_size", (shape[0],))[0]
+    if shape[0] != channels:
+        raise AlexNetError(f"this model takes {channels}-channel images, got an input shape of {shape[0]} channels "
+                           f"(build it with in_chans={shape[0]} for other images)")
+    if max(shape[1:]) > MAX_SIDE:
+        raise AlexNetError(f"input {shape[1]}x{shape[2]} is over {MAX_SIDE:,} pixels a side; give the size the "
+                           f"images are cropped to, e.g. 224x224")
+    return shape
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers live on the meta device (no data)."""
+    memo = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    return copy.deepcopy(model, memo)
 
 
 def _macs(module: nn.Module, output: torch.Tensor) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Literal
 
@@ -52,7 +53,10 @@ class LocalResponseNorm(nn.Module):
         # small correction to k=2 that bf16's 8-bit mantissa would round away.
         dtype = x.dtype
         compute = torch.promote_types(dtype, torch.float32)
-        with torch.autocast(x.device.type, enabled=False):
+        # The meta device (shapes without data: alexnet.summary) has no autocast to switch off.
+        no_autocast = (torch.autocast(x.device.type, enabled=False) if x.device.type != "meta"
+                       else contextlib.nullcontext())
+        with no_autocast:
             x = x.to(compute)
             window = _lrn_window(x.shape[1], self.size, self.alpha, self.groups, x.device, compute)
             if torch.is_grad_enabled() and x.requires_grad:
