@@ -12,8 +12,27 @@ def _shape(text: str) -> tuple[int, int, int]:
     try:
         channels, height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x227x227, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x227x227, got {text[:40]!r}") from None
+    if min(channels, height, width) < 1:
+        raise argparse.ArgumentTypeError(f"each of C, H and W must be a positive integer, got {text[:40]!r}")
     return channels, height, width
+
+
+def _output_file(path: str | None) -> None:
+    """Refuse an output path that cannot be written before any work is done, not after."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise AlexNetError(f"--out {path} is a folder; give a file name")
+    if not parent.is_dir():
+        raise AlexNetError(f"--out {path}: the folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise AlexNetError(f"--out {path}: not writable; choose another place")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -74,22 +93,33 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=f"model switch: {text}")
 
 
-def _train_config(args: argparse.Namespace):
+def _given_values(args: argparse.Namespace) -> dict:
+    """The configuration values the command line sets: a --config file's, then the flags given."""
     from .training.config import TrainConfig
 
-    values = TrainConfig.from_yaml(args.config).__dict__.copy() if args.config else {}
+    values = {}
+    if args.config:
+        config = TrainConfig.from_yaml(args.config)
+        defaults = TrainConfig()
+        values = {k: v for k, v in config.__dict__.items() if v != getattr(defaults, k) or k == "model_options"}
     given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "resume", "nproc")}
     options = {**values.get("model_options", {}), **{k: given.pop(k) for k in list(given) if k in MODEL_SWITCHES}}
-    return TrainConfig.from_dict({**values, **given, "model_options": options})
+    values = {**values, **given}
+    if options:
+        values["model_options"] = options
+    return values
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
         return _launch_torchrun(args.nproc)
-    from .training import train
+    from .training import TrainConfig, train
 
-    config = None if args.resume else _train_config(args)
-    train(config, resume=args.resume)
+    values = _given_values(args)
+    if args.resume:  # what is given with --resume changes the run, where it may (RESUMABLE_FIELDS)
+        train(resume=args.resume, overrides=values)
+    else:
+        train(TrainConfig.from_dict(values))
     return 0
 
 
@@ -119,6 +149,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import evaluate
 
+    _output_file(args.out)
     metrics = evaluate(args.source, dataset=args.dataset, split=args.split, ten_crop=args.ten_crop,
                        flip=args.flip, data_dir=args.data_dir, device=args.device,
                        precision=args.precision, batch_size=args.batch_size)
@@ -166,6 +197,7 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_comparison, build_report
 
+    _output_file(args.out)
     if len(args.run_dirs) == 1 and args.out is None:
         path = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device)
     elif len(args.run_dirs) == 1:
@@ -266,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except AlexNetError as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("alexnet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM during training (which saved first)
+        import signal
+
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"alexnet: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum

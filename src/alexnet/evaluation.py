@@ -192,8 +192,7 @@ def evaluate(
     at the end of its training.
     """
     from .data import build_loaders
-    from .perf import autocast_context, resolve_precision
-    from .training.loop import resolve_device
+    from .perf import autocast_context, resolve_device, resolve_precision
     from .weights import load_weights
 
     source = Path(source)
@@ -207,6 +206,8 @@ def evaluate(
     name = dataset or metadata.get("dataset")
     if name is None:
         raise AlexNetError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    if data_dir is None and name == metadata.get("dataset"):  # where the run found it (a folder dataset's only home)
+        data_dir = metadata.get("data_dir") or _run_data_dir(source)
     data = build_loaders(
         name, data_dir=data_dir, batch_size=batch_size, eval_batch_size=batch_size,
         output_shape=ten_crop_shape(model.input_size) if ten_crop else tuple(model.input_size),
@@ -225,3 +226,15 @@ def evaluate(
         flip=use_flip and not ten_crop, ten_crop=ten_crop,
     )
     return metrics
+
+
+def _run_data_dir(source: Path) -> str | None:
+    """The ``data_dir`` in a run folder's config.yaml (weights written before it was in their metadata)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((source / "config.yaml").read_text()) if source.is_dir() else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    value = config.get("data_dir") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None

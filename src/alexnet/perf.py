@@ -76,6 +76,26 @@ def cpu_bf16_speedup(size: int = 1024, repeats: int = 5) -> float:
     return best_seconds(torch.float32) / best_seconds(torch.bfloat16)
 
 
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused before any work."""
+    kind, colon, index = device.partition(":")
+    if device == "auto" or (kind == "cpu" and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
+        return
+    raise AlexNetError(f"device must be auto, cpu, cuda or cuda:N, got {device[:40]!r}")
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this process's CUDA device when there is one, else the CPU."""
+    check_device(device)
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AlexNetError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``: ``torch.bfloat16``, or None for fp32.
 

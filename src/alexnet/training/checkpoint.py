@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import AlexNetError
+from ..runs import atomic_write
 
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``:
-    a reader (or a resumed run) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+# What every checkpoint written by `alexnet train` holds; anything else is not one of ours.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "history", "best_top1", "rng")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -38,13 +24,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise AlexNetError(f"no checkpoint at {path}; is this a run folder written by `alexnet train`?")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, corrupt, or not a checkpoint at all
         raise AlexNetError(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error)[:200]}); it may "
             f"be truncated or corrupt. If the run folder has another checkpoint (best.pt), copy it "
             f"to {path.name} and resume again."
         ) from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise AlexNetError(
+            f"{path} is a torch file but not a checkpoint of `alexnet train` (it lacks "
+            f"{', '.join(missing[:4])}); pass the run folder that `alexnet train` printed"
+        )
+    return state
 
 
 def rng_state() -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import AlexNetError
+from ..perf import check_device
 from .recipes import get_recipe
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -18,6 +21,24 @@ RECIPE_FIELDS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",
 )
 ALLREDUCE_DTYPES = ("fp32", "bf16")
+# What may differ when a run is continued with --resume: where and how fast it runs, what it
+# prints, and how long it goes on (extending a finished run is the common case). Everything else
+# made the checkpoint what it is, and a checkpoint can only continue the run it was.
+RESUMABLE_FIELDS = (
+    "epochs", "data_dir", "download", "device", "compile", "eval_batch_size", "checkpoint_every",
+    "tensorboard", "quiet", "strict",
+)
+SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
+
+_quote = reprlib.Repr()  # what a message quotes of a value: a YAML alias bomb repr()'d whole fills memory
+_quote.maxstring, _quote.maxother, _quote.maxlist, _quote.maxdict, _quote.maxlevel = 60, 60, 4, 4, 2
+QUOTE_LIMIT = 120  # characters
+
+
+def quote(value: object) -> str:
+    """``repr(value)``, cut short: what an error message may show of a value a user gave."""
+    text = _quote.repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 @dataclass
@@ -99,6 +120,8 @@ class TrainConfig:
         elif self.flip_test is None and dropped_ten_views:
             values["flip_test"] = True  # of the ten views, the centre and its mirror still apply
         values["recipe"] = recipe.name
+        if values["data_dir"]:  # absolute, so evaluate and report find the data from any folder
+            values["data_dir"] = str(Path(values["data_dir"]).expanduser().absolute())
         import torch
 
         from ..models import build_model
@@ -124,16 +147,27 @@ class TrainConfig:
             _choice("augment", self.augment, tuple(list_presets()))
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
-        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
-            raise AlexNetError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "accumulation_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise AlexNetError(f"{name} must be a positive integer, got {value}")
         if not 0.0 < self.subset <= 1.0:
             raise AlexNetError(f"subset must be a fraction in (0, 1], got {self.subset}")
-        if self.lr is not None and not self.lr > 0:
-            raise AlexNetError(f"lr must be positive, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise AlexNetError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise AlexNetError(f"weight_decay must be 0 or a positive number, got {self.weight_decay}")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
+            raise AlexNetError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise AlexNetError(f"seed must be an integer in [0, 2**63), got {quote(self.seed)}")
+        if self.name is not None and (not self.name or self.name in (".", "..") or "/" in self.name
+                                      or "\\" in self.name or "\0" in self.name):
+            raise AlexNetError(
+                f"name must be a plain folder name (no '/' or '..'), got {quote(self.name)}; the run "
+                f"folder is created inside --out, so choose where it goes with --out"
+            )
         if self.val_size is not None and self.val_size < 0:
             raise AlexNetError(f"val_size must be 0 or more, got {self.val_size}")
 
@@ -141,25 +175,29 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Build from a mapping (a YAML file's contents); unknown keys and bad types are refused."""
         known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - set(known), key=str)
         if unknown:
             raise AlexNetError(
-                f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
+                f"unknown configuration key(s) {', '.join(_key_text(key) for key in unknown[:10])}; "
+                f"valid keys: {', '.join(known)}"
             )
         hints = typing.get_type_hints(cls)
         for key, value in values.items():
             if not _matches(value, hints[key]):
-                raise AlexNetError(f"configuration key {key!r} should be {hints[key]}, got {value!r}")
+                raise AlexNetError(f"configuration key {key!r} should be {_type_name(hints[key])}, got {quote(value)}")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as error:
             raise AlexNetError(f"cannot read configuration file {path}: {error.strerror}") from None
+        except (UnicodeDecodeError, ValueError):
+            raise AlexNetError(f"configuration file {path} is not a text file; pass a YAML file of "
+                               f"TrainConfig keys") from None
         except yaml.YAMLError as error:
-            raise AlexNetError(f"configuration file {path} is not valid YAML: {error}") from None
+            raise AlexNetError(f"configuration file {path} is not valid YAML: {str(error)[:300]}") from None
         if not isinstance(values, dict):
             raise AlexNetError(f"configuration file {path} should hold a mapping of keys to values")
         return cls.from_dict(values)
@@ -170,7 +208,18 @@ class TrainConfig:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise AlexNetError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise AlexNetError(f"{name} must be one of {', '.join(choices)}, got {quote(value)}")
+
+
+def _key_text(key: object) -> str:
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 40 else quote(key)
+
+
+def _type_name(hint: object) -> str:
+    """``int | None`` -> "int or null", as a YAML user reads it."""
+    options = typing.get_args(hint) or (hint,)
+    names = ["null" if option is type(None) else getattr(option, "__name__", str(option)) for option in options]
+    return " or ".join(names)
 
 
 def _matches(value: object, hint: object) -> bool:

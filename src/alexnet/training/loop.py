@@ -1,15 +1,8 @@
 """``train(config)``: from a configuration to a run folder with metrics, checkpoints and weights.
 
-The run folder::
-
-    config.yaml          the fully resolved configuration
-    metrics.jsonl        one line per epoch: losses, accuracies, learning rate, images/s
-    log.txt              what was printed
-    checkpoints/last.pt  model, optimiser, scheduler, position, random states (resume from here)
-    checkpoints/best.pt  the same, at the best validation top-1
-    model.safetensors    final weights with their metadata (model, classes, input size, mean/std)
-    evaluation.json      final test metrics
-    report.html          the run's report (figures/ holds each of its pictures as a PNG)
+The run folder's files are listed in ``alexnet.runs``. One process trains in a folder at a time
+(a lock); Ctrl-C or SIGTERM (what a cluster scheduler sends before it kills a job) stops after the
+current step with its position saved, and ``train(resume=folder)`` continues from there exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +11,11 @@ import contextlib
 import dataclasses
 import json
 import math
+import signal
+import sys
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +29,13 @@ from ..errors import AlexNetError
 from ..evaluation import Metrics, evaluate_model, ten_crop_shape
 from ..models import build_model
 from ..perf import (
-    autocast_context, optimizer_options, precision_name, resolve_precision, reuse_freed_memory, set_threads,
+    autocast_context, optimizer_options, precision_name, resolve_device, resolve_precision, reuse_freed_memory,
+    set_threads,
 )
+from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
 from ..weights import save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig, quote
 from .distributed import (
     ELASTIC_RUN_ID_FILE, ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
     init_process_group, lost_peer, per_process_batch, restarted_run_folder,
@@ -58,56 +57,191 @@ class Run:
 
     @property
     def weights_path(self) -> Path:
-        return self.directory / "model.safetensors"
+        return RunFolder(self.directory).weights
 
 
 class NonFiniteLoss(AlexNetError):
     pass
 
 
-def train(config: TrainConfig | None = None, *, resume: str | Path | None = None) -> Run:
-    """Train a model as ``config`` says, or continue the run folder ``resume``; returns the Run."""
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on a signal (Ctrl-C, SIGTERM) after saving its position."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          overrides: dict | None = None) -> Run:
+    """Train a model as ``config`` says, or continue the run folder ``resume``; returns the Run.
+
+    ``overrides`` (with ``resume``): configuration values to change when continuing, e.g.
+    ``{"epochs": 20}`` to train a finished run longer; only ``RESUMABLE_FIELDS`` may change.
+    """
     group = init_process_group(config.device if config else "auto")
+    trainer = None
     try:
-        return _Trainer(config, resume, group).run()
+        with _StopRequest.installed() as stop:
+            trainer = _Trainer(config, resume, group, overrides or {}, stop)
+            return trainer.run()
+    except WriteError as error:
+        folder = trainer.folder if trainer else None
+        if folder is None or not folder.last.is_file():
+            raise
+        raise WriteError(f"{error}; then continue with: alexnet train --resume {folder.directory} (the last "
+                         f"good checkpoint is kept)") from None
     finally:
+        if trainer is not None:
+            trainer.close()
         destroy_process_group()
 
 
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set a flag that the loop reads after each step, so the position
+    it saves is a whole step's; a second Ctrl-C stops at once. SIGTERM never stops at once: a
+    scheduler (and torchrun, after a Ctrl-C) sends it to every process, and the first signal's
+    save must not be cut short by it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise Interrupted(signum)
+        if self.signum is None:
+            self.signum = signum
+            tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving its position"
+                       + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""), file=sys.stderr)
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls):
+        stop = cls()
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield stop
+            return
+        previous = {each: signal.signal(each, stop) for each in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for each, handler in previous.items():
+                signal.signal(each, handler)
+
+
 class _Trainer:
-    def __init__(self, config: TrainConfig | None, resume: str | Path | None, group: ProcessGroup):
-        self.group = group
-        checkpoint = None
+    def __init__(self, config: TrainConfig | None, resume: str | Path | None, group: ProcessGroup,
+                 overrides: dict, stop: _StopRequest):
+        self.group, self.stop = group, stop
+        self.folder: RunFolder | None = None
+        self.lock: RunLock | None = None
+        self.updating = False  # between the optimiser's step and the step count: not a position to save
+        self.fresh = False  # this process created the run folder and nothing has been trained in it yet
+        self.restarted = False  # resumed a run that had no checkpoint yet: it starts over
+        self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
+        try:
+            config, checkpoint = self._open(config, resume, overrides)
+            self._build(config)
+            if checkpoint is not None:
+                self._restore(checkpoint)
+            self.writer = self._tensorboard()
+        except BaseException:
+            self.close()
+            if self.fresh and self.group.is_main:
+                self.folder.remove_unstarted()  # a run refused before its first step leaves nothing behind
+            raise
+
+    # -- opening the run folder ----------------------------------------------------------------
+
+    def _open(self, config: TrainConfig | None, resume, overrides: dict) -> tuple[TrainConfig, dict | None]:
+        """The run folder (created and locked, or the one to continue) and the configuration."""
+        group = self.group
         if resume is None and config is not None:  # torchrun --max-restarts restarted the group
             resume = restarted_run_folder(config.out, config.name)
-        if resume is not None:
-            directory = Path(resume)
-            if not (directory / "config.yaml").is_file():
-                raise AlexNetError(f"{directory} is not a run folder (no config.yaml); pass the folder "
-                                   f"that `alexnet train` printed")
-            config = TrainConfig.from_yaml(directory / "config.yaml")
-            checkpoint = load_checkpoint(directory / "checkpoints" / "last.pt")
-        config = (config or TrainConfig()).resolved()
+        if resume is None:
+            if overrides:
+                raise AlexNetError("configuration overrides apply only when continuing a run (--resume)")
+            config = (config or TrainConfig()).resolved()
+            config = self._settle_precision(config)
+            directory = self._new_folder(config) if group.is_main else None
+            self.folder = RunFolder(group.broadcast_object(str(directory) if directory else None))
+            self.fresh = True
+            if group.is_main:
+                write_text(self.folder.config, config.to_yaml())
+                if elastic_run_id():
+                    write_text(self.folder.directory / ELASTIC_RUN_ID_FILE, elastic_run_id())
+            return config, None
+
+        folder = self.folder = RunFolder(Path(resume))
+        if not folder.config.is_file():
+            raise AlexNetError(f"{folder.directory} is not a run folder (no config.yaml); pass the folder "
+                               f"that `alexnet train` printed")
+        if group.is_main:
+            self.lock = folder.lock()
+            folder.remove_stale_temporaries()
+        written = TrainConfig.from_yaml(folder.config)
+        checkpoint = load_checkpoint(folder.last) if folder.last.is_file() else None
+        trained = written
+        if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
+            trained = TrainConfig.from_dict(checkpoint["config"])  # what the weights were trained with
+        config = _continued_config(trained, written, overrides).resolved()
+        if checkpoint is not None:
+            _check_not_finished(folder, config, checkpoint["epoch"])
+        config = self._settle_precision(config)
+        if group.is_main and config != written:
+            write_text(folder.config, config.to_yaml())
+        if checkpoint is None and group.is_main:
+            # stopped (or restarted by torchrun) before its first checkpoint: start over, same config
+            self.restarted = True
+            folder.metrics.unlink(missing_ok=True)
+        return config, checkpoint
+
+    def _settle_precision(self, config: TrainConfig) -> TrainConfig:
+        # `auto` is settled once, by rank 0, and recorded: every process and any resume compute alike.
+        device = resolve_device(config.device, self.group.local_rank)
+        precision = self.group.broadcast_object(precision_name(resolve_precision(config.precision, device)))
+        return dataclasses.replace(config, precision=precision)
+
+    def _new_folder(self, config: TrainConfig) -> Path:
+        """Create and lock ``out/name``; a folder that already holds a run is refused, saying what to do."""
+        name = config.name or f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = RunFolder(Path(config.out) / name)
+        try:
+            folder.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AlexNetError(f"cannot create the run folder {folder.directory}: {error.strerror or error}; "
+                               f"choose another --out") from None
+        if not folder.directory.is_dir():
+            raise AlexNetError(f"cannot create the run folder {folder.directory}: a file is in the way; "
+                               f"choose another --out or --name")
+        self.lock = folder.lock()
+        if folder.holds_run() and elastic_restart_count():
+            folder.metrics.unlink(missing_ok=True)  # restarted by torchrun before any checkpoint: start over
+        elif folder.holds_run():
+            self.lock.release()
+            self.lock = None
+            if folder.last.is_file():
+                raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
+                                   f"{folder.directory}, or choose another --name")
+            raise AlexNetError(
+                f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
+                f"--resume {folder.directory} (same configuration), or choose another --name")
+        folder.checkpoints.mkdir(exist_ok=True)
+        folder.remove_stale_temporaries()
+        return folder.directory
+
+    # -- building model, data, optimiser -------------------------------------------------------
+
+    def _build(self, config: TrainConfig) -> None:
+        group = self.group
         self.config, self.recipe = config, get_recipe(config.recipe)
         self.device = resolve_device(config.device, group.local_rank)
         if self.device.type == "cpu":
             set_threads()
             reuse_freed_memory()
-        # `auto` is settled once, by rank 0, and recorded: every process and any resume compute alike.
-        precision = group.broadcast_object(precision_name(resolve_precision(config.precision, self.device)))
-        config = self.config = dataclasses.replace(config, precision=precision)
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
-
-        if checkpoint is None:
-            directory = self._new_directory() if group.is_main else None
-            directory = Path(group.broadcast_object(str(directory) if directory else None))
-        self.directory = directory
-        if group.is_main and checkpoint is None:  # (resuming, the other ranks are reading it)
-            (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (directory / "config.yaml").write_text(config.to_yaml())
-            if elastic_run_id():
-                (directory / ELASTIC_RUN_ID_FILE).write_text(elastic_run_id())
+        group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
 
         info = dataset_info(config.dataset)
         options = dict(config.model_options)
@@ -134,27 +268,32 @@ class _Trainer:
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = _make_optimizer(self.model, self.recipe, config, self.device)
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
+        if self.steps_per_epoch == 0:
+            raise AlexNetError(_too_few_images(self.data.train, config, group.world_size))
+        self.optimizer = _make_optimizer(self.model, self.recipe, config, self.device)
         self.scheduler = _make_scheduler(self.optimizer, self.recipe, config, self.steps_per_epoch)
         self.forward_model = self._wrap(self.model)
-
         self.epoch, self.step, self.history, self.best_top1 = 0, 0, [], -1.0
         self.partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this epoch)
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        self.writer = self._tensorboard()
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> Run:
         config = self.config
-        self.log(f"run folder: {self.directory}")
+        self.log(f"run folder: {self.folder.directory}")
         self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
                  f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else "")
                  + (f", {config.allreduce_dtype} gradient all-reduce" if self.group.distributed else "")
                  + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
+        if self.stretched:
+            self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.recipe.schedule} schedule now "
+                     f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
+                     f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
+        if self.restarted:
+            self.log(f"no checkpoint in {self.folder.checkpoints} (the run stopped before its first one): "
+                     f"starting it over from epoch 1 with its configuration")
         if self.epoch or self.step:
             restarts = elastic_restart_count()
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
@@ -162,11 +301,23 @@ class _Trainer:
         try:
             while self.epoch < config.epochs:
                 self._train_epoch()
-        except KeyboardInterrupt:
-            if self.group.is_main:
-                self._save("last.pt")
-            self.log(f"interrupted in epoch {self.epoch + 1} at step {self.step}; saved. Continue with: "
-                     f"alexnet train --resume {self.directory}")
+                if self.stop.signum is not None:
+                    raise Interrupted(self.stop.signum)
+        except KeyboardInterrupt as interrupt:
+            name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
+            # Cut inside an optimiser step, the weights are neither before nor after it. Under
+            # torchrun, each process holds its own share of the epoch's running totals, and a group
+            # that is stopping (or has lost a process) cannot be counted on to gather them: there,
+            # the epoch's checkpoint is the position to continue from.
+            if self.updating or (self.group.distributed and self.step):
+                kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "no checkpoint yet"
+                self.log(f"{name}: stopped in epoch {self.epoch + 1} at step {self.step}; {kept}. Continue "
+                         f"with: alexnet train --resume {self.folder.directory}")
+            else:
+                if self.group.is_main:
+                    self._save("last.pt")
+                self.log(f"{name}: stopped in epoch {self.epoch + 1} at step {self.step}; saved. Continue with: "
+                         f"alexnet train --resume {self.folder.directory}")
             raise
         except RuntimeError as error:
             if not (self.group.distributed and lost_peer(error)):
@@ -175,7 +326,7 @@ class _Trainer:
                 f"process {self.group.rank} of {self.group.world_size} lost contact with the others "
                 f"({str(error).splitlines()[0][:300]}); another process has probably died: torchrun's "
                 f"report names the first failure. Continue from the last checkpoint with the same "
-                f"command and --resume {self.directory}"
+                f"command and --resume {self.folder.directory}"
             ) from error
         return self._finish()
 
@@ -187,18 +338,31 @@ class _Trainer:
         start, images_seen = time.perf_counter(), 0
         window: list[torch.Tensor] = []
         totals = self.partial = self.partial.to(self.device)  # updated in place, saved on interrupt
+        # A progress bar redraws itself with carriage returns: in a log file (nohup, a cluster job, CI)
+        # that is one line per step, ~400 KB for the main job, so there the epoch's line is all.
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
-                   disable=config.quiet or not self.group.is_main, leave=False, dynamic_ncols=True)
+                   disable=config.quiet or not self.group.is_main or not sys.stderr.isatty(),
+                   leave=False, dynamic_ncols=True)
         batches = iter(loader)
         for _ in range(self.step * config.accumulation_steps):  # resuming mid-epoch: replay the data
             next(batches)
         while self.step < self.steps_per_epoch:
-            loss, correct, count = self._optimizer_step(batches)
+            if self.stop.signum is not None:
+                bar.close()
+                return  # run() saves this position
+            try:
+                loss, correct, count = self._optimizer_step(batches)
+            except Exception:
+                if self.stop.signum is not None and not self.updating:
+                    bar.close()  # Ctrl-C also reached the DataLoader's workers: stop here, before the step
+                    return
+                raise
             totals[0] += loss.detach().double() * count  # stays on the device: no sync per step
             totals[1] += correct
             totals[2] += count
             window.append(loss.detach())
             self.step += 1
+            self.updating = False
             images_seen += count
             if len(window) == NAN_CHECK_EVERY or self.step == self.steps_per_epoch:
                 self._check_finite(window)
@@ -230,8 +394,7 @@ class _Trainer:
         improved = val.top1 > self.best_top1
         self.best_top1 = max(self.best_top1, val.top1)
         if self.group.is_main:
-            with open(self.directory / "metrics.jsonl", "a") as file:
-                file.write(json.dumps(row) + "\n")
+            append_text(self.folder.metrics, json.dumps(row) + "\n")
             if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
                 self._save("last.pt")
             if improved:
@@ -241,10 +404,12 @@ class _Trainer:
                     if key != "epoch":
                         self.writer.add_scalar(key, value, self.epoch)
         skipped = getattr(self.data.train, "skipped", 0)
+        val_skipped = getattr(self.data.val, "skipped", 0)
         self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
                  f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%} "
                  f"top-5 {val.top5:.2%}  lr {row['lr']:.2e}  {row['images_per_second']:.0f} img/s  "
-                 f"{seconds:.0f}s" + (f"  ({skipped} unreadable images skipped)" if skipped else ""))
+                 f"{seconds:.0f}s" + (f"  ({skipped} unreadable training images skipped)" if skipped else "")
+                 + (f"  ({val_skipped} unreadable validation images skipped)" if val_skipped else ""))
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimiser step over ``accumulation_steps`` micro-batches; gradients are all-reduced
@@ -264,6 +429,7 @@ class _Trainer:
             loss_sum = loss_sum + loss.detach() * len(labels)
             correct = correct + (logits.argmax(1) == labels).sum()
             count += len(labels)
+        self.updating = True  # until the caller has counted the step
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.recipe.schedule != "plateau":
@@ -280,14 +446,14 @@ class _Trainer:
         raise NonFiniteLoss(
             f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, step {step} "
             f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}). Training stopped; the last "
-            f"good checkpoint and the metrics are in {self.directory}. Try a lower learning rate, "
-            f"e.g. --lr {self.config.lr / 10:g}."
+            f"good checkpoint and the metrics are in {self.folder.directory}. Try a lower learning rate, "
+            f"e.g. --lr {self.config.lr / 10:g}, and check the data (--strict stops at an unreadable image)."
         )
 
     # -- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> Run:
-        config = self.config
+        config, folder = self.config, self.folder
         test = self.data.test
         if config.ten_crop:  # the ten views are cropped from images 256/224 larger (Section 4.1)
             test = build_loaders(
@@ -299,29 +465,30 @@ class _Trainer:
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     autocast=self.autocast(), flip=config.flip_test and not config.ten_crop,
                                     ten_crop=config.ten_crop)
-        run = Run(self.directory, config, self.history, metrics, self.model)
+        run = Run(folder.directory, config, self.history, metrics, self.model)
         if self.group.is_main:
             info = self.data.info
             save_weights(
-                run.weights_path, self.model, model_name=config.model,
+                folder.weights, self.model, model_name=config.model,
                 model_options={**config.model_options}, class_names=list(self.data.classes),
                 mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
                 augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop,
                 epochs=self.epoch, test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
-                precision=config.precision,
+                precision=config.precision, data_dir=config.data_dir,
             )
-            (self.directory / "evaluation.json").write_text(json.dumps(
+            write_text(folder.evaluation, json.dumps(
                 {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,
-                 "flip": config.flip_test and not config.ten_crop, **metrics.to_dict()}, indent=2))
+                 "flip": config.flip_test and not config.ten_crop, "epochs": self.epoch,
+                 **metrics.to_dict()}, indent=2))
             self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
                      f"macro F1 {metrics.macro_f1:.4f}")
             self.log(f"weights: {run.weights_path}")
             try:  # a failing figure or missing data must never cost the finished run
                 from ..report import build_report
 
-                self.log(f"report: {build_report(self.directory)}")
+                self.log(f"report: {build_report(folder.directory)}")
             except Exception as error:
-                self.log(f"warning: report.html not written ({error}); retry with: alexnet report {self.directory}")
+                self.log(f"warning: report.html not written ({error}); retry with: alexnet report {folder.directory}")
             if self.writer:
                 self.writer.close()
         self.group.barrier()
@@ -333,18 +500,13 @@ class _Trainer:
         if not self.group.is_main:
             return
         tqdm.write(message)
-        with open(self.directory / "log.txt", "a") as file:
-            file.write(message + "\n")
+        append_text(self.folder.log, message + "\n")
 
-    def _new_directory(self) -> Path:
-        name = self.config.name or f"{self.config.model}-{self.config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        directory = Path(self.config.out) / name
-        if (directory / "metrics.jsonl").exists() and elastic_restart_count():
-            (directory / "metrics.jsonl").unlink()  # restarted by torchrun before any checkpoint: start over
-        elif (directory / "metrics.jsonl").exists():
-            raise AlexNetError(f"{directory} already holds a run; choose another --name, or continue it "
-                               f"with --resume {directory}")
-        return directory
+    def close(self) -> None:
+        """Let the run folder go (the lock; the process ending would also release it)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
@@ -368,10 +530,10 @@ class _Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise AlexNetError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        return SummaryWriter(str(self.directory / "tensorboard"))
+        return SummaryWriter(str(self.folder.directory / "tensorboard"))
 
     def _save(self, name: str) -> None:
-        save_checkpoint(self.directory / "checkpoints" / name, {
+        save_checkpoint(self.folder.checkpoints / name, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -390,20 +552,23 @@ class _Trainer:
             self.partial = torch.zeros_like(self.partial)
         self.history, self.best_top1 = list(state["history"]), state["best_top1"]
         set_rng_state(state["rng"])
+        trained_epochs = state.get("config", {}).get("epochs", self.config.epochs)
+        if trained_epochs != self.config.epochs and self.recipe.schedule in ("onecycle", "cosine"):
+            self._stretch_schedule(trained_epochs)
         if self.group.is_main:  # drop epochs logged after the checkpoint was written
             lines = [json.dumps(row) for row in self.history]
-            (self.directory / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+            write_text(self.folder.metrics, "".join(line + "\n" for line in lines))
 
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and torch.cuda.is_available():
-        device = f"cuda:{local_rank}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AlexNetError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(device)
+    def _stretch_schedule(self, trained_epochs: int) -> None:
+        """A schedule whose length is the number of epochs (one-cycle, cosine), redrawn for the new
+        number and moved to the steps already taken: the rate goes on from the longer curve's value."""
+        done = self.epoch * self.steps_per_epoch + self.step
+        self.scheduler = _make_scheduler(self.optimizer, self.recipe, self.config, self.steps_per_epoch)
+        with warnings.catch_warnings():  # stepping a scheduler without an optimiser step warns
+            warnings.simplefilter("ignore")
+            for _ in range(done):
+                self.scheduler.step()
+        self.stretched = (trained_epochs, done)
 
 
 def _make_optimizer(model: nn.Module, recipe: Recipe, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -428,9 +593,76 @@ def _make_scheduler(optimizer, recipe: Recipe, config: TrainConfig, steps_per_ep
             optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience,
             threshold=recipe.plateau_threshold, threshold_mode="abs")
     if recipe.schedule == "onecycle":
+        # OneCycleLR counts the rate before the first step as step 0, so T steps end on its step T
+        # of T + 1. It divides by the length of each phase, so each needs a step or more: a run of
+        # a handful of steps (a small --subset) warms up over at least two of at least three.
+        total = max(total + 1, 3)
+        warmup = max(recipe.warmup_fraction, 2 / total)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=recipe.warmup_fraction,
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup,
             div_factor=10, final_div_factor=100)
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dict) -> TrainConfig:
+    """The configuration a resumed run goes on with: the one its checkpoint was trained with, with
+    the changes that config.yaml (edited by hand) and the flags given with --resume ask for.
+
+    Only ``RESUMABLE_FIELDS`` may change; any other change is refused by name rather than ignored.
+    """
+    before = dataclasses.asdict(trained)
+    changes: dict[str, tuple[object, str]] = {}
+    for source, values in (("config.yaml", dataclasses.asdict(written)), ("the command line", overrides)):
+        for key, value in values.items():
+            if key not in before:
+                raise AlexNetError(f"unknown configuration key {quote(key)}")
+            if key == "model_options" and source == "the command line":
+                value = {**before["model_options"], **value}
+            if value != before[key]:
+                changes[key] = (value, source)
+    refused = {key: change for key, change in changes.items() if key not in RESUMABLE_FIELDS}
+    if refused:
+        detail = "; ".join(f"{key}: trained with {quote(before[key])}, {source} asks for {quote(value)}"
+                           for key, (value, source) in refused.items())
+        raise AlexNetError(
+            f"cannot change {', '.join(refused)} when continuing a run ({detail}). A checkpoint goes on "
+            f"as the run it was: start a new run (another --name) for that. What may change with "
+            f"--resume: {', '.join(RESUMABLE_FIELDS)}"
+        )
+    return dataclasses.replace(trained, **{key: value for key, (value, _) in changes.items()})
+
+
+def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int) -> None:
+    """Refuse to "continue" a run that has nothing left to do, saying how to train it longer."""
+    if config.epochs < trained_epochs:
+        raise AlexNetError(f"{folder.directory} has trained {trained_epochs} epochs already; --epochs must be "
+                           f"at least that (more trains it longer)")
+    if config.epochs > trained_epochs or not (folder.weights.is_file() and folder.evaluation.is_file()):
+        return  # epochs to train, or all trained but killed before its final test: finish it
+    try:
+        evaluation = json.loads(folder.evaluation.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(evaluation, dict) or evaluation.get("epochs", trained_epochs) != trained_epochs:
+        return  # the test of an earlier, shorter run: test this one
+    top1 = evaluation.get("top1")
+    score = f" (test top-1 {top1:.2%})" if isinstance(top1, float) else ""
+    raise AlexNetError(
+        f"{folder.directory} has finished: all {trained_epochs} epochs trained and tested{score}. To train "
+        f"it longer: alexnet train --resume {folder.directory} --epochs {trained_epochs + 10} (say)"
+    )
+
+
+def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:
+    """Why an epoch would have no step, and the smallest subset or largest batch that gives one."""
+    images = len(getattr(loader, "samples", None) or loader.labels)
+    per_step = config.batch_size * config.accumulation_steps
+    subset = f" ({config.subset:g} of the training set)" if config.subset < 1 else ""
+    advice = f"a --batch-size of at most {images // (world_size * config.accumulation_steps) * world_size}"
+    if config.subset < 1:
+        whole = images / config.subset
+        advice = (f"a --subset of at least {math.ceil(per_step / whole * 1000) / 1000:g}, or " + advice)
+    return (f"{images} training images{subset} are fewer than one step takes ({per_step}: batch "
+            f"{config.batch_size} x {config.accumulation_steps} accumulation steps); use {advice}")
