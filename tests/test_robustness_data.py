@@ -4,10 +4,13 @@ oversized images, read-only caches, broken run folders, and fuzzed dataset files
 
 import json
 import os
+import pickle
 import re
 import resource
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -470,3 +473,171 @@ def test_summary_judges_the_input_shape_without_allocating_it():
     # the model itself is untouched: same device, same weights, still runs
     assert all(torch.equal(before[name], tensor) for name, tensor in paper.state_dict().items())
     assert paper.eval()(torch.zeros(1, 3, 227, 227)).shape == (1, 1000)
+
+
+# --- fuzzed dataset files ---------------------------------------------------------------------
+# Each example starts from valid files, damages one, and loads it: the load succeeds with data of
+# the right shape, or ends in AlexNetError; any other exception fails the test. Every example gets
+# an empty cache, so that nothing decoded earlier is served instead of the damaged files.
+
+
+def fresh_cache() -> str:
+    return tempfile.mkdtemp(prefix="alexnet-fuzz-cache-")
+
+
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_DAMAGE = st.one_of(
+    st.tuples(st.just("byte"), st.integers(0, 15), st.integers(0, 255)),  # magic, type, dimensions, sizes
+    st.tuples(st.just("dimension"), st.integers(0, 2), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("length"), st.integers(-40, 40), st.just(0)),  # cut short or grown
+    st.tuples(st.just("replace"), st.binary(max_size=64), st.just(0)),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(file=st.sampled_from(IDX_NAMES), damage=IDX_DAMAGE)
+def test_fuzzed_idx_files_load_or_raise(file, damage):
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", fresh_cache())
+        path = mnist_raw(Path(tmp)) / file
+        data = bytearray(path.read_bytes())
+        kind, where, value = damage
+        if kind == "byte":
+            data[min(where, len(data) - 1)] = value
+        elif kind == "dimension":
+            dims = data[3]
+            data[4 + 4 * min(where, dims - 1): 8 + 4 * min(where, dims - 1)] = struct.pack(">I", value)
+        elif kind == "length":
+            data = data[:where] if where < 0 else data + bytes(where)
+        else:
+            data = bytearray(where)
+        path.write_bytes(bytes(data))
+        try:
+            train = load_tensors("mnist", "train", data_dir=tmp)
+        except AlexNetError as error:
+            assert str(Path(tmp)) in str(error) and "get the dataset again" in str(error)
+            return
+        # accepted: only a change that keeps the files valid (a pixel, a label within 0..9)
+        assert train.images.shape[1:] == (1, 28, 28) and train.images.dtype == torch.uint8
+        assert len(train) == len(train.labels) and int(train.labels.max()) < 10
+
+
+@pytest.mark.parametrize("tv_class_name", ["CIFAR10", "CIFAR100"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.binary(max_size=4096) | st.builds(lambda entry: pickle.dumps(entry), JSON_VALUES))
+def test_fuzzed_cifar_batches_are_refused_before_unpickling(monkeypatch, tv_class_name, batch):
+    import torchvision.datasets.cifar as cifar
+
+    def unpickled(*args, **kwargs):
+        raise AssertionError("a batch file was unpickled before its md5 was checked")
+
+    monkeypatch.setattr(cifar.pickle, "load", unpickled)
+    tv_class = getattr(cifar, tv_class_name)
+    name = tv_class_name.lower()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / name / tv_class.base_folder
+        folder.mkdir(parents=True)
+        for file, _ in (*tv_class.train_list, *tv_class.test_list, (tv_class.meta["filename"], None)):
+            (folder / file).write_bytes(batch)
+        monkeypatch.setenv("XDG_CACHE_HOME", fresh_cache())
+        with pytest.raises(AlexNetError, match=re.escape(f"{folder}: files missing or damaged, their md5 sums")):
+            load_tensors(name, "train", data_dir=tmp)
+
+
+@pytest.fixture(scope="module")
+def flowers_folder(tmp_path_factory) -> Path:
+    """All 1,360 files of Flowers-17, each an 8x8 JPEG."""
+    from alexnet.data import flowers17
+    from torchvision.io import encode_jpeg
+
+    jpg = tmp_path_factory.mktemp("flowers") / "flowers17" / "jpg"
+    jpg.mkdir(parents=True)
+    small = encode_jpeg(torch.full((3, 8, 8), 100, dtype=torch.uint8)).numpy().tobytes()
+    for index in range(1, flowers17.NUM_IMAGES + 1):
+        (jpg / f"image_{index:04d}.jpg").write_bytes(small)
+    return jpg
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: b"\xff\xd8\xff\xe0" + tail))
+def test_fuzzed_flowers17_file_is_named(flowers_folder, content):
+    from alexnet.data import flowers17
+
+    first = flowers_folder / f"image_{int(flowers17.split_indices('train')[0]) + 1:04d}.jpg"  # decoded first
+    original = first.read_bytes()
+    first.write_bytes(content)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("XDG_CACHE_HOME", fresh_cache())
+            with pytest.raises(AlexNetError, match=re.escape(f"{first}: cannot decode")):
+                load_tensors("flowers17", "train", data_dir=flowers_folder.parent.parent)
+    finally:
+        first.write_bytes(original)
+
+
+def _damaged_images():
+    good_png = encode_png(torch.full((3, 12, 10), 50, dtype=torch.uint8)).numpy().tobytes()
+    from torchvision.io import encode_jpeg
+
+    good_jpeg = encode_jpeg(torch.full((3, 12, 10), 50, dtype=torch.uint8)).numpy().tobytes()
+    return st.one_of(
+        st.just(b""),
+        st.binary(max_size=1024),
+        st.sampled_from([good_png, good_jpeg]).flatmap(lambda good: st.integers(0, len(good) - 1).map(lambda n: good[:n])),
+        st.tuples(st.sampled_from([good_png, good_jpeg]), st.integers(0, 200), st.integers(0, 255)).map(
+            lambda t: t[0][: t[1]] + bytes([t[2]]) + t[0][t[1] + 1:]),  # one byte changed
+        # a PNG header declaring any size, without the pixels
+        st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)).map(
+            lambda size: good_png[:16] + struct.pack(">II", *size) + good_png[24:]),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blobs=st.lists(_damaged_images(), min_size=1, max_size=4))
+def test_fuzzed_images_in_a_folder_are_skipped_and_counted(tmp_path, blobs):
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    good = []
+    for index in range(3):
+        solid_png(folder / f"good{index}.png", (10, 20, 30 * index))
+        good.append(str(folder / f"good{index}.png"))
+    damaged = []
+    for index, blob in enumerate(blobs):
+        (folder / f"fuzzed{index}.png").write_bytes(blob)
+        damaged.append(str(folder / f"fuzzed{index}.png"))
+    samples = [(path, 0) for path in sorted(good + damaged)]
+    options = dict(train=False, mean=(0, 0, 0), std=(1, 1, 1), output_shape=(3, 8, 8), num_workers=0)
+    loader = StreamingLoader(samples, ["a"], 4, **options)
+    decoded = sum(len(labels) for _, labels in loader)
+    skipped = [failure.split(" (")[0] for failure in loader.skipped_files]
+    assert decoded + loader.skipped == len(samples) and set(skipped) <= set(damaged)
+    strict = StreamingLoader(samples, ["a"], 4, strict=True, **options)
+    if skipped:
+        with pytest.raises(AlexNetError, match="cannot read image .*fuzzed"):
+            list(strict)
+    else:
+        assert sum(len(labels) for _, labels in strict) == len(samples)
+
+
+def test_a_png_with_damaged_pixels_is_skipped_not_a_crash(tmp_path):
+    # torchvision 0.29's decode_png dies with SIGSEGV on these; the loader must skip and count them.
+    good = encode_png(torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.uint8)).numpy().tobytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF  # inside the compressed pixels: the chunk's CRC no longer matches
+    (tmp_path / "crc.png").write_bytes(bytes(damaged))
+    start = good.index(b"IDAT") - 4
+    length = struct.unpack(">I", good[start:start + 4])[0]
+    body = bytes(damaged[start + 8:start + 8 + length])  # the same damage behind a correct CRC
+    (tmp_path / "zlib.png").write_bytes(good[:start] + png_chunk(b"IDAT", body) + good[start + 12 + length:])
+    (tmp_path / "good.png").write_bytes(good)
+    script = (
+        "import sys; from alexnet.data import StreamingLoader\n"
+        "samples = [(f'{sys.argv[1]}/{name}.png', 0) for name in ('good', 'crc', 'zlib')]\n"
+        "loader = StreamingLoader(samples, ['a'], 3, train=False, mean=(0, 0, 0), std=(1, 1, 1),\n"
+        "                         output_shape=(3, 8, 8), num_workers=0)\n"
+        "print(sum(len(labels) for _, labels in loader), loader.skipped)\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]  # -11 where torchvision decoded them
+    assert result.stdout.split() == ["1", "2"]

@@ -12,8 +12,10 @@ import contextlib
 import gzip
 import hashlib
 import logging
+import math
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -227,10 +229,64 @@ def _locate_idx(name: str, tv_class: type, data_dir) -> Path | None:
     return None
 
 
+def _check_idx(images: Path, labels: Path) -> None:
+    """Refuse a pair of IDX files unless they are 28x28 uint8 images and as many labels 0..9.
+
+    torchvision's own layout (``<dir>/MNIST/raw/``) is read without a checksum, and its parser
+    asserts, or allocates what the header claims; so the headers and sizes are checked here first.
+    IDX: two zero bytes, a type code (0x08: unsigned bytes), the number of dimensions, each as a
+    big-endian uint32, then the values.
+    """
+    counts = []
+    for path, dims_expected, what in ((images, 3, "images"), (labels, 1, "labels")):
+        def damaged(reason: str) -> AlexNetError:
+            return AlexNetError(
+                f"{path} is not an IDX file of {what} ({reason}); it is damaged: delete it and get the "
+                f"dataset again (--download)"
+            )
+
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            header = file.read(4 + 4 * dims_expected)
+        if len(header) < 4 or header[:2] != b"\0\0":
+            raise damaged("no IDX magic number")
+        if header[2] != 0x08:
+            raise damaged(f"type code 0x{header[2]:02x}, not 0x08 for unsigned bytes")
+        if header[3] != dims_expected:
+            raise damaged(f"{header[3]} dimensions, not {dims_expected}")
+        if len(header) < 4 + 4 * dims_expected:
+            raise damaged("the header is cut short")
+        dims = struct.unpack(f">{dims_expected}I", header[4:])
+        expected = len(header) + math.prod(dims)
+        if size != expected:
+            raise damaged(f"{size:,} bytes where its header {dims} implies {expected:,}")
+        if what == "images" and dims[1:] != (28, 28):
+            raise damaged(f"{dims[1]}x{dims[2]} images, not 28x28")
+        if dims[0] < 1:
+            raise damaged(f"no {what}")
+        counts.append(dims[0])
+    if counts[0] != counts[1]:
+        raise AlexNetError(f"{images} holds {counts[0]:,} images but {labels} {counts[1]:,} labels; one of them is "
+                           f"damaged: delete them and get the dataset again (--download)")
+    with open(labels, "rb") as file:
+        largest = max(file.read()[8:])
+    if largest > 9:
+        raise AlexNetError(f"{labels} has label {largest}, outside 0..9; it is damaged: delete it and get the "
+                           f"dataset again (--download)")
+
+
 def _read_idx(name: str, tv_class: type, found: Path) -> dict[str, tuple]:
+    def parse(root: Path, raw: Path) -> dict:
+        for prefix in ("train", "t10k"):
+            _check_idx(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte")
+        try:
+            return {split: tv_class(str(root), train=split == "train") for split in SPLITS}
+        except Exception as error:  # checked above; this is for what torchvision reads besides (processed/)
+            raise AlexNetError(f"{raw}: torchvision cannot read these files ({error}); delete them and get the "
+                               f"dataset again (--download)") from error
+
     if found.name == "raw":  # torchvision's own layout
-        root = found.parent.parent
-        splits = {split: tv_class(str(root), train=split == "train") for split in SPLITS}
+        splits = parse(found.parent.parent, found)
     else:
         md5s = dict(tv_class.resources)
         with tempfile.TemporaryDirectory(prefix="alexnet-idx-") as tmp:
@@ -240,7 +296,7 @@ def _read_idx(name: str, tv_class: type, found: Path) -> dict[str, tuple]:
                 _verify_gz(found / f"{file}.gz", md5s[f"{file}.gz"])
                 with gzip.open(found / f"{file}.gz", "rb") as src, open(raw / file, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            splits = {split: tv_class(tmp, train=split == "train") for split in SPLITS}
+            splits = parse(Path(tmp), raw)
     return {
         split: (dataset.data.unsqueeze(1).contiguous(), dataset.targets.long(), list(tv_class.classes))
         for split, dataset in splits.items()
@@ -260,10 +316,16 @@ def _locate_cifar(name: str, tv_class: type, data_dir) -> Path | None:
 def _read_cifar(name: str, tv_class: type, found: Path) -> dict[str, tuple]:
     splits = {}
     for split in SPLITS:
+        # The batches are pickles, and unpickling can run any code: torchvision reads them only after
+        # every file's md5 matched the published one (CIFAR10._check_integrity and _load_meta), so a
+        # damaged or foreign file is refused here before a byte of it is unpickled.
         try:
             dataset = tv_class(str(found), train=split == "train")
-        except RuntimeError as error:  # torchvision checks every batch file's md5
-            raise AlexNetError(f"{found / tv_class.base_folder}: {error}; delete it and get it again") from None
+        except RuntimeError as error:
+            raise AlexNetError(
+                f"{found / tv_class.base_folder}: files missing or damaged, their md5 sums do not match CIFAR's "
+                f"published ones, so none was read ({error}); delete the folder and get it again (--download)"
+            ) from None
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> (N, 3, 32, 32)
         splits[split] = (images, torch.tensor(dataset.targets, dtype=torch.long), list(dataset.classes))
     return splits

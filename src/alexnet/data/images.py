@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
@@ -17,42 +18,56 @@ def decode(path: str) -> torch.Tensor:
 
     An image of more than Pillow's ``Image.MAX_IMAGE_PIXELS`` (89.5 million, 9,459 x 9,459) is
     refused from its header, before anything is decoded: an 875 KB PNG can declare 30,000 x 30,000
-    pixels, 2.7 GB as RGB. 16-bit PNGs (decoded by torchvision as uint16) are scaled to 8 bits, as
-    batches are stacked and normalised as uint8; an animated GIF gives its first frame.
+    pixels, 2.7 GB as RGB. Images of 16 bits per channel are scaled to 8, as batches are stacked and
+    normalised as uint8; an animated GIF gives its first frame.
     """
-    check_pixel_count(path)
+    if check_header(path) == "PNG":
+        return _decode_png(path)
     image = decode_image(read_file(path), mode=ImageReadMode.RGB)
     if image.dim() == 4:  # (frames, 3, H, W)
         image = image[0]
-    if image.dtype != torch.uint8:
-        image = TF.to_dtype(image, torch.uint8, scale=True)  # 0..65535 to 0..255 by dropping the low byte
+    if image.dtype != torch.uint8:  # 10- and 12-bit AVIF and HEIC decode to uint16
+        image = TF.to_dtype(image, torch.uint8, scale=True)  # 0..65535 to 0..255: the high byte
     return image
 
 
-def check_pixel_count(path: str) -> None:
-    """Raise ``ValueError`` when the header of image ``path`` declares more than ``Image.MAX_IMAGE_PIXELS``.
+def _decode_png(path: str) -> torch.Tensor:
+    # Pillow, not torchvision: torchvision 0.29's decode_png kills the process (SIGSEGV) on a PNG whose
+    # compressed pixels are damaged (one changed byte will do), where it should raise; Pillow raises.
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
+            grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            array = np.repeat(grey[:, :, None], 3, axis=2)
+        else:  # 16-bit RGB comes as RGB of its high bytes; palette, grey and alpha convert like torchvision's
+            array = np.array(image.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+def check_header(path: str) -> str | None:
+    """Pillow's name for the format of image ``path`` (None: not one Pillow knows); raises ``ValueError``
+    when its header declares more than ``Image.MAX_IMAGE_PIXELS``.
 
     ``Image.open`` reads only the header. Files Pillow cannot identify are left for torchvision to
-    accept or refuse (it reads the same formats, AVIF and HEIC aside).
+    accept or refuse (it reads the same formats, HEIC aside).
     """
     limit = Image.MAX_IMAGE_PIXELS
-    if not limit:  # the user switched Pillow's guard off
-        return
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns past the limit (and refuses past twice it), for a GIF frame by frame
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
                 # torchvision decodes every frame of a GIF (counting them skips their data, decodes none)
                 frames = image.n_frames if image.format == "GIF" else 1
-    except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice the limit
+                found = image.format
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         count = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(count[1]):,} pixels" if count else "its size"
     except Exception:  # not an image Pillow knows: torchvision decides
-        return
+        return None
     else:
-        if frames * width * height <= limit:
-            return
+        if not limit or frames * width * height <= limit:  # no limit: the user switched Pillow's guard off
+            return found
         size = f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else "")
     # kept short: the loader quotes the first 120 characters of the reason with the file's name
     raise ValueError(f"{size} is over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS); shrink it")
