@@ -160,9 +160,10 @@ def test_links_are_followed_but_not_to_the_root_or_in_loops(tmp_path):
         "cat/0.png", "cat/1.png", "cat/2.png", "cat/more/0.png", "cat/more/1.png"]
 
     for link, target, expected in (
-        (data / "root", Path("/"), "leads to /, which holds the data folder"),
-        (data / "dog" / "everything", Path("/"), "leads to /, which holds the data folder"),
-        (data / "dog" / "up", tmp_path, f"leads to {tmp_path}, which holds the data folder"),
+        (data / "root", Path("/"), f"leads to /, the data folder {data} or a folder above it"),
+        (data / "dog" / "everything", Path("/"), "leads to /, the data folder"),
+        (data / "dog" / "up", tmp_path, f"leads to {tmp_path}, the data folder"),
+        (data / "dog" / "self", data, f"leads to {data}, the data folder"),
         (data / "dog" / "loop", data / "dog", f"leads back to {data / 'dog'}, a folder it is inside of"),
         (data / "dog" / "a" / "loop", data / "dog", "a symbolic link loop"),
     ):

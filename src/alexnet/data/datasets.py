@@ -432,7 +432,7 @@ def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, d
         raise not_found_error(name, search_dirs(data_dir))
 
     saved = load_cache(_cache_path(name, split, found))
-    if saved is not None:
+    if isinstance(saved, dict) and {"images", "labels", "classes"} <= saved.keys():
         pca = ColourPCA(*saved["pca"]) if "pca" in saved else None
         return ImageTensors(saved["images"], saved["labels"], saved["classes"], info.mean, info.std, pca)
 

@@ -97,7 +97,7 @@ def _files_under(folder: Path, root: Path, root_real: str) -> list[str]:
         real = os.path.realpath(directory)
         if real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep):
             raise AlexNetError(
-                f"{directory} leads to {real}, which holds the data folder {root} (or is /): the whole "
+                f"{directory} leads to {real}, the data folder {root} or a folder above it: the whole "
                 f"filesystem would be read as images; point the link at the class's own images"
             )
         if real in inside:
@@ -313,7 +313,7 @@ def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64
     key = hashlib.sha1("\n".join(path for path, _ in chosen).encode()).hexdigest()[:16]
     cache = user_cache_dir() / "pca" / f"{key}.pt"
     saved = load_cache(cache)
-    if saved is not None:
+    if isinstance(saved, list) and len(saved) == 2:  # (eigenvalues, eigenvectors), as saved below
         return ColourPCA(*saved)
     resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
     images = []
