@@ -19,19 +19,22 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def _output_file(path: str | None) -> None:
-    """Refuse an output path that cannot be written before any work is done, not after."""
+    """Make sure an output path can be written before any work is done, not after: its folder is
+    created if missing, and a folder in its place or a folder that cannot be made is refused."""
     import os
     from pathlib import Path
 
     if path is None:
         return
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise AlexNetError(f"--out {path} is a folder; give a file name")
-    if not parent.is_dir():
-        raise AlexNetError(f"--out {path}: the folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AlexNetError(f"--out {path}: cannot create the folder {target.parent} "
+                           f"({error.strerror or error}); choose another place") from None
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise AlexNetError(f"--out {path}: not writable; choose another place")
 
 
