@@ -417,3 +417,41 @@ def test_folder_without_splits_and_class_names(tmp_path):
     assert readable_class_names(tmp_path / "nowhere" / "x", ["n1"]) == ["n1"]
     with pytest.raises(AlexNetError, match="--data-dir"):
         build_loaders("folder")
+
+
+# --- the package's shape -------------------------------------------------------------------
+
+
+def test_data_modules_import_one_way():
+    """Each module of alexnet.data imports its siblings at the top, and those imports form no circle.
+
+    A circle would have to be hidden by an import inside a function; only heavy optional libraries
+    (matplotlib) are imported there.
+    """
+    import ast
+
+    import alexnet.data
+
+    folder = Path(alexnet.data.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        module = path.stem
+        graph[module] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                graph[module] |= {name.split(".")[0] for name in names}
+        for function in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                    what = node.module or ", ".join(alias.name for alias in node.names)
+                    pytest.fail(f"{module}.{function.name} imports {what} inside a function")
+    graph.pop("__init__")
+
+    def visit(module, trail):
+        assert module not in trail, f"import circle: {' -> '.join((*trail, module))}"
+        for imported in graph.get(module, ()):
+            visit(imported, (*trail, module))
+
+    for module in graph:
+        visit(module, ())

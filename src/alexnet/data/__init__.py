@@ -6,12 +6,12 @@
 """
 
 from .augment import (
-    PRESETS, AugmentConfig, augment_batch, center_crop, color_jitter, compute_pca, epoch_generator,
+    PRESETS, AugmentConfig, ColourPCA, augment_batch, center_crop, color_jitter, compute_pca, epoch_generator,
     gaussian_noise, list_presets, normalize, pca_lighting, random_affine, random_crop, resolve_augment,
     ten_crop, ten_crop_logits,
 )
 from .datasets import (
-    ColourPCA, DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
+    DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
     split_validation, stratified_indices, stratified_subset, user_cache_dir,
 )
 from .loaders import Loaders, build_loaders

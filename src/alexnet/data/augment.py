@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,6 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import AlexNetError
-from .datasets import ColourPCA
 
 # The paper trains on random 224x224 patches of images whose shorter side was resized to 256
 # (Sections 2 and 4.1); as a fraction of the side that is 224/256 = 0.875.
@@ -215,6 +215,13 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --- colour ---------------------------------------------------------------------------------
+
+
+class ColourPCA(NamedTuple):
+    """Eigen-decomposition of the per-pixel colour covariance of a training set (0..1 scale)."""
+
+    eigenvalues: torch.Tensor  # (C,) variances along the principal axes, descending
+    eigenvectors: torch.Tensor  # (C, C), column i is the axis of eigenvalues[i]
 
 
 def compute_pca(images: torch.Tensor, chunk_pixels: int = 1 << 22) -> ColourPCA:

@@ -19,13 +19,14 @@ import struct
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torchvision
 from torchvision.datasets.utils import check_integrity
 
 from ..errors import AlexNetError
+from . import flowers17
+from .augment import ColourPCA, compute_pca
 
 DATA_DIR_ENV = "ALEXNET_DATA"  # a directory holding datasets, searched after an explicit --data-dir
 # Read-only copies installed by the system; Debian's ``dataset-fashion-mnist`` package puts the four
@@ -119,13 +120,6 @@ def dataset_info(name: str) -> DatasetInfo:
         return _INFOS[name]
     except KeyError:
         raise AlexNetError(f"unknown dataset {name!r}. Known datasets: {', '.join(_INFOS)}") from None
-
-
-class ColourPCA(NamedTuple):
-    """Eigen-decomposition of the per-pixel colour covariance of a training set (0..1 scale)."""
-
-    eigenvalues: torch.Tensor  # (C,) variances along the principal axes, descending
-    eigenvectors: torch.Tensor  # (C, C), column i is the axis of eigenvalues[i]
 
 
 @dataclass
@@ -342,10 +336,18 @@ _TORCHVISION = {
 # --- finding, downloading, caching ------------------------------------------------------------
 
 
+def _locate_folder(name: str, candidates: list[Path]) -> Path | None:
+    """ImageNet: the first candidate with a ``train/`` folder. A folder dataset: one with class folders."""
+    for path in candidates:
+        if name == "imagenet" and (path / "train").is_dir():
+            return path
+        if name == "folder" and path.is_dir() and any(child.is_dir() for child in path.iterdir()):
+            return path
+    return None
+
+
 def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
     """Where ``name`` is found on this machine, following the search order; None when nowhere."""
-    from . import flowers17, streaming
-
     dataset_info(name)
     if name in _TORCHVISION:
         tv_class, locate_fn, _ = _TORCHVISION[name]
@@ -353,8 +355,8 @@ def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
     if name == "flowers17":
         return flowers17.locate(_candidates(name, data_dir))
     if name == "folder":  # any tree of class folders: only where the caller points
-        return streaming.locate_folder(name, [Path(data_dir).expanduser()] if data_dir else [])
-    return streaming.locate_folder(name, _candidates(name, data_dir))
+        return _locate_folder(name, [Path(data_dir).expanduser()] if data_dir else [])
+    return _locate_folder(name, _candidates(name, data_dir))
 
 
 def download_dir(data_dir: str | Path | None = None) -> Path:
@@ -363,8 +365,6 @@ def download_dir(data_dir: str | Path | None = None) -> Path:
 
 
 def _download(name: str, data_dir) -> None:
-    from . import flowers17
-
     target = download_dir(data_dir) / name
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -416,9 +416,6 @@ def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, d
     ``download`` is true; otherwise raises ``AlexNetError`` saying where it looked and how to get them.
     Decoded tensors are cached in the user cache directory, with the training split's colour PCA.
     """
-    from . import flowers17
-    from .augment import compute_pca
-
     info = dataset_info(name)
     if not info.in_memory:
         raise AlexNetError(f"{name} is streamed from files, not loaded into memory; use build_loaders")

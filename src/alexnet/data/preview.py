@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
     PAPER_CROP_FRACTION, PRESETS, AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment,
 )
 from .datasets import dataset_info, load_tensors, locate
+from .images import decode
+from .streaming import index_folder
 
 # Each augmentation alone, at a strength where its effect is visible, then the presets combined.
 PREVIEW_COLUMNS: tuple[tuple[str, AugmentConfig], ...] = (
@@ -40,11 +43,6 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
         firsts = [int(torch.nonzero(data.labels == label)[0]) for label in data.labels.unique()[:count].tolist()]
         index = torch.tensor(firsts)
         return data.images[index], [data.classes[i] for i in data.labels[index].tolist()], data.pca
-    from torchvision.transforms import v2
-
-    from .images import decode
-    from .streaming import index_folder
-
     root = locate(dataset, data_dir)
     if root is None:
         raise AlexNetError(f"no {dataset} data found (give --data-dir)")

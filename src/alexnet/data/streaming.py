@@ -23,25 +23,15 @@ from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
-    AugmentConfig, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
+    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
 )
-from .datasets import ColourPCA, load_cache, save_cache, user_cache_dir
+from .datasets import load_cache, save_cache, user_cache_dir
 from .images import decode
 from .memory import shard_indices
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
 # LOC_synset_mapping.txt, Caffe's ilsvrc12 tools synset_words.txt; both are "wnid name, synonym, ...".
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
-
-
-def locate_folder(name: str, candidates: list[Path]) -> Path | None:
-    """ImageNet: the first candidate with a ``train/`` folder. A folder dataset: one with class folders."""
-    for path in candidates:
-        if name == "imagenet" and (path / "train").is_dir():
-            return path
-        if name == "folder" and path.is_dir() and any(child.is_dir() for child in path.iterdir()):
-            return path
-    return None
 
 
 def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
