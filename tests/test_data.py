@@ -19,8 +19,8 @@ from torchvision.io import encode_jpeg, encode_png
 
 from alexnet import AlexNetError
 from alexnet.data import (
-    AugmentConfig, ImageTensors, InMemoryLoader, augment_batch, build_loaders, compute_pca,
-    dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
+    AugmentConfig, BatchLoader, ImageTensors, InMemoryLoader, StreamingLoader, augment_batch, build_loaders,
+    compute_pca, dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
     split_validation, stratified_subset, ten_crop, ten_crop_logits,
 )
 from alexnet.data import datasets, flowers17
@@ -360,6 +360,25 @@ def test_sharding_by_rank_is_disjoint_and_covering():
         seen.append({int(i) for i in loader.indices()})
     assert all(len(s) == 33 for s in seen) and not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
 
+
+
+@pytest.mark.parametrize("count", [9, 10, 11])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("train", [True, False])
+def test_both_loaders_count_batches_as_they_draw_them(count, world_size, train):
+    """``BatchLoader``'s one count of images per rank matches what each path's sampler yields."""
+    data = _toy(counts=(count - count // 2, count // 2))
+    samples = [(f"{i}.png", label) for i, label in enumerate(data.labels.tolist())]
+    for rank in range(world_size):
+        in_memory = InMemoryLoader(data, 2, train=train, rank=rank, world_size=world_size)
+        streaming = StreamingLoader(samples, data.classes, 2, train=train, mean=(0.5,), std=(0.5,), rank=rank,
+                                    world_size=world_size, num_workers=0)
+        for loader, drawn in ((in_memory, in_memory.indices()), (streaming, list(streaming._sampler()))):
+            assert isinstance(loader, BatchLoader) and loader.num_images == count
+            assert loader.num_samples() == len(drawn)
+            expected = len(drawn) // 2 if train else math.ceil(len(drawn) / 2)  # drop_last when training
+            assert len(loader) == expected
+        assert in_memory.skipped == streaming.skipped == 0 and in_memory.skipped_files == []
 
 # --- the streaming path --------------------------------------------------------------------
 

@@ -14,12 +14,13 @@ from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
     split_validation, stratified_indices, stratified_subset, user_cache_dir,
 )
+from .base import BatchLoader, shard_indices
 from .loaders import Loaders, build_loaders
-from .memory import InMemoryLoader, shard_indices
+from .memory import InMemoryLoader
 from .streaming import StreamingDataset, StreamingLoader, index_folder, readable_class_names
 
 __all__ = [
-    "PRESETS", "AugmentConfig", "ColourPCA", "DatasetInfo", "ImageTensors", "InMemoryLoader", "Loaders",
+    "PRESETS", "AugmentConfig", "BatchLoader", "ColourPCA", "DatasetInfo", "ImageTensors", "InMemoryLoader", "Loaders",
     "StreamingDataset", "StreamingLoader", "augment_batch", "build_loaders", "center_crop", "color_jitter",
     "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise", "index_folder", "list_datasets",
     "list_presets", "load_tensors", "locate", "normalize", "pca_lighting", "random_affine", "random_crop",

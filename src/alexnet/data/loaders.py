@@ -14,6 +14,7 @@ from .datasets import (
     DatasetInfo, stratified_indices, dataset_info, load_tensors, locate, not_found_error, search_dirs,
     split_validation, stratified_subset,
 )
+from .base import BatchLoader
 from .memory import InMemoryLoader
 from .streaming import StreamingLoader, index_folder, readable_class_names
 
@@ -27,9 +28,9 @@ FOLDER_VAL_FRACTION = 0.1
 class Loaders:
     """The loaders of one run; ``val`` is ``test`` when no validation split was held out."""
 
-    train: InMemoryLoader | StreamingLoader
-    val: InMemoryLoader | StreamingLoader
-    test: InMemoryLoader | StreamingLoader
+    train: BatchLoader
+    val: BatchLoader
+    test: BatchLoader
     classes: list[str]
     info: DatasetInfo
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from ..errors import AlexNetError
 from .augment import (
-    AugmentConfig, augment_batch, compute_pca, epoch_generator, normalize, photometric, random_crop, resize, to_float,
+    AugmentConfig, augment_batch, compute_pca, epoch_generator, photometric, random_crop, resize, to_float,
 )
+from .base import BatchLoader, shard_indices
 from .datasets import ImageTensors
 
 # The paper resizes every image once (shorter side to 256) and only crops per batch. We do the same
@@ -34,42 +34,17 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 4096)
     return out
 
 
-def shard_indices(order: torch.Tensor, rank: int, world_size: int, *, drop_remainder: bool) -> torch.Tensor:
-    """Rank ``rank``'s share of ``order``: every ``world_size``-th index starting at ``rank``.
+class InMemoryLoader(BatchLoader):
+    """Batches of (images, labels) from uint8 tensors held on ``device``; the ``BatchLoader`` contract.
 
-    Shares are disjoint. With ``drop_remainder`` (training) the last ``len(order) % world_size``
-    indices of the epoch's permutation are left out so every rank gets as many, which DDP needs to
-    keep its gradient all-reduces in step; the permutation changes every epoch, so no image is left
-    out for good. Without it (evaluation) the shares cover every index exactly once and their
-    lengths differ by at most one.
-    """
-    if not 0 <= rank < world_size:
-        raise AlexNetError(f"rank {rank} is outside a world of size {world_size}")
-    if drop_remainder:
-        order = order[: len(order) - len(order) % world_size]
-    return order[rank::world_size]
-
-
-class InMemoryLoader:
-    """Batches of (images, labels) from uint8 tensors held on ``device``.
-
-    Yields float32 images normalised with the dataset's mean and std, at ``output_shape`` (C, H, W)
-    (resized on the device and converted 1 <-> 3 channels when the model wants something else than
-    the data's natural shape), in channels-last memory format when ``channels_last``; and int64 labels.
-    Every random number (shuffle and augmentation) comes from generators seeded by (seed, epoch):
-    ``set_epoch(e)`` and iterate to replay epoch ``e`` bit for bit, as after a resume.
+    Images are resized on the device and converted 1 <-> 3 channels when the model wants another
+    ``output_shape`` than the data's natural one.
 
     Args:
-        data: the split, on any device.
-        batch_size: images per batch on this rank.
-        train: shuffle and augment (else: fixed order, centre crop or ten views).
-        augment: the augmentation switches; None: none.
+        data: the split, on any device; its classes, mean, std and colour PCA are the loader's.
         output_shape: (C, H, W) the model takes; None: the data's own.
         device: where the uint8 images live and batches are made.
-        seed: the run's seed.
-        drop_last: drop a last, smaller batch (default: when training).
-        rank, world_size: this process's share in data-parallel training (see ``shard_indices``).
-        channels_last: NHWC memory format (faster convolutions with cuDNN and on CPU).
+        The others: see ``BatchLoader``.
     """
 
     def __init__(
@@ -77,27 +52,15 @@ class InMemoryLoader:
         output_shape: tuple[int, int, int] | None = None, device: torch.device | str = "cpu", seed: int = 0,
         drop_last: bool | None = None, rank: int = 0, world_size: int = 1, channels_last: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise AlexNetError(f"batch size must be positive, got {batch_size}")
-        self.device = torch.device(device)
+        super().__init__(
+            data.classes, batch_size, train=train, mean=data.mean, std=data.std,
+            output_shape=output_shape or tuple(data.images.shape[1:]), augment=augment, device=device, seed=seed,
+            drop_last=drop_last, rank=rank, world_size=world_size, channels_last=channels_last, pca=data.pca,
+        )
         self.images = data.images.to(self.device)  # (N, C, H, W) uint8, possibly resized and padded below
         self.labels = data.labels.to(self.device)
-        self.classes = data.classes
-        self.mean, self.std = data.mean, data.std
-        self.batch_size = batch_size
-        self.train = train
-        self.augment = augment or AugmentConfig()
-        self.output_shape = tuple(output_shape) if output_shape else tuple(data.images.shape[1:])
-        self.seed = seed
-        self.drop_last = train if drop_last is None else drop_last
-        self.rank, self.world_size = rank, world_size
-        self.channels_last = channels_last
-        self.epoch = 0
-        self.skipped = 0  # in-memory data has no unreadable files; kept for the streaming contract
-        self.pca = data.pca
         if train and self.augment.pca_lighting_std and self.pca is None:
             self.pca = compute_pca(data.images)
-        shard_indices(torch.arange(0), rank, world_size, drop_remainder=train)  # validates rank
 
         config = self.augment
         height, width = self.output_shape[1:]
@@ -113,19 +76,9 @@ class InMemoryLoader:
         if self.integer_crops and config.crop_padding:
             self.images = F.pad(self.images, (config.crop_padding,) * 4)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle and augmentation the next iteration replays."""
-        self.epoch = epoch
-
-    def _num_samples(self) -> int:
-        n = len(self.labels)
-        if self.train:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
-
-    def __len__(self) -> int:
-        samples = self._num_samples()
-        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
 
     def indices(self) -> torch.Tensor:
         """This rank's image indices for the current epoch, in batch order (on the CPU)."""
@@ -138,8 +91,8 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices().to(self.device)
-        generator = epoch_generator(self.seed, self.epoch, self.device, f"augment:{self.rank}") if self.train else None
-        channels, height, width = self.output_shape
+        generator = self.augment_generator()
+        height, width = self.output_shape[1:]
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             if self.integer_crops:
@@ -153,9 +106,4 @@ class InMemoryLoader:
                     self.images[index], self.augment, train=self.train, output_size=(height, width),
                     generator=generator, pca=self.pca,
                 )
-            images = normalize(images, self.mean, self.std, channels)
-            if self.channels_last and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-            else:
-                images = images.contiguous()
-            yield images, self.labels[index]
+            yield self.finish(images), self.labels[index]

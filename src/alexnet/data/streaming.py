@@ -23,11 +23,11 @@ from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
-    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, normalize, photometric, ten_crop, to_float,
+    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, ten_crop, to_float,
 )
+from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
 from .images import decode
-from .memory import shard_indices
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
 # LOC_synset_mapping.txt, Caffe's ilsvrc12 tools synset_words.txt; both are "wnid name, synonym, ...".
@@ -201,13 +201,20 @@ def _collate(items):
     return images, labels, failures
 
 
-class StreamingLoader:
-    """Batches of (images, labels) decoded from files by DataLoader workers; same contract as InMemoryLoader.
+class StreamingLoader(BatchLoader):
+    """Batches of (images, labels) decoded from files by DataLoader workers; the ``BatchLoader`` contract.
 
     ``skipped`` / ``skipped_files``: the files left out during the last (or current) epoch.
     With ``world_size > 1`` a ``DistributedSampler`` shards the training files (dropping the
     remainder so every rank takes as many steps) and is re-seeded by ``set_epoch``; evaluation
     shards are disjoint and cover every file once (their lengths differ by at most one).
+
+    Args:
+        samples: (path, label) of every file of the split.
+        num_workers: DataLoader worker processes decoding files (0: in this process).
+        strict: raise ``AlexNetError`` naming the first unreadable file instead of skipping it.
+        pca: the training set's colour PCA; None: estimated from the files when PCA lighting needs it.
+        The others: see ``BatchLoader``.
     """
 
     def __init__(
@@ -217,30 +224,22 @@ class StreamingLoader:
         drop_last: bool | None = None, rank: int = 0, world_size: int = 1, channels_last: bool = True,
         num_workers: int = 4, strict: bool = False, pca: ColourPCA | None = None,
     ) -> None:
-        self.samples, self.classes = samples, classes
-        self.batch_size = batch_size
-        self.train = train
-        self.mean, self.std = mean, std
-        self.augment = augment or AugmentConfig()
-        self.output_shape = tuple(output_shape)
-        self.device = torch.device(device)
-        self.seed = seed
-        self.drop_last = train if drop_last is None else drop_last
-        self.rank, self.world_size = rank, world_size
-        self.channels_last = channels_last
+        super().__init__(
+            classes, batch_size, train=train, mean=mean, std=std, output_shape=output_shape, augment=augment,
+            device=device, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
+            channels_last=channels_last, pca=pca,
+        )
+        self.samples = samples
         self.num_workers = num_workers
         self.strict = strict
-        self.epoch = 0
-        self.skipped = 0
-        self.skipped_files: list[str] = []
         transform = sample_transform(self.augment, train=train, output_size=self.output_shape[1:])
         self.dataset = StreamingDataset(samples, transform, seed)
-        self.pca = pca
         if train and self.augment.pca_lighting_std and pca is None:
             self.pca = sampled_pca(samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    @property
+    def num_images(self) -> int:
+        return len(self.samples)
 
     def _sampler(self):
         if self.world_size > 1 and not self.train:
@@ -259,10 +258,6 @@ class StreamingLoader:
             return RandomSampler(self.dataset, generator=epoch_generator(self.seed, self.epoch, "cpu", "shuffle"))
         return SequentialSampler(self.dataset)
 
-    def __len__(self) -> int:
-        samples = len(self._sampler())
-        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.dataset.epoch = self.epoch
         self.skipped, self.skipped_files = 0, []
@@ -271,8 +266,7 @@ class StreamingLoader:
             collate_fn=_collate, drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
             generator=epoch_generator(self.seed, self.epoch, "cpu", "workers"),
         )
-        generator = epoch_generator(self.seed, self.epoch, self.device, f"augment:{self.rank}") if self.train else None
-        channels, height, width = self.output_shape
+        generator = self.augment_generator()
         for images, labels, failures in loader:
             if failures:
                 if self.strict:
@@ -287,11 +281,8 @@ class StreamingLoader:
             if self.train:
                 images = photometric(images, self.augment, generator, self.pca)
             elif self.augment.ten_crop:
-                images = ten_crop(images, (height, width))
-            images = normalize(images, self.mean, self.std, channels)
-            if self.channels_last and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels.to(self.device, non_blocking=True)
+                images = ten_crop(images, self.output_shape[1:])
+            yield self.finish(images), labels.to(self.device, non_blocking=True)
 
 
 def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64) -> ColourPCA:
