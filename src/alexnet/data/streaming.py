@@ -49,7 +49,7 @@ def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tup
     """
     training = classes is None
     if classes is None:
-        classes = _class_names(root)
+        classes = class_folders(root)
     root_real = os.path.realpath(root)
     samples = []
     for label, name in enumerate(classes):
@@ -67,7 +67,8 @@ def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tup
     return samples, list(classes)
 
 
-def _class_names(root: Path) -> list[str]:
+def class_folders(root: Path) -> list[str]:
+    """The class names of a folder of class folders: its sub-folders, sorted; no file is listed."""
     try:
         return find_classes(str(root))[0]
     except FileNotFoundError:  # also find_classes' "Couldn't find any class folder"
