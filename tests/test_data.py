@@ -6,6 +6,7 @@ import functools
 import io
 import math
 import pickle
+import shutil
 import struct
 import tarfile
 import threading
@@ -23,7 +24,8 @@ from alexnet.data import (
     compute_pca, dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
     split_validation, stratified_subset, ten_crop, ten_crop_logits,
 )
-from alexnet.data import datasets, flowers17
+from alexnet.data import build_eval_loader, datasets, flowers17
+from alexnet.data import loaders as loaders_module
 from alexnet.data.streaming import readable_class_names
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -437,6 +439,79 @@ def test_folder_without_splits_and_class_names(tmp_path):
     with pytest.raises(AlexNetError, match="--data-dir"):
         build_loaders("folder")
 
+
+
+# --- one evaluation split alone ----------------------------------------------------------------
+
+
+def _same_batches(one, other) -> None:
+    pairs = list(zip(one, other, strict=True))
+    assert pairs and len(one) == len(other)
+    for (images, labels), (expected_images, expected_labels) in pairs:
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+@needs_fashion_mnist
+def test_eval_loader_on_fashion_mnist_equals_build_loaders(monkeypatch):
+    options = dict(output_shape=(3, 24, 24), augment="paper", seed=3, normalization=((0.5,), (0.25,)))
+    loaders = build_loaders("fashion-mnist", batch_size=100, eval_batch_size=1000, val_size=2_000, **options)
+    loaded = []
+    real_load = loaders_module.load_tensors
+
+    def load_tensors(name, split, **kwargs):
+        loaded.append(split)
+        return real_load(name, split, **kwargs)
+
+    monkeypatch.setattr(loaders_module, "load_tensors", load_tensors)
+
+    test, classes, info = build_eval_loader("fashion-mnist", "test", batch_size=1000, val_size=2_000, **options)
+    assert loaded == ["test"]  # the training set is neither loaded nor moved to the device
+    assert classes == loaders.classes and info == loaders.info and test.num_images == 10_000
+    _same_batches(test, loaders.test)
+
+    loaded.clear()
+    val, classes, _ = build_eval_loader("fashion-mnist", "val", batch_size=1000, val_size=2_000, **options)
+    assert loaded == ["train"] and classes == loaders.classes
+    assert len(val.labels) == 2_000 and val.images.shape[0] == 2_000  # only the held-out images are held
+    _same_batches(val, loaders.val)
+
+    loaded.clear()
+    without, _, _ = build_eval_loader("fashion-mnist", "val", batch_size=1000, val_size=0, **options)
+    assert loaded == ["test"]  # val_size=0: validation is the test split, as in build_loaders
+    _same_batches(without, loaders.test)
+    with pytest.raises(AlexNetError, match="split must be test or val"):
+        build_eval_loader("fashion-mnist", "train", batch_size=10)
+
+
+@pytest.mark.parametrize("layout", ["train-val", "train-val-test", "flat"])
+def test_eval_loader_on_a_folder_equals_build_loaders(tmp_path, monkeypatch, layout):
+    _image_folder(tmp_path / "data")
+    root = tmp_path / "data"
+    if layout == "train-val-test":  # a test split of its own: the validation images but one
+        shutil.copytree(root / "val", root / "test")
+        (root / "test" / "n02084071" / "0.JPEG").unlink()
+    if layout == "flat":
+        root = root / "train"
+    options = dict(data_dir=root, output_shape=(3, 24, 24), augment="paper", val_size=4, seed=1, num_workers=0)
+    loaders = build_loaders("folder", batch_size=3, eval_batch_size=3, **options)
+    listed = []
+    real_index = loaders_module.index_folder
+
+    def index_folder(folder, *args):
+        listed.append(folder.name)
+        return real_index(folder, *args)
+
+    monkeypatch.setattr(loaders_module, "index_folder", index_folder)
+    for split, expected in (("test", loaders.test), ("val", loaders.val)):
+        listed.clear()
+        loader, classes, info = build_eval_loader("folder", split, batch_size=3, **options)
+        assert classes == loaders.classes == ["n02084071", "n02121808"] and info.name == "folder"
+        assert loader.samples == expected.samples
+        if layout != "flat":
+            assert "train" not in listed  # the training files are not listed
+        _same_batches(loader, expected)
+    if layout == "train-val-test":
+        assert loaders.test.num_images == 3 and loaders.val.num_images == 4
 
 # --- the package's shape -------------------------------------------------------------------
 

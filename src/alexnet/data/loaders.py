@@ -92,6 +92,47 @@ def build_loaders(
     )
 
 
+def build_eval_loader(
+    name: str, split: str, *, data_dir: str | Path | None = None, batch_size: int,
+    output_shape: tuple[int, int, int] | None = None, augment: AugmentConfig | str | None = None,
+    val_size: int | None = None, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
+    world_size: int = 1, channels_last: bool = True,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, num_workers: int | None = None,
+    strict: bool = False,
+) -> tuple[BatchLoader, list[str], DatasetInfo]:
+    """(loader, class names, dataset info) of one evaluation ``split`` ("test" or "val") of ``name``.
+
+    Yields the same batches as ``build_loaders(...).test`` or ``.val`` with the same arguments, but
+    builds only what the split needs: an in-memory test split never loads the training set; an
+    in-memory validation split holds ``val_size`` images out of the training tensors on the CPU and
+    moves only those to ``device`` (``val_size=0``: the test split, as ``build_loaders``); a folder
+    with ``train/`` lists only the split's files (a flat tree of class folders is listed whole, as
+    the held-out files are drawn from all of it).
+    """
+    if split not in ("test", "val"):
+        raise AlexNetError(f"split must be test or val, got {split!r}")
+    info = dataset_info(name)
+    config = resolve_augment(augment, name)
+    options = LoaderOptions(
+        device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last,
+        normalization=normalization, num_workers=num_workers, strict=strict,
+    )
+    if info.in_memory:
+        val_size = _in_memory_val_size(info, val_size)
+        if split == "val" and val_size:
+            data = split_validation(load_tensors(name, "train", data_dir=data_dir), val_size, seed)[1]
+        else:
+            data = load_tensors(name, "test", data_dir=data_dir)
+        loader = _in_memory_loader(data, batch_size, train=False, augment=config, output_shape=output_shape,
+                                   options=options)
+        return loader, data.classes, info
+    root = _folder_root(name, data_dir)
+    classes, splits = _folder_splits(root, (split,), val_size, seed)
+    classes = _shown_class_names(name, root, classes)
+    loader = _streaming_loader(splits[split], classes, batch_size, train=False, info=info, augment=config,
+                               output_shape=output_shape, options=options)
+    return loader, classes, info
+
 # --- in memory --------------------------------------------------------------------------------
 
 
