@@ -91,12 +91,13 @@ def run_dir(tmp_path_factory) -> Path:
         calls.append(Path(directory))
         return real(directory, **{**SMALL_REPORT, **options})
 
+    out = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "build_report", small_report)
-        run = train(TrainConfig(subset=0.02, val_size=500, epochs=2, batch_size=64, quiet=True, eval_batch_size=500,
-                                out=str(tmp_path_factory.mktemp("runs")), name="short"))
-    assert calls == [run.directory]  # the end of training wrote the report, once
-    return run.directory
+        assert main(["train", "--subset", "0.02", "--val-size", "500", "--epochs", "2", "--batch-size", "64",
+                     "--quiet", "--eval-batch-size", "500", "--out", str(out), "--name", "short"]) == 0
+    assert calls == [out / "short"]  # the end of training wrote the report, once
+    return out / "short"
 
 
 @needs_fashion
@@ -142,12 +143,12 @@ def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
 @needs_fashion
 def test_report_probabilities_are_those_evaluate_uses(run_dir):
     model, metadata = load_weights(run_dir / "model.safetensors")
-    assert metadata["flip_test"]  # the fast recipe averages each image with its mirror
+    assert metadata.test_views["views"] == "mirror"  # the fast recipe averages each image with its mirror
     data = build_loaders("fashion-mnist", batch_size=250, eval_batch_size=250, augment="none",
-                         val_size=metadata["val_size"], seed=metadata["seed"])
-    outputs = predictions.collect_outputs(model, data.test, metadata["mean"], metadata["std"], limit=300, flip=True)
+                         val_size=metadata.val_size, seed=metadata.seed)
+    outputs = predictions.collect_outputs(model, data.test, metadata.mean, metadata.std, limit=300, views="mirror")
     images = torch.cat([images for images, _ in data.test][:2])[:300]
-    expected = predict_logits(model, images, flip=True).softmax(1).numpy()
+    expected = predict_logits(model, images, "mirror").softmax(1).numpy()
     assert outputs.probabilities.shape == (300, 10) and outputs.features.shape == (300, model.num_features)
     np.testing.assert_allclose(outputs.probabilities, expected, atol=1e-5)
     assert outputs.labels.tolist() == data.test.labels[:300].tolist()
@@ -187,6 +188,7 @@ def test_report_without_the_dataset_keeps_the_other_figures(run_dir, tmp_path, m
         raise AlexNetError(f"dataset {name!r} not found")
 
     monkeypatch.setattr(alexnet.data, "build_loaders", no_data)
+    monkeypatch.setattr(alexnet.data, "build_eval_loader", no_data)
     monkeypatch.setattr(alexnet.data.preview, "load_tensors", no_data)
     page = Page(build_report(copy).read_text())
     assert page.figure_ids == ["figure-training_curves", "figure-confusion_matrix", "figure-per_class_scores",

@@ -277,6 +277,7 @@ def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeyp
 def folder_run(tmp_path_factory) -> Path:
     """One epoch of the 32x32 model on 36 images in three class folders: far fewer than one batch
     (500) of the report's nearest-neighbour pool."""
+    from alexnet.report import build_report
     from alexnet.training import TrainConfig, train
 
     base = tmp_path_factory.mktemp("folder-run")
@@ -291,6 +292,7 @@ def folder_run(tmp_path_factory) -> Path:
         patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
         run = train(TrainConfig(model="alexnet_small32", dataset="folder", data_dir=str(base / "data"), epochs=1,
                                 batch_size=8, eval_batch_size=16, quiet=True, out=str(base / "runs"), name="tiny"))
+        build_report(run.directory)  # as `alexnet train` does when training returns
     return run.directory
 
 
@@ -300,7 +302,6 @@ def page_text(path: Path) -> str:
 
 def test_report_of_a_folder_run_smaller_than_one_batch(folder_run):
     # the report written at the end of training has every figure, neighbours from the 32 training images
-    assert "report.html not written" not in (folder_run / "log.txt").read_text()
     page = page_text(folder_run / "report.html")
     assert 'id="figure-neighbours"' in page and "among 32 training images" in page
     assert "Not in this report" not in page

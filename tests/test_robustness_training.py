@@ -28,7 +28,7 @@ from alexnet.models import build_model
 from alexnet.runs import RunFolder, atomic_write
 from alexnet.training import TrainConfig, train
 from alexnet.training import loop
-from alexnet.weights import load_weights, read_metadata, save_weights
+from alexnet.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -328,9 +328,9 @@ def test_a_torch_file_that_is_not_a_checkpoint_is_named(tmp_path):
 
 
 def _weights(tmp_path) -> Path:
-    return save_weights(tmp_path / "w.safetensors", build_model("alexnet_small28"), model_name="alexnet_small28",
-                        model_options={}, class_names=[str(i) for i in range(10)], mean=[0.286], std=[0.353],
-                        dataset="fashion-mnist")
+    return save_weights(tmp_path / "w.safetensors", build_model("alexnet_small28"), WeightsMetadata(
+        model="alexnet_small28", model_options={}, class_names=tuple(str(i) for i in range(10)), input_size=(1, 28, 28),
+        mean=(0.286,), std=(0.353,), dataset="fashion-mnist"))
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -346,7 +346,7 @@ def test_weights_with_damaged_metadata_are_refused_by_key(tmp_path, key, value, 
     from safetensors.torch import load_file, save_file
 
     path = _weights(tmp_path)
-    metadata = read_metadata(path)
+    metadata = read_metadata(path).to_dict()
     if value is None:
         del metadata[key]
     else:

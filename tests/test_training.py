@@ -49,7 +49,7 @@ def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
     assert config.recipe == "fast" and config.epochs == 2 and config.model_options["norm"] == "batch"
     # `auto` precision is settled at the start and recorded, so resume and evaluate compute alike.
     assert config.precision == precision_name(resolve_precision("auto", "cpu"))
-    assert read_metadata(run.weights_path)["precision"] == config.precision
+    assert read_metadata(run.weights_path).precision == config.precision
     again = evaluate(run.directory)
     assert again.top1 == pytest.approx(run.test_metrics.top1, abs=1e-6)
     assert again.confusion_matrix == run.test_metrics.confusion_matrix
@@ -226,13 +226,13 @@ def test_evaluate_reproduces_a_run_trained_on_crops(tmp_path):
 @needs_fashion
 def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
     from alexnet.models import build_model
-    from alexnet.weights import save_weights
+    from alexnet.weights import WeightsMetadata, save_weights
 
     torch.manual_seed(0)
     path = save_weights(  # what a paper-recipe run writes; 500 validation images keep this quick
-        tmp_path / "model.safetensors", build_model("alexnet_small28"), model_name="alexnet_small28",
-        model_options={}, class_names=[str(i) for i in range(10)], mean=[0.286], std=[0.353],
-        dataset="fashion-mnist", ten_crop=True, val_size=500,
+        tmp_path / "model.safetensors", build_model("alexnet_small28"), WeightsMetadata(
+            model="alexnet_small28", model_options={}, class_names=tuple(str(i) for i in range(10)),
+            input_size=(1, 28, 28), mean=(0.286,), std=(0.353,), dataset="fashion-mnist", ten_crop=True, val_size=500),
     )
     as_run = evaluate(path, split="val")
     assert as_run.loss == evaluate(path, split="val", ten_crop=True).loss
@@ -249,15 +249,62 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_paper_schedule_divides_by_ten_when_validation_error_stops_improving():
-    from alexnet.training.recipes import get_recipe
-
-    recipe = get_recipe("paper")
-    config = TrainConfig(recipe="paper", lr=0.01, epochs=30)
+    config = TrainConfig(recipe="paper", lr=0.01, epochs=30).resolved()
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    scheduler = loop._make_scheduler(optimizer, recipe, config, steps_per_epoch=10)
+    scheduler = loop._make_scheduler(optimizer, config, steps_per_epoch=10)
     # validation error per epoch: a real gain, then gains under 0.2% (noise on 5,000 images)
     for error in (0.12, 0.10, 0.099, 0.0985):
         scheduler.step(error)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # two epochs without progress
     scheduler.step(0.098)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # the third: divided by 10
+
+
+def test_test_views_follow_the_training_recipe_and_travel_with_the_weights():
+    from alexnet.evaluation import TestViews
+    from alexnet.weights import WeightsMetadata
+
+    paper, fast = TestViews.from_config(TrainConfig(recipe="paper").resolved()), TestViews.from_config(TrainConfig().resolved())
+    assert (paper.views, paper.crop_fraction) == ("ten", 224 / 256)  # Section 4.1, from the 224/256 crops
+    assert (fast.views, fast.crop_fraction) == ("mirror", 1.0)
+    assert TestViews.from_config(TrainConfig(recipe="tutorial").resolved()).views == "centre"
+    assert paper.choose(ten_crop=False) == TestViews(224 / 256, "centre")
+    assert fast.choose(flip=False).views == "centre" and paper.choose(flip=True).views == "ten"
+    assert paper.loader_shape((1, 28, 28)) == (1, 32, 32) and fast.loader_shape((1, 28, 28)) == (1, 28, 28)
+    # weights written before the views were stored carry the preset and switches they come from
+    legacy = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"), input_size=(1, 28, 28),
+                             mean=(0.5,), std=(0.5,), dataset="fashion-mnist", augment="paper", ten_crop=True)
+    assert TestViews.from_metadata(legacy) == paper
+    stored = WeightsMetadata(**{**legacy.__dict__, "test_views": fast.to_dict()})
+    assert TestViews.from_metadata(stored) == fast
+    with pytest.raises(AlexNetError, match="test views must be one of centre, mirror, ten"):
+        TestViews(1.0, "five")
+
+
+def test_the_resolved_configuration_holds_every_recipe_value():
+    config = TrainConfig(recipe="paper").resolved()
+    assert (config.optimizer, config.momentum, config.nesterov, config.schedule) == ("sgd", 0.9, False, "plateau")
+    assert (config.plateau_factor, config.plateau_patience, config.decay_norm_and_bias) == (0.1, 2, True)
+    fast = TrainConfig(momentum=0.8).resolved()
+    assert (fast.schedule, fast.warmup_fraction, fast.nesterov, fast.momentum) == ("onecycle", 0.25, True, 0.8)
+    from alexnet.training.config import RECIPE_FIELDS
+
+    resolved = TrainConfig(recipe="tutorial").resolved()
+    assert all(getattr(resolved, name) is not None for name in RECIPE_FIELDS)  # the loop reads nothing else
+
+
+@needs_fashion
+def test_a_run_written_before_its_config_held_the_recipe_still_resumes(tmp_path):
+    import yaml
+
+    run = train(tiny_config(tmp_path, "old", epochs=1, precision="fp32"))
+    newer = ("optimizer", "momentum", "nesterov", "decay_norm_and_bias", "schedule", "warmup_fraction",
+             "plateau_factor", "plateau_patience", "plateau_threshold")
+    last = run.directory / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["config"] = {k: v for k, v in state["config"].items() if k not in newer}
+    torch.save(state, last)
+    config = yaml.safe_load((run.directory / "config.yaml").read_text())
+    (run.directory / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in newer}))
+    longer = train(resume=run.directory, overrides={"epochs": 2})
+    assert [row["epoch"] for row in longer.history] == [1, 2] and longer.config.schedule == "onecycle"

@@ -120,10 +120,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     values = _given_values(args)
     if args.resume:  # what is given with --resume changes the run, where it may (RESUMABLE_FIELDS)
-        train(resume=args.resume, overrides=values)
+        run = train(resume=args.resume, overrides=values)
     else:
-        train(TrainConfig.from_dict(values))
+        run = train(TrainConfig.from_dict(values))
+    if run.main_process:
+        _write_report(run.directory)
     return 0
+
+
+def _write_report(directory) -> None:
+    """The finished run's report.html, noted in its log; a failing figure or missing data never
+    costs the finished run, only the report, which ``alexnet report`` can retry."""
+    from .report import build_report
+    from .runs import RunFolder, append_text
+
+    try:
+        message = f"report: {build_report(directory)}"
+    except Exception as error:
+        message = f"warning: report.html not written ({error}); retry with: alexnet report {directory}"
+    print(message)
+    append_text(RunFolder(directory).log, message + "\n")
 
 
 def _launch_torchrun(nproc: int) -> int:
@@ -296,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "benchmark", "evaluate", "report"):
+        from .perf import reuse_freed_memory
+
+        reuse_freed_memory()  # the process is the command's: it may keep its peak memory (see perf.py)
     try:
         return args.run(args)
     except AlexNetError as error:

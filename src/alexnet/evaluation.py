@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -107,18 +107,93 @@ def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: lis
     return accumulator.compute()
 
 
+# --- how test images are shown to a trained network ----------------------------------------
+
+VIEWS = ("centre", "mirror", "ten")
+
+
+@dataclass(frozen=True)
+class TestViews:
+    """How a trained network sees a test image: the one place this is decided.
+
+    ``crop_fraction`` is the centre crop matching the training crops (the paper's 224/256: a network
+    trained on crops would otherwise see objects at another scale). ``views``: ``"centre"`` the crop
+    alone; ``"mirror"`` it and its mirror, logits averaged; ``"ten"`` the paper's ten views (Section
+    4.1: four corners, centre and their mirrors, cut from the image enlarged by 256/224), softmax
+    averaged. Derived from the training configuration (``from_config``), stored with the weights
+    (``to_dict``/``from_metadata``), and read by evaluate, the report and prediction alike.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+    crop_fraction: float = 1.0
+    views: str = "centre"
+
+    def __post_init__(self) -> None:
+        if self.views not in VIEWS:
+            raise AlexNetError(f"test views must be one of {', '.join(VIEWS)}, got {self.views!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise AlexNetError(f"test crop fraction must be in (0, 1], got {self.crop_fraction!r}")
+
+    @classmethod
+    def from_config(cls, config) -> "TestViews":
+        """The views of a resolved ``TrainConfig`` (its ``ten_crop``/``flip_test`` settled by ``resolved``)."""
+        views = "ten" if config.ten_crop else "mirror" if config.flip_test else "centre"
+        return cls(resolve_augment(config.augment, config.dataset).crop_fraction, views)
+
+    @classmethod
+    def from_metadata(cls, metadata) -> "TestViews":
+        """The views stored with weights (``WeightsMetadata``); weights written before they were
+        stored carry the run's augmentation preset and its ``ten_crop``/``flip_test`` switches."""
+        stored = metadata.test_views
+        if stored is not None:
+            try:
+                return cls(float(stored.get("crop_fraction", 1.0)), str(stored.get("views", "centre")))
+            except (TypeError, ValueError):
+                raise AlexNetError("the weights' test views are damaged; train or export them again") from None
+        views = "ten" if metadata.ten_crop else "mirror" if metadata.flip_test else "centre"
+        return cls(resolve_augment(metadata.augment, metadata.dataset).crop_fraction, views)
+
+    def to_dict(self) -> dict:
+        return {"crop_fraction": self.crop_fraction, "views": self.views}
+
+    def choose(self, *, ten_crop: bool | None = None, flip: bool | None = None) -> "TestViews":
+        """These views with a caller's choice (``alexnet evaluate --ten-crop/--flip``); None keeps them."""
+        views = self.views
+        if ten_crop is not None:
+            views = "ten" if ten_crop else ("mirror" if views == "mirror" else "centre")
+        if flip is not None and views != "ten":
+            views = "mirror" if flip else "centre"
+        return replace(self, views=views)
+
+    def loader_shape(self, input_size: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The image size a test loader yields: the model's input, or 256/224 of it for ten views."""
+        return ten_crop_shape(input_size) if self.views == "ten" else tuple(input_size)
+
+    def loader_augment(self) -> AugmentConfig:
+        """The loader's preprocessing: the centre crop (ten views are cut from the whole enlarged image)."""
+        return AugmentConfig(crop_fraction=1.0 if self.views == "ten" else self.crop_fraction)
+
+    def describe(self) -> str:
+        return {"centre": "centre crop", "mirror": "image and mirror", "ten": "ten views"}[self.views]
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
+    views: TestViews | str = "centre",
     *,
     autocast: contextlib.AbstractContextManager | None = None,
-    flip: bool = False,
 ) -> torch.Tensor:
-    """Logits of a batch, averaged with those of the mirrored images when ``flip`` is set."""
+    """Logits (B, classes) of a batch from a test loader, over ``views`` (``TestViews`` or its name):
+    the one place test views are applied."""
+    kind = views.views if isinstance(views, TestViews) else views
     with autocast or contextlib.nullcontext():
+        if kind == "ten":
+            size = tuple(model.input_size[1:])
+            return ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
         logits = model(images).float()
-        if flip:
+        if kind == "mirror":
             logits = (logits + model(images.flip(3)).float()) / 2
     return logits
 
@@ -131,27 +206,18 @@ def evaluate_model(
     *,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
-    flip: bool = False,
-    ten_crop: bool = False,
+    views: TestViews | str = "centre",
     collect: bool = False,
 ) -> tuple[Metrics, torch.Tensor | None]:
-    """Run ``model`` over ``loader``; returns the metrics and, with ``collect``, all logits (N, C).
-
-    ``ten_crop`` averages the softmax of the paper's ten views (Section 4.1: four corners, the
-    centre, and their mirrors) of each image, cropped to the model's input size.
-    """
+    """Run ``model`` over ``loader`` as ``views`` say; returns the metrics and, with ``collect``,
+    all logits (N, C)."""
     was_training = model.training
     model.eval()
     accumulator = MetricAccumulator(class_names, device)
     collected = []
     try:
         for images, labels in loader:
-            if ten_crop:
-                with autocast or contextlib.nullcontext():  # the paper's ten views (Section 4.1)
-                    logits = ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last),
-                                             tuple(model.input_size[1:])).float()
-            else:
-                logits = predict_logits(model, images, autocast=autocast, flip=flip)
+            logits = predict_logits(model, images, views, autocast=autocast)
             accumulator.update(logits, labels)
             if collect:
                 collected.append(logits.cpu())
@@ -166,11 +232,27 @@ def ten_crop_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     return channels, round(height * 256 / 224), round(width * 256 / 224)
 
 
-def run_test_views(metadata: dict) -> AugmentConfig:
-    """How a run's test images were prepared, from its weights' metadata: the centre crop of its
-    augmentation (the paper's takes 224/256 of the side, so the test images are enlarged to match
-    the training crops; without it a network trained on crops sees objects at the wrong scale)."""
-    return AugmentConfig(crop_fraction=resolve_augment(metadata.get("augment")).crop_fraction)
+def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], *, split: str = "test",
+                data_dir: str | Path | None = None, batch_size: int = 1000, val_size: int | None = None,
+                seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                channels_last: bool = True, normalization=None):
+    """A loader of one evaluation split prepared for ``views``; returns (loader, class names).
+
+    Builds only that split: the training set is read only to hold out the validation images.
+    """
+    from .data import build_eval_loader
+
+    if split not in ("test", "val"):
+        raise AlexNetError(f"split must be test or val, got {split!r}")
+    loader, classes, _ = build_eval_loader(
+        dataset, split, data_dir=data_dir, batch_size=batch_size, output_shape=views.loader_shape(input_size),
+        augment=views.loader_augment(), val_size=val_size, seed=seed, device=device, rank=rank,
+        world_size=world_size, channels_last=channels_last, normalization=normalization,
+    )
+    return loader, classes
+
+
+test_loader.__test__ = False  # a loader of test images, not a pytest test
 
 
 def evaluate(
@@ -191,8 +273,7 @@ def evaluate(
     and the precision are those the run used, so evaluating a run's weights reproduces the numbers
     at the end of its training.
     """
-    from .data import build_loaders
-    from .perf import autocast_context, resolve_device, resolve_precision
+    from .perf import autocast_context, prepare_model, resolve_device, resolve_precision
     from .weights import load_weights
 
     source = Path(source)
@@ -201,30 +282,24 @@ def evaluate(
         raise AlexNetError(f"split must be test or val, got {split!r}")
     torch_device = resolve_device(device)
     model, metadata = load_weights(path, device=str(torch_device))
-    model.to(memory_format=torch.channels_last)
-    ten_crop = bool(metadata.get("ten_crop", False)) if ten_crop is None else ten_crop
-    name = dataset or metadata.get("dataset")
+    prepare_model(model, torch_device)
+    views = TestViews.from_metadata(metadata).choose(ten_crop=ten_crop, flip=flip)
+    name = dataset or metadata.dataset
     if name is None:
         raise AlexNetError(f"{path} does not say which dataset it was trained on; pass --dataset")
-    if data_dir is None and name == metadata.get("dataset"):  # where the run found it (a folder dataset's only home)
-        data_dir = metadata.get("data_dir") or _run_data_dir(source)
-    data = build_loaders(
-        name, data_dir=data_dir, batch_size=batch_size, eval_batch_size=batch_size,
-        output_shape=ten_crop_shape(model.input_size) if ten_crop else tuple(model.input_size),
-        augment="none" if ten_crop else run_test_views(metadata),  # (the ten views are cut on the device)
-        val_size=metadata.get("val_size"), subset=1.0, seed=metadata.get("seed", 0),
-        device=torch_device, normalization=(metadata["mean"], metadata["std"]),
+    if data_dir is None and name == metadata.dataset:  # where the run found it (a folder dataset's only home)
+        data_dir = metadata.data_dir or _run_data_dir(source)
+    loader, classes = test_loader(
+        name, views, tuple(model.input_size), split=split, data_dir=data_dir, batch_size=batch_size,
+        val_size=metadata.val_size, seed=metadata.seed, device=torch_device,
+        normalization=(metadata.mean, metadata.std),
     )
-    if len(data.classes) != model.num_classes:
+    if len(classes) != model.num_classes:
         raise AlexNetError(f"{path} predicts {model.num_classes} classes but {name} has "
-                           f"{len(data.classes)}; evaluate it on the dataset it was trained on")
-    dtype = resolve_precision(precision or metadata.get("precision", "auto"), torch_device)
-    use_flip = metadata.get("flip_test", False) if flip is None else flip
-    metrics, _ = evaluate_model(
-        model, data.test if split == "test" else data.val, list(metadata["class_names"]),
-        device=torch_device, autocast=autocast_context(torch_device, dtype),
-        flip=use_flip and not ten_crop, ten_crop=ten_crop,
-    )
+                           f"{len(classes)}; evaluate it on the dataset it was trained on")
+    dtype = resolve_precision(precision or metadata.precision, torch_device)
+    metrics, _ = evaluate_model(model, loader, list(metadata.class_names), device=torch_device,
+                                autocast=autocast_context(torch_device, dtype), views=views)
     return metrics
 
 

@@ -22,12 +22,17 @@ one ``AlexNetError`` that names the file and says what to do.
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
+import reprlib
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from .errors import AlexNetError
 
@@ -85,6 +90,23 @@ class RunFolder:
                 folder.rmdir()  # only when empty: never anything a user put there
             except OSError:
                 pass
+
+    def read_config(self) -> dict:
+        """The settings in ``config.yaml``; an ``AlexNetError`` naming it when they cannot be read."""
+        if not self.config.is_file():
+            raise AlexNetError(f"{self.directory} is not a run folder (no config.yaml); pass the folder that "
+                               f"`alexnet train` printed")
+        return read_config(self.config)
+
+    def read_history(self) -> tuple[list[dict], str]:
+        """The usable rows of ``metrics.jsonl``, and a note on any left out ("" if none)."""
+        return read_history(self.metrics)
+
+    def read_evaluation(self) -> tuple[dict | None, str]:
+        """The final test metrics, or None and why they cannot be used ("no evaluation.json" when absent)."""
+        if not self.evaluation.is_file():
+            return None, "no evaluation.json"
+        return read_evaluation(self.evaluation)
 
     def lock(self) -> "RunLock":
         """Take the folder for this process, or raise ``AlexNetError`` naming the process that has it."""
@@ -247,3 +269,164 @@ def append_text(path: Path, text: str) -> None:
             file.write(text)
     except OSError as error:
         raise write_error(Path(path), error) from None
+
+
+# --- reading: files of runs a user may have copied, edited or damaged --------------------------
+
+# A run's own config.yaml is about 2 KB and 40 values. YAML aliases let a few hundred bytes stand for
+# billions of values ("billion laughs"), and merge keys copy them as they load: the document's nodes
+# are counted, aliases expanded, before anything is built from them.
+CONFIG_BYTES = 1_000_000
+CONFIG_VALUES = 10_000
+CONFIG_CHARACTERS = 1_000_000  # of all its strings, aliases expanded: what the page would show
+# Settings the report acts on (the others are only shown) and the types it needs them to have.
+CONFIG_TYPES: dict[str, type] = {"dataset": str, "data_dir": str, "augment": str, "precision": str, "seed": int}
+JSON_BYTES = 64_000_000  # evaluation.json of 1,000 classes is about 5 MB; metrics.jsonl 250 bytes an epoch
+# A metrics.jsonl row is used when these are numbers (the training curves and final-metrics table need them).
+HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1")
+EVALUATION_NUMBERS = ("count", "top1", "top1_error", "top5", "top5_error", "loss", "macro_f1", "weighted_f1")
+
+# Values quoted in messages are cut short: a damaged file must not print megabytes.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlevel, _short.maxlist, _short.maxdict = 2, 4, 4
+
+
+def read_config(path: Path) -> dict:
+    """The settings in a run's ``config.yaml``; an ``AlexNetError`` naming it when they cannot be read."""
+    advice = "restore it from a copy of the run, or rerun training"
+    if path.stat().st_size > CONFIG_BYTES:
+        raise AlexNetError(f"{path} is {path.stat().st_size:,} bytes, not a run's config (about 2 KB); {advice}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AlexNetError(f"{path} is not text (binary or damaged); {advice}") from None
+    except OSError as error:
+        raise AlexNetError(f"cannot read {path} ({error.strerror or error}); make it readable") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_yaml_size(node, path, advice)
+        config = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise AlexNetError(f"{path} is not valid YAML ({reason}); {advice}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise AlexNetError(f"{path} is nested too deeply for a run's settings; {advice}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(config, dict):
+        raise AlexNetError(f"{path} holds {_short.repr(config)}, not the run's settings (name: value lines); "
+                           f"{advice}")
+    for key, kind in CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            expected = "an integer" if kind is int else "a string"
+            raise AlexNetError(f"{path}: {key} is {_short.repr(value)}, not {expected}; fix that line or rerun "
+                               f"training")
+    return config
+
+
+def _check_yaml_size(root: yaml.Node, path: Path, advice: str) -> None:
+    values = characters = 0
+    pending = [root]
+    while pending:  # an alias is the node it names: counted again wherever it is used
+        node = pending.pop()
+        values += 1
+        if isinstance(node, yaml.ScalarNode):
+            characters += len(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending += [part for pair in node.value for part in pair]
+        else:
+            pending += node.value
+        if values > CONFIG_VALUES or characters > CONFIG_CHARACTERS:
+            raise AlexNetError(
+                f"{path} expands to more than {CONFIG_VALUES:,} values or {CONFIG_CHARACTERS:,} characters "
+                f"(YAML aliases?), far more than a run's settings; {advice}"
+            )
+
+
+def read_history(path: Path) -> tuple[list[dict], str]:
+    """The per-epoch rows of ``metrics.jsonl`` that can be used, and a note on those left out ("" if none)."""
+    if not path.is_file():
+        return [], ""
+    text, problem = _read_text(path)
+    if problem:
+        return [], f"metrics.jsonl is unreadable ({problem}), so it is left out"
+    history, bad = [], []
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            bad.append(f"line {number}: not JSON")
+            continue
+        if not isinstance(row, dict):
+            bad.append(f"line {number}: not an object")
+        elif not all(_is_number(row.get(key)) for key in HISTORY_KEYS):
+            bad.append(f"line {number}: lacks {', '.join(HISTORY_KEYS)} as numbers")
+        elif not _is_finite(row["epoch"]) or not _is_number(row.get("epoch_seconds", 0.0)):
+            bad.append(f"line {number}: epoch or epoch_seconds is not a number")
+        else:
+            history.append(row)
+    if not bad:
+        return history, ""
+    return history, (f"{len(bad)} of {len(lines)} lines of metrics.jsonl are unreadable and left out "
+                     f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})")
+
+
+def read_evaluation(path: Path) -> tuple[dict | None, str]:
+    """The test metrics in ``evaluation.json``, or None and why they cannot be used."""
+    text, problem = _read_text(path)
+    if problem:
+        return None, problem
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, "not JSON"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    names = data.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return None, "no list of class names"
+    classes = len(names)
+    matrix = data.get("confusion_matrix")
+    if not (isinstance(matrix, list) and len(matrix) == classes and all(
+            isinstance(row, list) and len(row) == classes
+            and all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in row)
+            for row in matrix)):
+        return None, f"no {classes}x{classes} confusion matrix of counts"
+    for key in ("precision", "recall", "f1"):
+        values = data.get(key)
+        if not (isinstance(values, list) and len(values) == classes and all(map(_is_number, values))):
+            return None, f"{key} is not {classes} numbers"
+    for key in EVALUATION_NUMBERS:
+        if key in data and not _is_number(data[key]):
+            return None, f"{key} is {_short.repr(data[key])}, not a number"
+    if "count" in data and not _is_finite(data["count"]):
+        return None, "count is not finite"
+    return data, ""
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    """(text, "") or ("", why it cannot be read)."""
+    try:
+        if path.stat().st_size > JSON_BYTES:
+            return "", f"{path.stat().st_size:,} bytes, more than any run writes"
+        return path.read_text(encoding="utf-8"), ""
+    except UnicodeDecodeError:
+        return "", "not text: binary or damaged"
+    except OSError as error:
+        return "", error.strerror or str(error)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False

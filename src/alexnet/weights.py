@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -17,41 +18,80 @@ from .runs import atomic_write
 
 FORMAT = "alexnet-weights/1"
 _NUMBER = (int, float)
-# The metadata a weights file carries, each key with the types its value may take; the first
-# block is required (the model cannot be rebuilt without it), the second is what a run adds.
+_TEXT_OR_NONE = (str, type(None))
+
+
+@dataclass(frozen=True)
+class WeightsMetadata:
+    """What a weights file says about itself: enough to rebuild the model and use it as trained.
+
+    The first block is required (the model cannot be rebuilt without it); the rest is what a run
+    adds. ``test_views`` is ``evaluation.TestViews.to_dict()``; files written before it was stored
+    carry the legacy ``augment``/``flip_test``/``ten_crop`` keys it is derived from instead.
+    """
+
+    model: str
+    model_options: dict
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int, int]  # (C, H, W) the model takes
+    mean: tuple[float, ...]  # per input channel, as the model was trained (0..1 scale)
+    std: tuple[float, ...]
+    dataset: str | None = None
+    data_dir: str | None = None  # where the run found its data (a folder dataset's only home)
+    val_size: int | None = None  # with seed: which training images were held out
+    seed: int = 0
+    precision: str = "auto"  # what the run tested in; evaluate repeats it
+    test_views: dict | None = None
+    augment: str | None = None  # the training augmentation preset
+    flip_test: bool = False
+    ten_crop: bool = False
+    epochs: int | None = None
+    test_top1: float | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {"format": FORMAT, **values, "num_classes": self.num_classes, "class_names": list(self.class_names),
+                "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str | Path = "metadata") -> "WeightsMetadata":
+        """Checked key by key: a damaged file is an ``AlexNetError`` naming the key, not a KeyError later."""
+        problem = _metadata_problem(values)
+        if problem:
+            raise AlexNetError(f"{source} has damaged alexnet metadata ({problem}); train or export it again")
+        known = {field.name for field in fields(cls)}
+        kept = {key: value for key, value in values.items() if key in known}
+        return cls(**{**kept, "class_names": tuple(values["class_names"]), "input_size": tuple(values["input_size"]),
+                      "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+
+
+# Each key with the types its value may take (required, then optional).
 REQUIRED = {
     "format": str, "model": str, "model_options": dict, "num_classes": int, "class_names": list,
     "input_size": list, "mean": list, "std": list,
 }
 OPTIONAL = {
-    "dataset": (str, type(None)), "augment": (str, type(None)), "flip_test": bool, "ten_crop": bool,
-    "epochs": int, "test_top1": _NUMBER, "seed": int, "val_size": (int, type(None)), "precision": str,
-    "data_dir": (str, type(None)),
+    "dataset": _TEXT_OR_NONE, "augment": _TEXT_OR_NONE, "flip_test": bool, "ten_crop": bool,
+    "epochs": (int, type(None)), "test_top1": (*_NUMBER, type(None)), "seed": int, "val_size": (int, type(None)),
+    "precision": str, "data_dir": _TEXT_OR_NONE, "test_views": (dict, type(None)),
 }
 
 
-def save_weights(path: str | Path, model: nn.Module, *, model_name: str, model_options: dict,
-                 class_names: list[str], mean: list[float], std: list[float], **extra) -> Path:
-    """Write ``model``'s weights and the metadata to rebuild it to ``path`` (.safetensors)."""
+def save_weights(path: str | Path, model: nn.Module, metadata: WeightsMetadata) -> Path:
+    """Write ``model``'s weights and their ``metadata`` to ``path`` (.safetensors), atomically."""
     path = Path(path)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "model": model_name,
-        "model_options": model_options,
-        "num_classes": len(class_names),
-        "class_names": class_names,
-        "input_size": list(model.input_size),
-        "mean": list(mean),
-        "std": list(std),
-        **extra,
-    }
-    data = save(state, metadata={key: json.dumps(value) for key, value in metadata.items()})
+    data = save(state, metadata={key: json.dumps(value) for key, value in metadata.to_dict().items()})
     atomic_write(path, lambda file: file.write(data))  # a full disk leaves the previous file whole
     return path
 
 
-def read_metadata(path: str | Path) -> dict:
+def read_metadata(path: str | Path) -> WeightsMetadata:
+    """The metadata of a weights file, checked; no tensor is read."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -71,10 +111,7 @@ def read_metadata(path: str | Path) -> dict:
             f"{path} has no alexnet metadata (model name, classes); it was not written by "
             f"`alexnet train`. Load plain state dicts with build_model(...).load_state_dict(...)."
         )
-    problem = _metadata_problem(metadata)
-    if problem:
-        raise AlexNetError(f"{path} has damaged alexnet metadata ({problem}); train or export it again")
-    return metadata
+    return WeightsMetadata.from_dict(metadata, path)
 
 
 def _metadata_problem(metadata: dict) -> str | None:
@@ -105,15 +142,15 @@ def _tuple(kinds) -> tuple:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
-def load_weights(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+def load_weights(path: str | Path, device: str = "cpu") -> tuple[nn.Module, WeightsMetadata]:
     """Rebuild the model a weights file describes and load its tensors; returns (model, metadata)."""
     metadata = read_metadata(path)
-    options = dict(metadata["model_options"])
-    options["num_classes"] = metadata["num_classes"]
-    options.setdefault("in_chans", metadata["input_size"][0])
-    model = build_model(metadata["model"], **options)  # options it does not take: AlexNetError
+    options = dict(metadata.model_options)
+    options["num_classes"] = metadata.num_classes
+    options.setdefault("in_chans", metadata.input_size[0])
+    model = build_model(metadata.model, **options)  # options it does not take: AlexNetError
     try:
         model.load_state_dict(load_file(str(path), device=device))
     except (SafetensorError, RuntimeError) as error:
-        raise AlexNetError(f"weights in {path} do not fit model {metadata['model']!r}: {error}") from None
+        raise AlexNetError(f"weights in {path} do not fit model {metadata.model!r}: {error}") from None
     return model.to(device).eval(), metadata

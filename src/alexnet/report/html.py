@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import reprlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import AlexNetError
+from ..runs import RunFolder
+from ..weights import WeightsMetadata, load_weights, read_metadata
 from . import figures
 
 REPORT_NAME = "report.html"
@@ -43,12 +44,16 @@ log = logging.getLogger(__name__)
 class RunFiles:
     """What a run folder holds, read without touching the model or the data."""
 
-    directory: Path
+    folder: RunFolder
     config: dict
     history: list[dict]
     evaluation: dict | None
-    metadata: dict | None
+    metadata: WeightsMetadata | None
     missing: list[str] = field(default_factory=list)  # what could not be read, and why
+
+    @property
+    def directory(self) -> Path:
+        return self.folder.directory
 
     @property
     def name(self) -> str:
@@ -56,7 +61,7 @@ class RunFiles:
 
     @property
     def weights(self) -> Path:
-        return self.directory / "model.safetensors"
+        return self.folder.weights
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
@@ -66,191 +71,25 @@ def read_run(run_dir: str | Path) -> RunFiles:
     nothing); unreadable lines of ``metrics.jsonl`` and an unreadable ``evaluation.json`` are left
     out, and the page says so, as it does for missing ones.
     """
-    from ..weights import read_metadata
-
-    directory = Path(run_dir)
-    if not (directory / "config.yaml").is_file():
-        raise AlexNetError(f"{directory} is not a run folder (no config.yaml); pass the folder that "
-                           f"`alexnet train` printed")
+    folder = RunFolder(Path(run_dir))
+    config = folder.read_config()
     missing = []
-    config = read_config(directory / "config.yaml")
-    history, dropped = read_history(directory / "metrics.jsonl")
+    history, dropped = folder.read_history()
     if dropped:
         missing.append(dropped)
     if not history:
         missing.append("metrics.jsonl has no epochs yet: no training curves")
-    evaluation = None
-    if (directory / "evaluation.json").is_file():
-        evaluation, problem = read_evaluation(directory / "evaluation.json")
-        if problem:
-            missing.append(f"evaluation.json is unreadable ({problem}), so it is left out: no test metrics")
-    else:
+    evaluation, problem = folder.read_evaluation()
+    if problem == "no evaluation.json":
         missing.append("no evaluation.json (the run has not finished): no test metrics")
+    elif problem:
+        missing.append(f"evaluation.json is unreadable ({problem}), so it is left out: no test metrics")
     metadata = None
     try:
-        metadata = read_metadata(directory / "model.safetensors")
+        metadata = read_metadata(folder.weights)
     except AlexNetError as error:
         missing.append(f"no usable model.safetensors ({error}): no predictions, filters or neighbours")
-    return RunFiles(directory, config, history, evaluation, metadata, missing)
-
-
-# A run's own config.yaml is about 2 KB and 40 values. YAML aliases let a few hundred bytes stand for
-# billions of values ("billion laughs"), and merge keys copy them as they load: the document's nodes
-# are counted, aliases expanded, before anything is built from them.
-CONFIG_BYTES = 1_000_000
-CONFIG_VALUES = 10_000
-CONFIG_CHARACTERS = 1_000_000  # of all its strings, aliases expanded: what the page would show
-# Settings the report acts on (the others are only shown) and the types it needs them to have.
-CONFIG_TYPES: dict[str, type] = {"dataset": str, "data_dir": str, "augment": str, "precision": str, "seed": int}
-JSON_BYTES = 64_000_000  # evaluation.json of 1,000 classes is about 5 MB; metrics.jsonl 250 bytes an epoch
-# A metrics.jsonl row is used when these are numbers (the training curves and final-metrics table need them).
-HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1")
-EVALUATION_NUMBERS = ("count", "top1", "top1_error", "top5", "top5_error", "loss", "macro_f1", "weighted_f1")
-
-# Values quoted in messages are cut short: a damaged file must not print megabytes.
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlevel, _short.maxlist, _short.maxdict = 2, 4, 4
-
-
-def read_config(path: Path) -> dict:
-    """The settings in a run's ``config.yaml``; an ``AlexNetError`` naming it when they cannot be read."""
-    advice = "restore it from a copy of the run, or rerun training"
-    if path.stat().st_size > CONFIG_BYTES:
-        raise AlexNetError(f"{path} is {path.stat().st_size:,} bytes, not a run's config (about 2 KB); {advice}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise AlexNetError(f"{path} is not text (binary or damaged); {advice}") from None
-    except OSError as error:
-        raise AlexNetError(f"cannot read {path} ({error.strerror or error}); make it readable") from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_yaml_size(node, path, advice)
-        config = loader.construct_document(node) if node is not None else {}
-    except yaml.YAMLError as error:
-        reason = " ".join(str(error).split())[:200]
-        raise AlexNetError(f"{path} is not valid YAML ({reason}); {advice}") from None
-    except RecursionError:  # PyYAML builds nested collections recursively
-        raise AlexNetError(f"{path} is nested too deeply for a run's settings; {advice}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(config, dict):
-        raise AlexNetError(f"{path} holds {_short.repr(config)}, not the run's settings (name: value lines); "
-                           f"{advice}")
-    for key, kind in CONFIG_TYPES.items():
-        value = config.get(key)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            expected = "an integer" if kind is int else "a string"
-            raise AlexNetError(f"{path}: {key} is {_short.repr(value)}, not {expected}; fix that line or rerun "
-                               f"training")
-    return config
-
-
-def _check_yaml_size(root: yaml.Node, path: Path, advice: str) -> None:
-    values = characters = 0
-    pending = [root]
-    while pending:  # an alias is the node it names: counted again wherever it is used
-        node = pending.pop()
-        values += 1
-        if isinstance(node, yaml.ScalarNode):
-            characters += len(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            pending += [part for pair in node.value for part in pair]
-        else:
-            pending += node.value
-        if values > CONFIG_VALUES or characters > CONFIG_CHARACTERS:
-            raise AlexNetError(
-                f"{path} expands to more than {CONFIG_VALUES:,} values or {CONFIG_CHARACTERS:,} characters "
-                f"(YAML aliases?), far more than a run's settings; {advice}"
-            )
-
-
-def read_history(path: Path) -> tuple[list[dict], str]:
-    """The per-epoch rows of ``metrics.jsonl`` that can be used, and a note on those left out ("" if none)."""
-    if not path.is_file():
-        return [], ""
-    text, problem = _read_text(path)
-    if problem:
-        return [], f"metrics.jsonl is unreadable ({problem}), so it is left out"
-    history, bad = [], []
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    for number, line in lines:
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            bad.append(f"line {number}: not JSON")
-            continue
-        if not isinstance(row, dict):
-            bad.append(f"line {number}: not an object")
-        elif not all(_is_number(row.get(key)) for key in HISTORY_KEYS):
-            bad.append(f"line {number}: lacks {', '.join(HISTORY_KEYS)} as numbers")
-        elif not _is_finite(row["epoch"]) or not _is_number(row.get("epoch_seconds", 0.0)):
-            bad.append(f"line {number}: epoch or epoch_seconds is not a number")
-        else:
-            history.append(row)
-    if not bad:
-        return history, ""
-    return history, (f"{len(bad)} of {len(lines)} lines of metrics.jsonl are unreadable and left out "
-                     f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})")
-
-
-def read_evaluation(path: Path) -> tuple[dict | None, str]:
-    """The test metrics in ``evaluation.json``, or None and why they cannot be used."""
-    text, problem = _read_text(path)
-    if problem:
-        return None, problem
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return None, "not JSON"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    names = data.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
-        return None, "no list of class names"
-    classes = len(names)
-    matrix = data.get("confusion_matrix")
-    if not (isinstance(matrix, list) and len(matrix) == classes and all(
-            isinstance(row, list) and len(row) == classes
-            and all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in row)
-            for row in matrix)):
-        return None, f"no {classes}x{classes} confusion matrix of counts"
-    for key in ("precision", "recall", "f1"):
-        values = data.get(key)
-        if not (isinstance(values, list) and len(values) == classes and all(map(_is_number, values))):
-            return None, f"{key} is not {classes} numbers"
-    for key in EVALUATION_NUMBERS:
-        if key in data and not _is_number(data[key]):
-            return None, f"{key} is {_short.repr(data[key])}, not a number"
-    if "count" in data and not _is_finite(data["count"]):
-        return None, "count is not finite"
-    return data, ""
-
-
-def _read_text(path: Path) -> tuple[str, str]:
-    """(text, "") or ("", why it cannot be read)."""
-    try:
-        if path.stat().st_size > JSON_BYTES:
-            return "", f"{path.stat().st_size:,} bytes, more than any run writes"
-        return path.read_text(encoding="utf-8"), ""
-    except UnicodeDecodeError:
-        return "", "not text: binary or damaged"
-    except OSError as error:
-        return "", error.strerror or str(error)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_finite(value) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
+    return RunFiles(folder, config, history, evaluation, metadata, missing)
 
 
 # --- the figures ------------------------------------------------------------------------------
@@ -322,10 +161,8 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     import torch
 
     from ..data import build_loaders
-    from ..evaluation import run_test_views
-    from ..perf import autocast_context, resolve_precision
-    from ..training.loop import resolve_device
-    from ..weights import load_weights
+    from ..evaluation import TestViews, test_loader
+    from ..perf import autocast_context, resolve_device, resolve_precision
     from . import predictions
 
     torch_device = resolve_device(device)
@@ -339,23 +176,26 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          f"Figure 3)" + (", one block per tower (the paper's two GPUs)." if towers > 1 else "."),
          lambda: figures.first_layer_filters(predictions.first_conv_weights(model), towers))
 
-    name = metadata.get("dataset") or run.config.get("dataset")
-    classes = list(metadata["class_names"])
+    name = metadata.dataset or run.config.get("dataset")
+    classes = list(metadata.class_names)
+    # The thumbnails and FC7 features are of the image a test sees: with the paper's ten views, the
+    # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
+    views = TestViews.from_metadata(metadata).choose(ten_crop=False)
+    data_dir = data_dir or metadata.data_dir or run.config.get("data_dir")
+    common = dict(val_size=metadata.val_size, seed=metadata.seed, device=torch_device,
+                  normalization=(metadata.mean, metadata.std))
     try:
-        data = build_loaders(
-            name, data_dir=data_dir or run.config.get("data_dir"), batch_size=500, eval_batch_size=500,
-            output_shape=tuple(model.input_size), augment=run_test_views(metadata),
-            val_size=metadata.get("val_size"), seed=metadata.get("seed", 0), device=torch_device,
-            normalization=(metadata["mean"], metadata["std"]),
-        )
+        test_images, _ = test_loader(name, views, tuple(model.input_size), data_dir=data_dir, batch_size=500,
+                                     **common)
     except AlexNetError as error:
         return [f"dataset {name!r} is not available here, so the figures of predictions, mistakes and "
                 f"nearest neighbours are left out. {error}"]
-    mean, std = metadata["mean"], metadata["std"]
-    autocast = autocast_context(torch_device, resolve_precision(run.config.get("precision", "auto"), torch_device))
+    mean, std = metadata.mean, metadata.std
+    precision = metadata.precision  # the precision the run tested in, as `alexnet evaluate` computes
+    autocast = autocast_context(torch_device, resolve_precision(precision, torch_device))
     try:
-        test = predictions.collect_outputs(model, data.test, mean, std, limit=test_limit,
-                                           flip=bool(metadata.get("flip_test")), autocast=autocast)
+        test = predictions.collect_outputs(model, test_images, mean, std, limit=test_limit, views=views,
+                                           autocast=autocast)
     except AlexNetError as error:
         return [f"test images of {name!r}: {error}; no predictions, mistakes or nearest neighbours"]
     predicted = test.probabilities.argmax(1)
@@ -371,11 +211,13 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          f"Of the first {len(test):,} test images, the wrong predictions made with the highest probability.",
          lambda: figures.confident_mistakes(test.thumbnails, test.labels, test.probabilities, classes,
                                             count=GRID_IMAGES))
-    data.train.set_epoch(0)  # a fixed, seeded sample of the training images, not augmented
-    # Training drops the last, smaller batch; here it is all of a training set under one batch (500).
-    data.train.drop_last = False
-    try:
-        pool = predictions.collect_outputs(model, data.train, mean, std, limit=pool_size, probabilities=False,
+    try:  # a fixed, seeded sample of the training images, cropped as the test images are
+        train = build_loaders(name, data_dir=data_dir, batch_size=500, output_shape=tuple(model.input_size),
+                              augment=views.loader_augment(), **common).train
+        train.set_epoch(0)
+        # Training drops the last, smaller batch; here it is all of a training set under one batch (500).
+        train.drop_last = False
+        pool = predictions.collect_outputs(model, train, mean, std, limit=pool_size, probabilities=False,
                                            autocast=autocast)
     except AlexNetError as error:
         return [f"training images of {name!r}: {error}; no nearest neighbours"]
@@ -484,8 +326,7 @@ def _config_table(config: dict) -> str:
 def _usage(run: RunFiles) -> str:
     directory = run.directory.resolve()
     weights = run.weights.resolve()
-    metadata = run.metadata or {}
-    shape = "x".join(map(str, metadata.get("input_size", []))) or "?"
+    shape = "x".join(map(str, run.metadata.input_size)) if run.metadata else "?"
     return f"""
 <p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size
 {_e(shape)} and normalisation in its metadata). Checkpoints to resume from:
@@ -501,8 +342,8 @@ from alexnet.weights import load_weights
 model, metadata = load_weights("{_e(weights)}")
 images = ...  # float (B, C, H, W) in 0..1, {_e(shape)}
 with torch.no_grad():
-    probabilities = model(normalize(images, metadata["mean"], metadata["std"], model.input_size[0])).softmax(1)
-labels = [metadata["class_names"][i] for i in probabilities.argmax(1)]</pre>
+    probabilities = model(normalize(images, metadata.mean, metadata.std, model.input_size[0])).softmax(1)
+labels = [metadata.class_names[i] for i in probabilities.argmax(1)]</pre>
 <p>Rebuild this page: <code>alexnet report {_e(directory)}</code></p>"""
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AlexNetError
+from ..evaluation import predict_logits
 
 THUMBNAIL_SIDE = 64  # images are kept for display at most this large (10k RGB thumbnails: 123 MB)
 
@@ -59,11 +60,12 @@ def _thumbnails(images: torch.Tensor, mean, std) -> np.ndarray:
 
 @torch.no_grad()
 def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabilities: bool = True,
-                    flip: bool = False, autocast=None) -> Outputs:
+                    views="centre", autocast=None) -> Outputs:
     """Run ``model`` over the first ``limit`` images of ``loader``.
 
-    Probabilities are the softmax of the logits ``evaluate`` uses (averaged with the mirror image's
-    when ``flip``), so they agree with ``evaluation.json``; features are FC7 of the image itself.
+    Probabilities are the softmax of the logits ``evaluate`` computes for ``views`` (the one
+    implementation, ``evaluation.predict_logits``), so they agree with ``evaluation.json``;
+    features are FC7 of the image itself.
     """
     was_training = model.training
     model.eval()
@@ -74,12 +76,9 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
             images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
             with autocast or contextlib.nullcontext():
                 feature = model.forward_head(model.forward_features(images), pre_logits=True)
-                features.append(feature.float().cpu())
-                if probabilities:
-                    logits = model.get_classifier()(feature).float()
-                    if flip:  # as predict_logits(..., flip=True), reusing the unmirrored pass
-                        logits = (logits + model(images.flip(3)).float()) / 2
-                    probs.append(logits.softmax(1).cpu())
+            features.append(feature.float().cpu())
+            if probabilities:
+                probs.append(predict_logits(model, images, views, autocast=autocast).softmax(1).cpu())
             thumbnails.append(_thumbnails(images, mean, std))
             labels.append(batch_labels.cpu())
             seen += len(batch_labels)

@@ -19,7 +19,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Fields whose None means "the recipe's value".
 RECIPE_FIELDS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",
+    "optimizer", "momentum", "nesterov", "decay_norm_and_bias", "schedule", "warmup_fraction",
+    "plateau_factor", "plateau_patience", "plateau_threshold",
 )
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
 ALLREDUCE_DTYPES = ("fp32", "bf16")
 # What may differ when a run is continued with --resume: where and how fast it runs, what it
 # prints, and how long it goes on (extending a finished run is the common case). Everything else
@@ -62,6 +66,15 @@ class TrainConfig:
     weight_decay: float | None = None  # L2 penalty (the paper: 5e-4)
     label_smoothing: float | None = None  # target probability moved to the other classes
     augment: str | None = None  # augmentation preset: paper | tutorial | light | flip | none
+    optimizer: str | None = None  # sgd | adam | adamw
+    momentum: float | None = None  # SGD's (the paper: 0.9)
+    nesterov: bool | None = None  # Nesterov's momentum (SGD)
+    decay_norm_and_bias: bool | None = None  # weight decay on biases and norm scales too (the paper decays all)
+    schedule: str | None = None  # plateau | onecycle | cosine | constant
+    warmup_fraction: float | None = None  # share of the steps spent warming up (onecycle)
+    plateau_factor: float | None = None  # plateau: the rate is multiplied by this (the paper: 0.1)
+    plateau_patience: int | None = None  # plateau: epochs without improvement before it falls
+    plateau_threshold: float | None = None  # plateau: least fall in validation error that counts
     seed: int = 0  # weights, data order and augmentation all follow from it
 
     # where and how fast
@@ -168,6 +181,17 @@ class TrainConfig:
                 f"name must be a plain folder name (no '/' or '..'), got {quote(self.name)}; the run "
                 f"folder is created inside --out, so choose where it goes with --out"
             )
+        if self.optimizer is not None:
+            _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule is not None:
+            _choice("schedule", self.schedule, SCHEDULES)
+        for name, low, high in (("momentum", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0), ("plateau_factor", 0.0, 1.0),
+                                ("plateau_threshold", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is not None and not low <= value < high:
+                raise AlexNetError(f"{name} must be in [{low:g}, {high:g}), got {value}")
+        if self.plateau_patience is not None and self.plateau_patience < 0:
+            raise AlexNetError(f"plateau_patience must be 0 or more, got {self.plateau_patience}")
         if self.val_size is not None and self.val_size < 0:
             raise AlexNetError(f"val_size must be 0 or more, got {self.val_size}")
 

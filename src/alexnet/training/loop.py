@@ -26,21 +26,20 @@ from tqdm import tqdm
 
 from ..data import build_loaders, dataset_info
 from ..errors import AlexNetError
-from ..evaluation import Metrics, evaluate_model, ten_crop_shape
+from ..evaluation import Metrics, TestViews, evaluate_model, test_loader
 from ..models import build_model
 from ..perf import (
-    autocast_context, optimizer_options, precision_name, resolve_device, resolve_precision, reuse_freed_memory,
+    autocast_context, optimizer_options, precision_name, prepare_model, resolve_device, resolve_precision,
     set_threads,
 )
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
-from ..weights import save_weights
+from ..weights import WeightsMetadata, save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_FIELDS, TrainConfig, quote
 from .distributed import (
     ELASTIC_RUN_ID_FILE, ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
     init_process_group, lost_peer, per_process_batch, restarted_run_folder,
 )
-from .recipes import Recipe, get_recipe
 
 NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host sync)
 
@@ -54,6 +53,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     test_metrics: Metrics | None = None
     model: nn.Module | None = None
+    main_process: bool = True  # rank 0, which writes the run folder (under torchrun, one of several)
 
     @property
     def weights_path(self) -> Path:
@@ -136,6 +136,7 @@ class _Trainer:
         self.folder: RunFolder | None = None
         self.lock: RunLock | None = None
         self.updating = False  # between the optimiser's step and the step count: not a position to save
+        self.threads_before: int | None = None
         self.fresh = False  # this process created the run folder and nothing has been trained in it yet
         self.restarted = False  # resumed a run that had no checkpoint yet: it starts over
         self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
@@ -234,11 +235,11 @@ class _Trainer:
 
     def _build(self, config: TrainConfig) -> None:
         group = self.group
-        self.config, self.recipe = config, get_recipe(config.recipe)
+        self.config = config
         self.device = resolve_device(config.device, group.local_rank)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu":  # one thread per physical core while training; close() gives back the caller's
+            self.threads_before = torch.get_num_threads()
             set_threads()
-            reuse_freed_memory()
         self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
         group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
@@ -265,14 +266,12 @@ class _Trainer:
         if self.model.num_classes != len(self.data.classes):
             torch.manual_seed(config.seed)
             self.model = build_model(config.model, **{**options, "num_classes": len(self.data.classes)})
-        self.model.to(self.device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        prepare_model(self.model, self.device, channels_last=config.channels_last)  # compile: in _wrap, after DDP
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         if self.steps_per_epoch == 0:
             raise AlexNetError(_too_few_images(self.data.train, config, group.world_size))
-        self.optimizer = _make_optimizer(self.model, self.recipe, config, self.device)
-        self.scheduler = _make_scheduler(self.optimizer, self.recipe, config, self.steps_per_epoch)
+        self.optimizer = _make_optimizer(self.model, config, self.device)
+        self.scheduler = _make_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.forward_model = self._wrap(self.model)
         self.epoch, self.step, self.history, self.best_top1 = 0, 0, [], -1.0
         self.partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this epoch)
@@ -288,7 +287,7 @@ class _Trainer:
                  + (f", {config.allreduce_dtype} gradient all-reduce" if self.group.distributed else "")
                  + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
         if self.stretched:
-            self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.recipe.schedule} schedule now "
+            self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
                      f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
         if self.restarted:
@@ -377,7 +376,7 @@ class _Trainer:
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 autocast=self.autocast())
         lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
-        if self.recipe.schedule == "plateau":
+        if self.config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
             "epoch": self.epoch + 1,
@@ -432,7 +431,7 @@ class _Trainer:
         self.updating = True  # until the caller has counted the step
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.recipe.schedule != "plateau":
+        if self.config.schedule != "plateau":
             self.scheduler.step()
         return loss_sum / count, correct, count
 
@@ -453,42 +452,33 @@ class _Trainer:
     # -- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> Run:
+        """The final test, as the configuration's test views say, and the weights that record them."""
         config, folder = self.config, self.folder
+        views = TestViews.from_config(config)
         test = self.data.test
-        if config.ten_crop:  # the ten views are cropped from images 256/224 larger (Section 4.1)
-            test = build_loaders(
-                config.dataset, data_dir=config.data_dir, batch_size=config.eval_batch_size,
-                output_shape=ten_crop_shape(self.model.input_size), augment="none",
-                val_size=config.val_size, seed=config.seed, device=self.device, rank=self.group.rank,
-                world_size=self.group.world_size, channels_last=config.channels_last,
-                normalization=self.normalization).test
+        if views.views == "ten":  # cut from test images 256/224 larger than the training crops
+            test, _ = test_loader(config.dataset, views, self.model.input_size, data_dir=config.data_dir,
+                                  batch_size=config.eval_batch_size, val_size=config.val_size, seed=config.seed,
+                                  device=self.device, rank=self.group.rank, world_size=self.group.world_size,
+                                  channels_last=config.channels_last, normalization=self.normalization)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
-                                    autocast=self.autocast(), flip=config.flip_test and not config.ten_crop,
-                                    ten_crop=config.ten_crop)
-        run = Run(folder.directory, config, self.history, metrics, self.model)
+                                    autocast=self.autocast(), views=views)
+        run = Run(folder.directory, config, self.history, metrics, self.model, self.group.is_main)
         if self.group.is_main:
-            info = self.data.info
-            save_weights(
-                folder.weights, self.model, model_name=config.model,
-                model_options={**config.model_options}, class_names=list(self.data.classes),
-                mean=list(self.normalization[0]), std=list(self.normalization[1]), dataset=config.dataset,
-                augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop,
-                epochs=self.epoch, test_top1=metrics.top1, seed=config.seed, val_size=config.val_size,
-                precision=config.precision, data_dir=config.data_dir,
-            )
+            save_weights(folder.weights, self.model, WeightsMetadata(
+                model=config.model, model_options={**config.model_options}, class_names=tuple(self.data.classes),
+                input_size=tuple(self.model.input_size), mean=tuple(self.normalization[0]),
+                std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
+                val_size=config.val_size, seed=config.seed, precision=config.precision, test_views=views.to_dict(),
+                augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
+                test_top1=metrics.top1,
+            ))
             write_text(folder.evaluation, json.dumps(
-                {"split": "test", "dataset": info.name, "ten_crop": config.ten_crop,
-                 "flip": config.flip_test and not config.ten_crop, "epochs": self.epoch,
-                 **metrics.to_dict()}, indent=2))
+                {"split": "test", "dataset": config.dataset, "views": views.views, "ten_crop": views.views == "ten",
+                 "flip": views.views == "mirror", "epochs": self.epoch, **metrics.to_dict()}, indent=2))
             self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
-                     f"macro F1 {metrics.macro_f1:.4f}")
+                     f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()})")
             self.log(f"weights: {run.weights_path}")
-            try:  # a failing figure or missing data must never cost the finished run
-                from ..report import build_report
-
-                self.log(f"report: {build_report(folder.directory)}")
-            except Exception as error:
-                self.log(f"warning: report.html not written ({error}); retry with: alexnet report {folder.directory}")
             if self.writer:
                 self.writer.close()
         self.group.barrier()
@@ -503,10 +493,14 @@ class _Trainer:
         append_text(self.folder.log, message + "\n")
 
     def close(self) -> None:
-        """Let the run folder go (the lock; the process ending would also release it)."""
+        """Let the run folder go (the lock; the process ending would also release it), and give the
+        caller back its thread count: a library call leaves the process as it found it."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self.threads_before is not None:
+            torch.set_num_threads(self.threads_before)
+            self.threads_before = None
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
@@ -553,7 +547,7 @@ class _Trainer:
         self.history, self.best_top1 = list(state["history"]), state["best_top1"]
         set_rng_state(state["rng"])
         trained_epochs = state.get("config", {}).get("epochs", self.config.epochs)
-        if trained_epochs != self.config.epochs and self.recipe.schedule in ("onecycle", "cosine"):
+        if trained_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
             self._stretch_schedule(trained_epochs)
         if self.group.is_main:  # drop epochs logged after the checkpoint was written
             lines = [json.dumps(row) for row in self.history]
@@ -563,7 +557,7 @@ class _Trainer:
         """A schedule whose length is the number of epochs (one-cycle, cosine), redrawn for the new
         number and moved to the steps already taken: the rate goes on from the longer curve's value."""
         done = self.epoch * self.steps_per_epoch + self.step
-        self.scheduler = _make_scheduler(self.optimizer, self.recipe, self.config, self.steps_per_epoch)
+        self.scheduler = _make_scheduler(self.optimizer, self.config, self.steps_per_epoch)
         with warnings.catch_warnings():  # stepping a scheduler without an optimiser step warns
             warnings.simplefilter("ignore")
             for _ in range(done):
@@ -571,37 +565,37 @@ class _Trainer:
         self.stretched = (trained_epochs, done)
 
 
-def _make_optimizer(model: nn.Module, recipe: Recipe, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for parameter in model.parameters():
-        (no_decay if parameter.ndim <= 1 and not recipe.decay_norm_and_bias else decay).append(parameter)
+        (no_decay if parameter.ndim <= 1 and not config.decay_norm_and_bias else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     groups = [group for group in groups if group["params"]]
     fast = optimizer_options(device)  # one fused step over all parameters
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
-    if recipe.optimizer == "adam":
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
+    if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, **fast)
     return torch.optim.AdamW(groups, lr=config.lr, **fast)
 
 
-def _make_scheduler(optimizer, recipe: Recipe, config: TrainConfig, steps_per_epoch: int):
+def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     total = max(1, config.epochs * steps_per_epoch)
-    if recipe.schedule == "plateau":
+    if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience,
-            threshold=recipe.plateau_threshold, threshold_mode="abs")
-    if recipe.schedule == "onecycle":
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
+            threshold=config.plateau_threshold, threshold_mode="abs")
+    if config.schedule == "onecycle":
         # OneCycleLR counts the rate before the first step as step 0, so T steps end on its step T
         # of T + 1. It divides by the length of each phase, so each needs a step or more: a run of
         # a handful of steps (a small --subset) warms up over at least two of at least three.
         total = max(total + 1, 3)
-        warmup = max(recipe.warmup_fraction, 2 / total)
+        warmup = max(config.warmup_fraction, 2 / total)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup,
             div_factor=10, final_div_factor=100)
-    if recipe.schedule == "cosine":
+    if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
@@ -657,7 +651,7 @@ def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: 
 
 def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:
     """Why an epoch would have no step, and the smallest subset or largest batch that gives one."""
-    images = len(getattr(loader, "samples", None) or loader.labels)
+    images = loader.num_images
     per_step = config.batch_size * config.accumulation_steps
     subset = f" ({config.subset:g} of the training set)" if config.subset < 1 else ""
     advice = f"a --batch-size of at most {images // (world_size * config.accumulation_steps) * world_size}"

@@ -1,7 +1,8 @@
 """Training recipes: each is the set of hyper-parameters a source used, in one place.
 
-A recipe fills every ``TrainConfig`` field the user left unset; anything given on the command line
-or in a YAML file wins. Learning rates are per batch as given (no automatic scaling with batch
+A recipe is a table of defaults: ``TrainConfig.resolved()`` copies each of its values into every
+``TrainConfig`` field the user left unset (anything given on the command line or in a YAML file
+wins), and training reads only the resolved configuration, which ``config.yaml`` records whole. Learning rates are per batch as given (no automatic scaling with batch
 size, except across processes; see ``alexnet.training.distributed``).
 """
 
