@@ -22,7 +22,7 @@ from alexnet import AlexNetError
 from alexnet.data import (
     AugmentConfig, BatchLoader, ImageTensors, InMemoryLoader, StreamingLoader, augment_batch, build_loaders,
     compute_pca, dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
-    split_validation, stratified_subset, ten_crop, ten_crop_logits,
+    split_validation, stratified_subset, ten_crop,
 )
 from alexnet.data import build_eval_loader, datasets, flowers17
 from alexnet.data import loaders as loaders_module
@@ -273,6 +273,8 @@ def test_pca_of_known_covariance_and_lighting_spread():
 
 
 def test_ten_crop_is_the_papers_ten_views():
+    from alexnet.evaluation import ten_crop_logits
+
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     views = ten_crop(images, (5, 5))
     assert views.shape == (2, 10, 3, 5, 5)

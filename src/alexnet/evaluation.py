@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics import MeanMetric, MetricCollection
 
-from .data.augment import AugmentConfig, resolve_augment, ten_crop_logits
+from .data.augment import AugmentConfig, resolve_augment, ten_crop
 from .errors import AlexNetError
 
 
@@ -175,6 +175,20 @@ class TestViews:
 
     def describe(self) -> str:
         return {"centre": "centre crop", "mirror": "image and mirror", "ten": "ten views"}[self.views]
+
+
+@torch.no_grad()
+def ten_crop_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Log of the softmax averaged over the ten views (the paper's test-time prediction), (B, classes).
+
+    ``images`` are normalised (B, C, H, W) images, cut here into the ten ``size`` views of Section
+    4.1 (``data.ten_crop``). The result is a valid logit vector: ``argmax``, top-k and cross-entropy
+    work on it unchanged.
+    """
+    views = ten_crop(images, size)  # (B, 10, C, *size)
+    batch, count = views.shape[:2]
+    logits = model(views.flatten(0, 1)).view(batch, count, -1)
+    return logits.float().softmax(-1).mean(1).log()
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@
 from .augment import (
     PRESETS, AugmentConfig, ColourPCA, augment_batch, center_crop, color_jitter, compute_pca, epoch_generator,
     gaussian_noise, list_presets, normalize, pca_lighting, random_affine, random_crop, resolve_augment,
-    ten_crop, ten_crop_logits,
+    ten_crop,
 )
 from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
@@ -26,6 +26,6 @@ __all__ = [
     "center_crop", "color_jitter", "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise",
     "index_folder", "list_datasets", "list_presets", "load_tensors", "locate", "normalize", "pca_lighting",
     "random_affine", "random_crop", "readable_class_names", "resolve_augment", "search_dirs", "shard_indices",
-    "split_validation", "stratified_indices", "stratified_subset", "ten_crop", "ten_crop_logits",
+    "split_validation", "stratified_indices", "stratified_subset", "ten_crop",
     "user_cache_dir",
 ]

@@ -45,7 +45,6 @@ class AugmentConfig:
     color_jitter: float = 0.0  # brightness, contrast, saturation factors uniform in [1 - x, 1 + x]
     pca_lighting_std: float = 0.0  # sigma of the PCA lighting coefficients; paper 0.1 (Section 4.1)
     gaussian_noise_std: float = 0.0  # per-pixel noise on the 0..1 scale
-    ten_crop: bool = False  # evaluation yields the 10 views (4 corners, centre, mirrors) instead of the centre crop
 
     @classmethod
     def preset(cls, name: str, dataset: str | None = None) -> AugmentConfig:
@@ -309,14 +308,11 @@ def geometric(
 ) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float 0..1 (B, C, *output_size): crops, flips, affine, resize.
 
-    Evaluation takes the centre crop of ``config.crop_fraction`` (ten views when ``config.ten_crop``:
-    then the result is (B, 10, C, *output_size)).
+    Evaluation takes the centre crop of ``config.crop_fraction`` (the paper's ten views are cut
+    from whole images by ``evaluation.predict_logits``).
     """
     height, width = images.shape[-2:]
     if not train:
-        if config.ten_crop:
-            full = (round(output_size[0] / config.crop_fraction), round(output_size[1] / config.crop_fraction))
-            return ten_crop(resize(to_float(images), full), output_size)
         return resize(to_float(center_crop(images, _crop_size(height, width, config.crop_fraction))), output_size)
     if config.geometric_affine:
         return random_affine(
@@ -398,20 +394,3 @@ def ten_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     crops = TF.five_crop(images, list(size))
     return torch.stack([*crops, *(crop.flip(-1) for crop in crops)], dim=1)
-
-
-@torch.no_grad()
-def ten_crop_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Log of the softmax averaged over the ten views (the paper's test-time prediction), (B, classes).
-
-    ``images`` are either normalised (B, C, H, W) images, cut into ten ``size`` views here, or the
-    (B, 10, C, h, w) views an evaluation loader with ``ten_crop`` yields. The result is a valid logit
-    vector: ``argmax``, top-k and cross-entropy work on it unchanged.
-    """
-    if images.dim() == 4:
-        if size is None:
-            raise AlexNetError("ten_crop_logits needs the crop size for (B, C, H, W) images")
-        images = ten_crop(images, size)
-    batch, views = images.shape[:2]
-    logits = model(images.flatten(0, 1)).view(batch, views, -1)
-    return logits.float().softmax(-1).mean(1).log()

@@ -31,8 +31,7 @@ class BatchLoader(ABC):
     """Batches of (images, labels) of one split for one rank: the contract of both loading paths.
 
     Iterating yields float32 images normalised with ``mean`` and ``std`` (per channel, 0..1 scale) at
-    ``output_shape`` (C, H, W), or (B, 10, C, H, W) when evaluation takes ``augment.ten_crop``'s ten
-    views, in channels-last memory format when ``channels_last`` (4-d batches), on ``device``; and
+    ``output_shape`` (C, H, W), in channels-last memory format when ``channels_last``, on ``device``; and
     int64 labels. Every random number (shuffle and augmentation) comes from generators seeded by
     (seed, epoch): ``set_epoch(e)`` and iterate to replay epoch ``e`` bit for bit, as after a resume.
 

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
-    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, ten_crop, to_float,
+    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, to_float,
 )
 from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
@@ -149,10 +149,8 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
     """The per-image geometric part of ``config`` as ``transforms.v2`` on uint8 tensors."""
     height, width = output_size
     resized = round(min(height, width) / config.crop_fraction)  # shorter side before cropping: 256 for 224
-    if not train:
-        full = (round(height / config.crop_fraction), round(width / config.crop_fraction))
-        crop = full if config.ten_crop else output_size  # the ten views are cut on the device
-        return v2.Compose([v2.Resize(resized, antialias=True), v2.CenterCrop(crop)])
+    if not train:  # (the paper's ten views are cut from whole images by evaluation.predict_logits)
+        return v2.Compose([v2.Resize(resized, antialias=True), v2.CenterCrop(output_size)])
     steps: list[v2.Transform] = []
     if config.random_resized_crop:
         steps.append(v2.RandomResizedCrop(output_size, scale=config.random_resized_crop, antialias=True))
@@ -281,8 +279,6 @@ class StreamingLoader(BatchLoader):
             images = to_float(images.to(self.device, non_blocking=True))
             if self.train:
                 images = photometric(images, self.augment, generator, self.pca)
-            elif self.augment.ten_crop:
-                images = ten_crop(images, self.output_shape[1:])
             yield self.finish(images), labels.to(self.device, non_blocking=True)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import AlexNetError
+from ..runs import RunFolder
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,6 @@ def restarted_run_folder(out: str | Path, name: str | None) -> Path | None:
         run_id = elastic_run_id()
         marks = Path(out).glob(f"*/{ELASTIC_RUN_ID_FILE}") if run_id else ()
         folder = next((mark.parent for mark in marks if mark.read_text().strip() == run_id), None)
-    if folder is not None and (folder / "checkpoints" / "last.pt").is_file():
+    if folder is not None and RunFolder(folder).last.is_file():
         return folder
     return None

@@ -330,6 +330,14 @@ class _Trainer:
         return self._finish()
 
     def _train_epoch(self) -> None:
+        """One epoch: its steps, then (unless a signal stopped it) validation and the epoch's records."""
+        stepped = self._train_steps()
+        if stepped is not None:
+            self._end_epoch(*stepped)
+
+    def _train_steps(self) -> tuple[torch.Tensor, float, int] | None:
+        """The epoch's optimiser steps from ``self.step`` on; returns (loss sum, correct, count) summed
+        over processes, the seconds and the images this process saw; None when a signal stopped it."""
         config, model = self.config, self.forward_model
         loader = self.data.train
         loader.set_epoch(self.epoch)
@@ -345,38 +353,41 @@ class _Trainer:
         batches = iter(loader)
         for _ in range(self.step * config.accumulation_steps):  # resuming mid-epoch: replay the data
             next(batches)
-        while self.step < self.steps_per_epoch:
-            if self.stop.signum is not None:
-                bar.close()
-                return  # run() saves this position
-            try:
-                loss, correct, count = self._optimizer_step(batches)
-            except Exception:
-                if self.stop.signum is not None and not self.updating:
-                    bar.close()  # Ctrl-C also reached the DataLoader's workers: stop here, before the step
-                    return
-                raise
-            totals[0] += loss.detach().double() * count  # stays on the device: no sync per step
-            totals[1] += correct
-            totals[2] += count
-            window.append(loss.detach())
-            self.step += 1
-            self.updating = False
-            images_seen += count
-            if len(window) == NAN_CHECK_EVERY or self.step == self.steps_per_epoch:
-                self._check_finite(window)
-                window.clear()
-                rate = images_seen * self.group.world_size / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
-                                acc=f"{totals[1].item() / totals[2].item():.3f}", img_s=f"{rate:.0f}")
-            bar.update(1)
-        bar.close()
+        with contextlib.closing(bar):
+            while self.step < self.steps_per_epoch:
+                if self.stop.signum is not None:
+                    return None  # run() saves this position
+                try:
+                    loss, correct, count = self._optimizer_step(batches)
+                except Exception:
+                    if self.stop.signum is not None and not self.updating:
+                        return None  # Ctrl-C also reached the DataLoader's workers: stop before the step
+                    raise
+                totals[0] += loss.detach().double() * count  # stays on the device: no sync per step
+                totals[1] += correct
+                totals[2] += count
+                window.append(loss.detach())
+                self.step += 1
+                self.updating = False
+                images_seen += count
+                if len(window) == NAN_CHECK_EVERY or self.step == self.steps_per_epoch:
+                    self._check_finite(window)
+                    window.clear()
+                    rate = images_seen * self.group.world_size / (time.perf_counter() - start)
+                    bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
+                                    acc=f"{totals[1].item() / totals[2].item():.3f}", img_s=f"{rate:.0f}")
+                bar.update(1)
         seconds = time.perf_counter() - start
-        totals = self.group.all_reduce_sum(totals)
+        return self.group.all_reduce_sum(totals), seconds, images_seen
+
+    def _end_epoch(self, totals: torch.Tensor, seconds: float, images_seen: int) -> None:
+        """Validation, the learning-rate plateau rule, and the epoch's row, checkpoints and log line,
+        written through the run folder."""
+        config = self.config
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 autocast=self.autocast())
         lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
-        if self.config.schedule == "plateau":
+        if config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
             "epoch": self.epoch + 1,
@@ -402,8 +413,8 @@ class _Trainer:
                 for key, value in row.items():
                     if key != "epoch":
                         self.writer.add_scalar(key, value, self.epoch)
-        skipped = getattr(self.data.train, "skipped", 0)
-        val_skipped = getattr(self.data.val, "skipped", 0)
+        skipped = self.data.train.skipped
+        val_skipped = self.data.val.skipped
         self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
                  f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%} "
                  f"top-5 {val.top5:.2%}  lr {row['lr']:.2e}  {row['images_per_second']:.0f} img/s  "
