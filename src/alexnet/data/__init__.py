@@ -16,13 +16,13 @@ from .datasets import (
     split_validation, stratified_indices, stratified_subset, user_cache_dir,
 )
 from .base import BatchLoader, shard_indices
-from .loaders import Loaders, build_eval_loader, build_loaders
+from .loaders import Loaders, build_eval_loader, build_loaders, num_classes
 from .memory import InMemoryLoader
 from .streaming import StreamingDataset, StreamingLoader, index_folder, readable_class_names
 
 __all__ = [
     "PRESETS", "AugmentConfig", "BatchLoader", "ColourPCA", "DatasetInfo", "ImageTensors", "InMemoryLoader",
-    "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders",
+    "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders", "num_classes",
     "center_crop", "color_jitter", "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise",
     "index_folder", "list_datasets", "list_presets", "load_tensors", "locate", "normalize", "pca_lighting",
     "random_affine", "random_crop", "readable_class_names", "resolve_augment", "search_dirs", "shard_indices",

@@ -203,6 +203,16 @@ def streaming_loaders(
     return Loaders(make(train, batch_size, True), val, test, classes, info)
 
 
+def num_classes(name: str, data_dir: str | Path | None = None) -> int:
+    """How many classes dataset ``name`` has, without reading its images: a folder's are its class
+    folders (those of ``train/`` where there is one), so a model can be built for them first."""
+    info = dataset_info(name)
+    if info.num_classes:
+        return info.num_classes
+    root = _folder_root(name, data_dir)
+    return len(class_folders(root / "train" if (root / "train").is_dir() else root))
+
+
 def _folder_root(name: str, data_dir: str | Path | None) -> Path:
     """Where the streamed dataset ``name`` is, or the error that says how to point at it."""
     root = locate(name, data_dir)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import build_loaders, dataset_info
+from ..data import build_loaders, dataset_info, num_classes
 from ..errors import AlexNetError
 from ..evaluation import Metrics, TestViews, evaluate_model, test_loader
 from ..models import build_model
@@ -245,9 +245,9 @@ class _Trainer:
         group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
 
         info = dataset_info(config.dataset)
-        options = dict(config.model_options)
-        if info.num_classes:  # a folder's classes are only known once it is read
-            options.setdefault("num_classes", info.num_classes)
+        # The class count first (a folder's from its class folders, no image read), then the model,
+        # once, then its data: the input size and the input scale are the model's.
+        options = {**config.model_options, "num_classes": num_classes(config.dataset, config.data_dir)}
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, **options)
         batch = per_process_batch(config.batch_size, group.world_size)
@@ -263,9 +263,9 @@ class _Trainer:
             device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
             channels_last=config.channels_last, normalization=self.normalization,
         )
-        if self.model.num_classes != len(self.data.classes):
-            torch.manual_seed(config.seed)
-            self.model = build_model(config.model, **{**options, "num_classes": len(self.data.classes)})
+        if self.model.num_classes != len(self.data.classes):  # the two ways of counting must agree
+            raise AlexNetError(f"{config.dataset}: {len(self.data.classes)} classes in the data, "
+                               f"{self.model.num_classes} counted from its folders; check --data-dir")
         prepare_model(self.model, self.device, channels_last=config.channels_last)  # compile: in _wrap, after DDP
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         if self.steps_per_epoch == 0:
