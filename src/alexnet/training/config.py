@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class TrainConfig:
     dataset: str = "fashion-mnist"  # the default data ships as a Debian package
     data_dir: str | None = None  # where datasets live; None searches the usual places
     download: bool = False  # fetch missing datasets (official URLs, checksummed)
+    init_from: str | None = None  # fine-tune: start from these weights (a weights file or run folder)
+    freeze: str = "none"  # none | features | conv1-N: layers of the starting weights kept as they are
+    backbone_lr_scale: float = 1.0  # fine-tune: the pretrained layers' rate, relative to the new classifier's
     subset: float = 1.0  # stratified fraction of the training set (the tutorial trains on 0.1)
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
 
@@ -133,8 +137,9 @@ class TrainConfig:
         elif self.flip_test is None and dropped_ten_views:
             values["flip_test"] = True  # of the ten views, the centre and its mirror still apply
         values["recipe"] = recipe.name
-        if values["data_dir"]:  # absolute, so evaluate and report find the data from any folder
-            values["data_dir"] = str(Path(values["data_dir"]).expanduser().absolute())
+        for key in ("data_dir", "init_from"):  # absolute, so evaluate, report and resume find them from anywhere
+            if values[key]:
+                values[key] = str(Path(values[key]).expanduser().absolute())
         import torch
 
         from ..models import build_model
@@ -190,6 +195,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not low <= value < high:
                 raise AlexNetError(f"{name} must be in [{low:g}, {high:g}), got {value}")
+        if not (math.isfinite(self.backbone_lr_scale) and self.backbone_lr_scale >= 0):
+            raise AlexNetError(f"backbone_lr_scale must be 0 or a positive number, got {self.backbone_lr_scale}")
+        if not re.fullmatch(r"none|features|conv1-[1-9]\d*", self.freeze):
+            raise AlexNetError(f"freeze must be none, features or conv1-N (the first N convolutions), got {quote(self.freeze)}")
+        if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale != 1.0):
+            raise AlexNetError("--freeze and --backbone-lr-scale apply to fine-tuning: give --init-from WEIGHTS|RUN_DIR")
         if self.plateau_patience is not None and self.plateau_patience < 0:
             raise AlexNetError(f"plateau_patience must be 0 or more, got {self.plateau_patience}")
         if self.val_size is not None and self.val_size < 0:

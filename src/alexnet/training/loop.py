@@ -33,9 +33,13 @@ from ..perf import (
     set_threads,
 )
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
-from ..weights import WeightsMetadata, save_weights
+from ..weights import WeightsMetadata, read_metadata, save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_FIELDS, TrainConfig, quote
+from .finetune import (
+    Pretrained, classifier_parameter_ids, describe_frozen, freeze, keep_frozen_norms_still, load_pretrained,
+    weights_file,
+)
 from .distributed import (
     ELASTIC_RUN_ID_FILE, ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
     init_process_group, lost_peer, per_process_batch, restarted_run_folder,
@@ -137,12 +141,14 @@ class _Trainer:
         self.lock: RunLock | None = None
         self.updating = False  # between the optimiser's step and the step count: not a position to save
         self.threads_before: int | None = None
+        self.pretrained: Pretrained | None = None  # what --init-from loaded and replaced
+        self.frozen: list[str] = []  # parameters --freeze keeps as they are
         self.fresh = False  # this process created the run folder and nothing has been trained in it yet
         self.restarted = False  # resumed a run that had no checkpoint yet: it starts over
         self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
         try:
             config, checkpoint = self._open(config, resume, overrides)
-            self._build(config)
+            self._build(config, resuming=checkpoint is not None)
             if checkpoint is not None:
                 self._restore(checkpoint)
             self.writer = self._tensorboard()
@@ -233,7 +239,7 @@ class _Trainer:
 
     # -- building model, data, optimiser -------------------------------------------------------
 
-    def _build(self, config: TrainConfig) -> None:
+    def _build(self, config: TrainConfig, resuming: bool = False) -> None:
         group = self.group
         self.config = config
         self.device = resolve_device(config.device, group.local_rank)
@@ -256,6 +262,12 @@ class _Trainer:
         # standardised to unit scale, which PyTorch's default initialisation expects.
         raw_scale = self.model.init == "paper"
         self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
+        if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
+            self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
+            trained = self.pretrained.metadata if self.pretrained else read_metadata(weights_file(config.init_from))
+            if len(trained.mean) == self.model.input_size[0]:
+                self.normalization = (tuple(trained.mean), tuple(trained.std))
+        self.frozen = freeze(self.model, config.freeze)
         self.data = build_loaders(
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
@@ -286,6 +298,11 @@ class _Trainer:
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else "")
                  + (f", {config.allreduce_dtype} gradient all-reduce" if self.group.distributed else "")
                  + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
+        if self.pretrained:
+            self.log(self.pretrained.describe())
+        if config.init_from:
+            self.log(describe_frozen(self.frozen) + (f"; pretrained layers learn at {config.backbone_lr_scale:g}x "
+                                                     f"the rate" if config.backbone_lr_scale != 1 else ""))
         if self.stretched:
             self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
@@ -342,6 +359,7 @@ class _Trainer:
         loader = self.data.train
         loader.set_epoch(self.epoch)
         model.train()
+        keep_frozen_norms_still(self.model, config.freeze)
         start, images_seen = time.perf_counter(), 0
         window: list[torch.Tensor] = []
         totals = self.partial = self.partial.to(self.device)  # updated in place, saved on interrupt
@@ -577,18 +595,27 @@ class _Trainer:
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    """The recipe's optimiser over the trainable parameters (frozen ones are left out), in groups:
+    with and without weight decay, and, when fine-tuning, the new classifier at ``lr`` and the
+    pretrained rest at ``lr * backbone_lr_scale``."""
+    head = classifier_parameter_ids(model) if config.init_from else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for parameter in model.parameters():
-        (no_decay if parameter.ndim <= 1 and not config.decay_norm_and_bias else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    groups = [group for group in groups if group["params"]]
+        if not parameter.requires_grad:
+            continue
+        decays = parameter.ndim > 1 or config.decay_norm_and_bias
+        groups.setdefault((decays, id(parameter) in head or not config.init_from), []).append(parameter)
+    param_groups = [
+        {"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale}
+        for (decays, full_rate), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
+    ]
     fast = optimizer_options(device)  # one fused step over all parameters
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, **fast)
-    return torch.optim.AdamW(groups, lr=config.lr, **fast)
+        return torch.optim.Adam(param_groups, lr=config.lr, **fast)
+    return torch.optim.AdamW(param_groups, lr=config.lr, **fast)
 
 
 def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -604,7 +631,7 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
         total = max(total + 1, 3)
         warmup = max(config.warmup_fraction, 2 / total)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup,
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total, pct_start=warmup,
             div_factor=10, final_div_factor=100)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -1,0 +1,84 @@
+"""Fine-tuning: trained weights in, the classifier replaced where the classes differ, frozen layers
+that do not move (weights and batch norm statistics), and architectures that do not fit refused."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alexnet import AlexNetError
+from alexnet.models import build_model
+from alexnet.training import TrainConfig, train
+from alexnet.training.finetune import freeze, load_pretrained
+from alexnet.weights import WeightsMetadata, save_weights
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+TINY = dict(subset=0.02, val_size=500, epochs=1, batch_size=64, quiet=True, eval_batch_size=500, precision="fp32")
+
+
+def weights(path: Path, **options) -> Path:
+    torch.manual_seed(1)
+    model = build_model("alexnet_small28", **options)
+    return save_weights(path, model, WeightsMetadata(
+        model="alexnet_small28", model_options={k: v for k, v in options.items() if k != "num_classes"},
+        class_names=tuple(f"c{i}" for i in range(model.num_classes)), input_size=(1, 28, 28), mean=(0.5,), std=(0.25,),
+        dataset="fashion-mnist"))
+
+
+def test_the_classifier_is_replaced_where_the_classes_differ_and_other_mismatches_are_named(tmp_path):
+    source = weights(tmp_path / "five.safetensors", num_classes=5, norm="batch")
+    torch.manual_seed(2)
+    model = build_model("alexnet_small28", norm="batch")
+    fresh_head = model.get_classifier().weight.detach().clone()
+    loaded = load_pretrained(model, source)
+    assert loaded.replaced == ["classifier.6.weight", "classifier.6.bias"]
+    trained = load_file(str(source))
+    assert torch.equal(model.features[0].weight, trained["features.0.weight"])
+    assert torch.equal(model.get_classifier().weight, fresh_head)  # the new head keeps its initialisation
+    assert "features.1.running_mean" in loaded.loaded  # batch norm statistics come along
+    with pytest.raises(AlexNetError, match=r"another architecture: features\.4\.weight is \(64, 16, 3, 3\) there, \(64, 32, 3, 3\) here"):
+        load_pretrained(build_model("alexnet_small28", towers=1), weights(tmp_path / "two.safetensors"))
+    with pytest.raises(AlexNetError, match=r"another architecture: it has no features\.1\.weight"):
+        load_pretrained(build_model("alexnet_small28", norm="batch"), weights(tmp_path / "lrn.safetensors", norm="lrn"))
+
+
+def test_freeze_names_the_layers_up_to_the_nth_convolution():
+    model = build_model("alexnet_small28", norm="batch")
+    names = freeze(model, "conv1-2")
+    assert names[0] == "features.0.weight" and "features.5.weight" in names  # conv2's batch norm too
+    assert not any(name.startswith(("features.8", "classifier")) for name in names)  # conv3 on: trainable
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n in names)
+    with pytest.raises(AlexNetError, match=r"freeze must be"):
+        freeze(build_model("alexnet_small28"), "conv1-9")
+
+
+@needs_fashion
+def test_fine_tuning_keeps_frozen_layers_bit_identical_and_their_statistics_still(tmp_path):
+    base = train(TrainConfig(**TINY, out=str(tmp_path), name="base"))
+    tuned = train(TrainConfig(**TINY, out=str(tmp_path), name="tuned", init_from=str(base.directory),
+                              freeze="features", backbone_lr_scale=0.1, seed=3))
+    before, after = load_file(str(base.weights_path)), load_file(str(tuned.weights_path))
+    features = [name for name in before if name.startswith("features.")]
+    assert any("running_mean" in name for name in features)  # the fast recipe's batch norm
+    assert all(torch.equal(before[name], after[name]) for name in features)  # weights and statistics
+    assert not torch.equal(before["classifier.6.weight"], after["classifier.6.weight"])
+    log = (tuned.directory / "log.txt").read_text()
+    assert f"started from {base.weights_path}: " in log and "frozen: features." in log
+    assert "pretrained layers learn at 0.1x the rate" in log
+    with pytest.raises(AlexNetError, match="--freeze and --backbone-lr-scale apply to fine-tuning"):
+        TrainConfig(freeze="features").resolved()
+
+
+def test_the_optimiser_holds_only_trainable_parameters_at_their_rates():
+    from alexnet.training.loop import _make_optimizer
+
+    model = build_model("alexnet_small28", norm="batch")
+    freeze(model, "features")
+    config = TrainConfig(init_from=".", freeze="features", backbone_lr_scale=0.1, lr=0.1).resolved()
+    optimizer = _make_optimizer(model, config, torch.device("cpu"))
+    held = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert set(held) == {id(p) for p in trainable}
+    assert held[id(model.get_classifier().weight)] == 0.1 and held[id(model.classifier[0].weight)] == pytest.approx(0.01)
