@@ -82,3 +82,12 @@ def test_the_optimiser_holds_only_trainable_parameters_at_their_rates():
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert set(held) == {id(p) for p in trainable}
     assert held[id(model.get_classifier().weight)] == 0.1 and held[id(model.classifier[0].weight)] == pytest.approx(0.01)
+
+
+def test_weights_of_a_grey_model_trained_on_rgb_files_keep_the_files_constants(tmp_path):
+    # a folder of PNGs is read as RGB and turned grey after normalising: its constants are RGB's
+    model = build_model("alexnet_small28")
+    path = save_weights(tmp_path / "w.safetensors", model, WeightsMetadata(
+        model="alexnet_small28", model_options={}, class_names=tuple("abcdefghij"), input_size=(1, 28, 28),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), dataset="folder"))
+    assert load_pretrained(build_model("alexnet_small28"), path).metadata.mean == (0.485, 0.456, 0.406)

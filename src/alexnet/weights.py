@@ -34,7 +34,7 @@ class WeightsMetadata:
     model_options: dict
     class_names: tuple[str, ...]
     input_size: tuple[int, int, int]  # (C, H, W) the model takes
-    mean: tuple[float, ...]  # per input channel, as the model was trained (0..1 scale)
+    mean: tuple[float, ...]  # per channel of the training data, grey or RGB (0..1 scale)
     std: tuple[float, ...]
     dataset: str | None = None
     data_dir: str | None = None  # where the run found its data (a folder dataset's only home)
@@ -46,7 +46,9 @@ class WeightsMetadata:
     flip_test: bool = False
     ten_crop: bool = False
     epochs: int | None = None
-    test_top1: float | None = None
+    test_top1: float | None = None  # fraction of the test split, as trained or as published
+    test_top5: float | None = None
+    source: str | None = None  # where imported weights came from (their URL); None: trained here
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +80,7 @@ OPTIONAL = {
     "dataset": _TEXT_OR_NONE, "augment": _TEXT_OR_NONE, "flip_test": bool, "ten_crop": bool,
     "epochs": (int, type(None)), "test_top1": (*_NUMBER, type(None)), "seed": int, "val_size": (int, type(None)),
     "precision": str, "data_dir": _TEXT_OR_NONE, "test_views": (dict, type(None)),
+    "test_top5": (*_NUMBER, type(None)), "source": _TEXT_OR_NONE,
 }
 
 
@@ -129,10 +132,14 @@ def _metadata_problem(metadata: dict) -> str | None:
         return f"'class_names' should be {metadata['num_classes']} names"
     if len(size) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
         return "'input_size' should be three positive integers"
+    # per channel of the data the model was trained on, grey or RGB, whatever the model's own
+    # channels (augment.normalize converts grey <-> RGB after normalising)
     for key in ("mean", "std"):
         values = metadata[key]
-        if len(values) != size[0] or not all(isinstance(v, _NUMBER) and math.isfinite(v) for v in values):
-            return f"{key!r} should be {size[0]} numbers"
+        if len(values) not in (1, 3) or not all(isinstance(v, _NUMBER) and math.isfinite(v) for v in values):
+            return f"{key!r} should be 1 or 3 numbers (grey or RGB)"
+    if len(metadata["mean"]) != len(metadata["std"]):
+        return "'mean' and 'std' should have as many numbers"
     if not all(v > 0 for v in metadata["std"]):
         return "'std' should be positive"
     return None

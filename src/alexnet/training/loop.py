@@ -265,7 +265,7 @@ class _Trainer:
         if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
             self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
             trained = self.pretrained.metadata if self.pretrained else read_metadata(weights_file(config.init_from))
-            if len(trained.mean) == self.model.input_size[0]:
+            if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
                 self.normalization = (tuple(trained.mean), tuple(trained.std))
         self.frozen = freeze(self.model, config.freeze)
         self.data = build_loaders(
