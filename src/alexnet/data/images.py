@@ -19,10 +19,12 @@ def decode(path: str) -> torch.Tensor:
     An image of more than Pillow's ``Image.MAX_IMAGE_PIXELS`` (89.5 million, 9,459 x 9,459) is
     refused from its header, before anything is decoded: an 875 KB PNG can declare 30,000 x 30,000
     pixels, 2.7 GB as RGB. Images of 16 bits per channel are scaled to 8, as batches are stacked and
-    normalised as uint8; an animated GIF gives its first frame.
+    normalised as uint8; an animated GIF gives its first frame. Grey, palette, alpha (dropped) and
+    CMYK images come as RGB.
     """
-    if check_header(path) == "PNG":
-        return _decode_png(path)
+    found = check_header(path)
+    if found is not None and found not in TORCHVISION_FORMATS:  # PNG, BMP, TIFF, ...
+        return _decode_pillow(path)
     image = decode_image(read_file(path), mode=ImageReadMode.RGB)
     if image.dim() == 4:  # (frames, 3, H, W)
         image = image[0]
@@ -31,14 +33,19 @@ def decode(path: str) -> torch.Tensor:
     return image
 
 
-def _decode_png(path: str) -> torch.Tensor:
-    # Pillow, not torchvision: torchvision 0.29's decode_png kills the process (SIGSEGV) on a PNG whose
-    # compressed pixels are damaged (one changed byte will do), where it should raise; Pillow raises.
-    with Image.open(path) as image:
+# What torchvision's decode_image reads (libjpeg-turbo, libwebp, giflib; CMYK JPEG included); PNG is
+# left to Pillow: torchvision 0.29's decode_png kills the process (SIGSEGV) on a PNG whose compressed
+# pixels are damaged (one changed byte will do), where it should raise; Pillow raises. Formats only
+# Pillow reads (BMP, TIFF, ...) go to Pillow too; those Pillow does not know (AVIF, HEIC) to torchvision.
+TORCHVISION_FORMATS = ("JPEG", "WEBP", "GIF")
+
+
+def _decode_pillow(path: str) -> torch.Tensor:
+    with Image.open(path) as image:  # the first frame of a multi-page TIFF
         if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
             grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
             array = np.repeat(grey[:, :, None], 3, axis=2)
-        else:  # 16-bit RGB comes as RGB of its high bytes; palette, grey and alpha convert like torchvision's
+        else:  # 16-bit RGB comes as RGB of its high bytes; palette, grey, alpha and CMYK convert like torchvision's
             array = np.array(image.convert("RGB"))  # a writable copy, as torch.from_numpy wants
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
 
