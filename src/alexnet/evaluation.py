@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -18,7 +19,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics import MeanMetric, MetricCollection
 
-from .data.augment import AugmentConfig, resolve_augment, ten_crop
+from .data.augment import AugmentConfig, normalize, resolve_augment, ten_crop, to_float
 from .errors import AlexNetError
 
 
@@ -172,6 +173,34 @@ class TestViews:
     def loader_augment(self) -> AugmentConfig:
         """The loader's preprocessing: the centre crop (ten views are cut from the whole enlarged image)."""
         return AugmentConfig(crop_fraction=1.0 if self.views == "ten" else self.crop_fraction)
+
+    def preprocess(self, image: torch.Tensor, input_size: tuple[int, int, int], mean: tuple[float, ...],
+                   std: tuple[float, ...]) -> torch.Tensor:
+        """One image (C, H, W), uint8 or float 0..1, grey or RGB, as ``predict_logits`` takes it for these
+        views: (input_size[0], *loader_shape(input_size)[1:]).
+
+        ``mean``/``std`` are the training data's (``WeightsMetadata``'s, grey or RGB): the image is made
+        grey or RGB as that data was, normalised, then given the model's channels, as the loaders do.
+
+        The shorter side is resized to the crop's size / ``crop_fraction`` (256 for 224 crops) and the
+        centre cut out, as the test loaders and torchvision's ``ImageClassification`` preset do. The
+        resize is bilinear and antialiased in float32, rounded back to uint8 before the crop: the
+        preset's arithmetic to the bit (transforms.v2's own uint8 kernel rounds about one pixel in six
+        one level apart, enough to move a confident network's probabilities by 0.3%).
+        """
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            raise AlexNetError(f"expected a (C, H, W) image of 1 or 3 channels, got shape {tuple(image.shape)}")
+        height, width = self.loader_shape(input_size)[1:]
+        side = round(min(height, width) / self.loader_augment().crop_fraction)  # 256 for 224 at 224/256
+        resized = TF.resize(image.float(), [side], antialias=True)
+        if image.dtype == torch.uint8:
+            resized = resized.round_().to(torch.uint8)
+        image = to_float(TF.center_crop(resized, [height, width]))  # (C, height, width), 0..1
+        if image.shape[0] == 1 and len(mean) == 3:
+            image = image.expand(3, -1, -1)
+        elif image.shape[0] == 3 and len(mean) == 1:
+            image = TF.rgb_to_grayscale(image)
+        return normalize(image, mean, std, channels=input_size[0])
 
     def describe(self) -> str:
         return {"centre": "centre crop", "mirror": "image and mirror", "ten": "ten views"}[self.views]

@@ -1,0 +1,120 @@
+"""``alexnet predict`` and ``alexnet weights import``: argument wiring and printing over
+``alexnet.predict`` and ``alexnet.pretrained``; ``cli.build_parser`` adds them to its commands."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .errors import AlexNetError
+
+
+def add_predict_command(commands) -> argparse.ArgumentParser:
+    """Add ``predict`` to ``commands`` (the subparsers of ``alexnet``'s parser); returns its parser."""
+    parser = commands.add_parser(
+        "predict", help="top-k classes of images (files or folders) with a weights file or a run's weights")
+    parser.add_argument("weights", metavar="WEIGHTS|RUN_DIR")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE|DIR",
+                        help="image files, or folders walked recursively; unreadable files are skipped")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default: 5)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    output.add_argument("--csv", metavar="FILE", help="write rows (path, rank, class, probability) to FILE")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                        help="default: the precision the weights were tested in")
+    parser.set_defaults(run=run_predict)
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Print (or write) the predictions; 0 when at least one image was predicted, else AlexNetError."""
+    from .predict import predict
+
+    if args.csv:
+        _check_writable(args.csv)
+    predictions = predict(args.weights, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
+                          device=args.device, precision=args.precision)
+    for skipped in predictions.skipped:
+        print(f"skipped {skipped.source} ({skipped.reason})", file=sys.stderr)
+    if not predictions:
+        count = len(predictions.skipped)
+        raise AlexNetError(f"no image could be read ({count} input{'s' * (count != 1)} skipped, listed above); "
+                           f"pass image files (JPEG, PNG, WebP, BMP, GIF, TIFF) or folders holding them")
+    if args.json:
+        print(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
+    elif args.csv:
+        write_csv(predictions, args.csv)
+        print(f"wrote {args.csv} ({len(predictions)} images)")
+    else:
+        print(format_predictions(predictions))
+    return 0
+
+
+def format_predictions(predictions) -> str:
+    """Each image's path, then one "class  probability" line per class, most probable first."""
+    lines = []
+    for prediction in predictions:
+        width = max(len(name) for name in prediction.classes)
+        lines.append(str(prediction.source))
+        lines += [f"  {name:<{width}}  {probability:.4f}"
+                  for name, probability in zip(prediction.classes, prediction.probabilities)]
+    return "\n".join(lines)
+
+
+def write_csv(predictions, path: str | Path) -> Path:
+    """Rows (path, rank, class, probability), rank 1 the most probable; every row names its image."""
+    path = Path(path)
+    try:
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["path", "rank", "class", "probability"])
+            for prediction in predictions:
+                for rank, (name, probability) in enumerate(zip(prediction.classes, prediction.probabilities), 1):
+                    writer.writerow([prediction.source, rank, name, f"{probability:.6f}"])
+    except OSError as error:
+        raise AlexNetError(f"cannot write {path} ({error.strerror or error}); choose another place") from None
+    return path
+
+
+def add_weights_command(commands) -> argparse.ArgumentParser:
+    """Add ``weights import torchvision`` to ``commands``; returns the ``weights`` parser."""
+    parser = commands.add_parser("weights", help="bring published weights into alexnet's format")
+    actions = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    importer = actions.add_parser(
+        "import", help="torchvision's ImageNet AlexNet (AlexNet_Weights.IMAGENET1K_V1) as alexnet_owt weights")
+    importer.add_argument("source", choices=("torchvision",))
+    importer.add_argument("--file", metavar="PATH",
+                          help="the .pth you have (default: torch's hub cache, where torchvision keeps it)")
+    importer.add_argument("--download", action="store_true",
+                          help="fetch it through torchvision when it is not in the cache (needs internet)")
+    importer.add_argument("--out", default="imagenet-alexnet.safetensors", metavar="FILE",
+                          help="the weights file to write (default: imagenet-alexnet.safetensors)")
+    importer.set_defaults(run=run_weights_import)
+    return parser
+
+
+def run_weights_import(args: argparse.Namespace) -> int:
+    from .pretrained import import_torchvision
+    from .weights import read_metadata
+
+    _check_writable(args.out)
+    path = import_torchvision(args.file, download=args.download, out=args.out)
+    metadata = read_metadata(path)
+    print(f"wrote {path}: {metadata.model}, {metadata.num_classes} ImageNet classes, "
+          f"input {'x'.join(map(str, metadata.input_size))}; published top-1 {metadata.test_top1:.2%}, "
+          f"top-5 {metadata.test_top5:.2%} (ImageNet val, centre crop)")
+    return 0
+
+
+def _check_writable(path: str) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise AlexNetError(f"{path} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise AlexNetError(f"{path}: the folder {target.parent} does not exist; create it or choose another place")

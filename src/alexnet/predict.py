@@ -1,0 +1,192 @@
+"""Class predictions for images with trained weights, each image prepared as the weights were tested.
+
+    >>> from alexnet.predict import predict
+    >>> for prediction in predict("runs/fashion-mnist/model.safetensors", ["shirt.png", "photos/"]):
+    ...     print(prediction.source, prediction.classes[0], prediction.probabilities[0])
+
+The preprocessing is the weights' own (``TestViews.preprocess``: resize, centre crop, channels,
+mean/std) and so are the test views (``predict_logits``); nothing about it is decided here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .data.images import decode
+from .errors import AlexNetError
+from .evaluation import TestViews, predict_logits
+from .perf import autocast_context, prepare_model, resolve_device, resolve_precision, to_channels_last
+from .runs import RunFolder
+from .weights import WeightsMetadata, load_weights
+
+ImageInput = str | os.PathLike | torch.Tensor
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The ``top_k`` classes of one image, most probable first."""
+
+    source: str | int  # the image file's path, or the position of a tensor among the inputs
+    classes: tuple[str, ...]
+    probabilities: tuple[float, ...]  # softmax of the logits (over the test views)
+    indices: tuple[int, ...]  # the classes' positions in the weights' class names
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "predictions": [
+            {"class": name, "index": index, "probability": probability}
+            for name, index, probability in zip(self.classes, self.indices, self.probabilities)]}
+
+
+class Skipped(NamedTuple):
+    """An input that could not be read as an image, and why."""
+
+    source: str
+    reason: str
+
+
+class Predictions(list):
+    """The ``Prediction`` of every image read, in input order; ``skipped``: the files left out."""
+
+    def __init__(self, predictions=(), skipped: Sequence[Skipped] = ()) -> None:
+        super().__init__(predictions)
+        self.skipped = list(skipped)
+
+
+def predict(
+    model_or_weights: str | os.PathLike | tuple[nn.Module, WeightsMetadata],
+    inputs: Sequence[ImageInput] | ImageInput,
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    device: str = "cpu",
+    precision: str | None = None,
+) -> Predictions:
+    """The ``top_k`` classes of each image, as the weights were tested.
+
+    Args:
+        model_or_weights: a weights file, a run folder (its ``model.safetensors``), or a (model,
+            ``WeightsMetadata``) pair (the model is moved to ``device`` and put in eval mode for the call).
+        inputs: image files, folders (walked recursively, in sorted order, hidden files left out) and
+            (C, H, W) tensors, uint8 or float 0..1, of 1 or 3 channels.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        precision: ``fp32``, ``bf16`` or ``auto``; None: the one the weights were tested in.
+
+    Returns a list of ``Prediction`` (files in input order, a folder's in sorted order); files that
+    cannot be read as images are left out and listed in its ``skipped``, never raised.
+    """
+    if top_k < 1:
+        raise AlexNetError(f"top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise AlexNetError(f"batch size must be at least 1, got {batch_size}")
+    torch_device = resolve_device(device)
+    model, metadata = _model_and_metadata(model_or_weights, torch_device)
+    views = TestViews.from_metadata(metadata)
+    autocast = autocast_context(torch_device, resolve_precision(precision or metadata.precision, torch_device))
+    top_k = min(top_k, metadata.num_classes)
+    predictions, skipped = Predictions(), []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(_images(inputs, skipped), batch_size):
+            images = torch.stack([views.preprocess(image, metadata.input_size, metadata.mean, metadata.std)
+                                  for _, image in batch])
+            images = to_channels_last(images.to(torch_device))
+            logits = predict_logits(model, images, views, autocast=autocast)
+            probabilities, indices = logits.softmax(-1).topk(top_k, dim=-1)
+            for (source, _), row, classes in zip(batch, probabilities.tolist(), indices.tolist()):
+                predictions.append(Prediction(source, tuple(metadata.class_names[i] for i in classes),
+                                              tuple(row), tuple(classes)))
+    finally:
+        model.train(was_training)
+    predictions.skipped = skipped
+    return predictions
+
+
+def _model_and_metadata(source, device: torch.device) -> tuple[nn.Module, WeightsMetadata]:
+    if isinstance(source, tuple):
+        model, metadata = source
+        if not isinstance(model, nn.Module) or not isinstance(metadata, WeightsMetadata):
+            raise AlexNetError("pass a weights file, a run folder, or a (model, WeightsMetadata) pair")
+        return model.to(device), metadata
+    path = Path(source)
+    if path.is_dir():
+        path = RunFolder(path).weights
+        if not path.is_file():
+            raise AlexNetError(f"{source} holds no model.safetensors: not a run folder, or its training has not "
+                               f"finished; pass a weights file or a finished run's folder")
+    model, metadata = load_weights(path, device=str(device))
+    return prepare_model(model, device), metadata
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively, in sorted order; hidden files and folders left out."""
+    found = []
+    for root, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
+    return found
+
+
+def _images(inputs, skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.Tensor]]:
+    """(source, uint8 or float image) of each readable input, decoded one at a time; the others go to
+    ``skipped``."""
+    if isinstance(inputs, (str, os.PathLike, torch.Tensor)):
+        inputs = [inputs]
+    for position, item in enumerate(inputs):
+        if isinstance(item, torch.Tensor):
+            yield position, _checked_tensor(item, position)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            files = image_files(path)
+            if not files:
+                skipped.append(Skipped(str(path), "an empty folder"))
+        elif path.exists():
+            files = [path]
+        else:
+            skipped.append(Skipped(str(path), "no such file or folder"))
+            continue
+        for file in files:
+            try:
+                image = decode(str(file))
+            except Exception as error:  # not an image, damaged, unreadable, too large: listed, never fatal
+                skipped.append(Skipped(str(file), _reason(error)))
+            else:
+                yield str(file), image
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    # torchvision's messages start with where in its C++ they were raised: "decode_jpeg, /.../decode_jpeg.cpp:171, "
+    message = re.sub(r"^\w+, \S+\.cpp:\d+, ", "", str(error).strip())
+    if message.startswith("Unsupported image file"):
+        return "not an image file Pillow or torchvision can read"
+    return (message.splitlines() or [type(error).__name__])[0][:120]
+
+
+def _checked_tensor(image: torch.Tensor, position: int) -> torch.Tensor:
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise AlexNetError(f"input {position}: expected a (C, H, W) image of 1 or 3 channels, got shape "
+                           f"{tuple(image.shape)}")
+    if image.dtype != torch.uint8 and not image.is_floating_point():
+        raise AlexNetError(f"input {position}: expected uint8 (0..255) or float (0..1) pixels, got {image.dtype}")
+    return image.cpu()
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
