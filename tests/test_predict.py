@@ -267,7 +267,7 @@ def test_colour_model_trained_on_grey_data_sees_photos_in_grey():
     metadata = WeightsMetadata("alexnet_owt", {}, tuple(map(str, range(10))), (3, 224, 224), (0.2860,), (0.3530,),
                                test_views=TestViews(1.0).to_dict(), precision="fp32")
 
-    prediction = predict((model, metadata), [DATA / "chelsea.png"], top_k=10)[0]
+    prediction = predict((model, metadata), [DATA / "chelsea.png"], top_k=10, precision="fp32")[0]
 
     image = decode(str(DATA / "chelsea.png")).float()
     grey = TF.rgb_to_grayscale(TF.center_crop(TF.resize(image, [224], antialias=True).round() / 255, [224, 224]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_predict import add_predict_command, add_weights_command
 from .errors import AlexNetError
 
 
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--threads", type=int, default=None, help="default: one per physical core")
     benchmark.add_argument("--device", default="cpu", help="cpu or cuda")
     benchmark.set_defaults(run=_cmd_benchmark)
+
+    add_predict_command(commands)
+    add_weights_command(commands)
     return parser
 
 
