@@ -19,7 +19,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics import MeanMetric, MetricCollection
 
-from .data.augment import AugmentConfig, normalize, resolve_augment, ten_crop, to_float
+from .data.augment import AugmentConfig, normalize, resize_shorter_side, resolve_augment, ten_crop, to_float
 from .errors import AlexNetError
 
 
@@ -182,19 +182,15 @@ class TestViews:
         ``mean``/``std`` are the training data's (``WeightsMetadata``'s, grey or RGB): the image is made
         grey or RGB as that data was, normalised, then given the model's channels, as the loaders do.
 
-        The shorter side is resized to the crop's size / ``crop_fraction`` (256 for 224 crops) and the
-        centre cut out, as the test loaders and torchvision's ``ImageClassification`` preset do. The
-        resize is bilinear and antialiased in float32, rounded back to uint8 before the crop: the
-        preset's arithmetic to the bit (transforms.v2's own uint8 kernel rounds about one pixel in six
-        one level apart, enough to move a confident network's probabilities by 0.3%).
+        The shorter side is resized to the crop's size / ``crop_fraction`` (256 for 224 crops) by
+        ``data.resize_shorter_side`` and the centre cut out, as the streaming test loaders and
+        torchvision's ``ImageClassification`` preset do.
         """
         if image.dim() != 3 or image.shape[0] not in (1, 3):
             raise AlexNetError(f"expected a (C, H, W) image of 1 or 3 channels, got shape {tuple(image.shape)}")
         height, width = self.loader_shape(input_size)[1:]
         side = round(min(height, width) / self.loader_augment().crop_fraction)  # 256 for 224 at 224/256
-        resized = TF.resize(image.float(), [side], antialias=True)
-        if image.dtype == torch.uint8:
-            resized = resized.round_().to(torch.uint8)
+        resized = resize_shorter_side(image, side)
         image = to_float(TF.center_crop(resized, [height, width]))  # (C, height, width), 0..1
         if image.shape[0] == 1 and len(mean) == 3:
             image = image.expand(3, -1, -1)

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from .augment import (
-    AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, to_float,
+    AugmentConfig, ColourPCA, ResizeShorterSide, compute_pca, derive_seed, epoch_generator, photometric, to_float,
 )
 from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
@@ -150,7 +150,7 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
     height, width = output_size
     resized = round(min(height, width) / config.crop_fraction)  # shorter side before cropping: 256 for 224
     if not train:  # (the paper's ten views are cut from whole images by evaluation.predict_logits)
-        return v2.Compose([v2.Resize(resized, antialias=True), v2.CenterCrop(output_size)])
+        return v2.Compose([ResizeShorterSide(resized), v2.CenterCrop(output_size)])
     steps: list[v2.Transform] = []
     if config.random_resized_crop:
         steps.append(v2.RandomResizedCrop(output_size, scale=config.random_resized_crop, antialias=True))
