@@ -2,10 +2,10 @@
 
 from . import variants as _variants  # noqa: F401  (registers the builders)
 from ._registry import build_model, get_model_builder, list_models, register_model
-from .alexnet import AlexNet, Architecture, ConvLayer
+from .alexnet import SWITCHES, AlexNet, Architecture, ConvLayer
 from .layers import LocalResponseNorm
 
 __all__ = [
-    "AlexNet", "Architecture", "ConvLayer", "LocalResponseNorm",
+    "SWITCHES", "AlexNet", "Architecture", "ConvLayer", "LocalResponseNorm",
     "build_model", "get_model_builder", "list_models", "register_model",
 ]

@@ -39,6 +39,8 @@ def build_model(name: str, **options) -> nn.Module:
     """Build the registered model ``name``; ``options`` are its keyword arguments (switches)."""
     builder = get_model_builder(name)
     try:
-        return builder(**options)
+        model = builder(**options)
     except TypeError as error:  # an option the builder does not take
         raise AlexNetError(f"bad option for model {name!r}: {error}") from None
+    model.model_name = name  # what exports and summaries call it
+    return model

@@ -244,6 +244,17 @@ class AlexNet(nn.Module):
 
 INITS = ("paper", "kaiming", "default")
 
+# The switches every variant takes, as (type, choices or None, what it does): the command line's
+# flags are made from this table.
+SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
+    "activation": (str, ACTIVATIONS, "ReLU or the saturating tanh it replaced (Section 3.1)"),
+    "norm": (str, NORMALIZATIONS, "the paper's LRN, batch norm, or none (Section 3.3)"),
+    "pooling": (str, POOLINGS, "3x3 stride 2 or 2x2 stride 2 max pooling (Section 3.4)"),
+    "dropout": (float, None, "dropout probability of FC6 and FC7 (Section 4.2)"),
+    "towers": (int, None, "1, or 2 for the paper's two-GPU connectivity (Section 3.2)"),
+    "init": (str, INITS, "the paper's N(0, 0.01), Kaiming's, or PyTorch's default (Section 5)"),
+}
+
 
 def _first(value: int | tuple[int, ...]) -> int:
     return value[0] if isinstance(value, tuple) else value

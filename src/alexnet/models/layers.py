@@ -7,6 +7,7 @@ import functools
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Activation = Literal["relu", "tanh"]
@@ -40,6 +41,12 @@ class LocalResponseNorm(nn.Module):
     4-7x faster forward and backward than ``F.local_response_norm`` (which pads, runs a 3-D average
     pool and lets autograd differentiate ``pow``) on 2 CPU cores for a (32, 96, 55, 55) input in
     either memory format; ``benchmarks/`` and ``alexnet.perf`` say how it was measured.
+
+    Exporting (``torch.jit.trace``, ``torch.export``, ``torch.onnx.export``) sees plain operators
+    instead, which every format can store and reload without this package: ``lrn_reference``, and
+    for ONNX the standard ``LRN`` operator (one per tower), whose alpha is divided by the window size
+    as torch's is, so it is given ``alpha * size``. Training and inference in PyTorch never take
+    these paths.
     """
 
     def __init__(
@@ -49,6 +56,10 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() and self.size % 2:
+            return _onnx_lrn(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return lrn_reference(x, self.size, self.alpha, self.beta, self.k, self.groups)
         # The squares are summed in (at least) fp32 even under bf16 autocast: alpha * sum(a^2) is a
         # small correction to k=2 that bf16's 8-bit mantissa would round away.
         dtype = x.dtype
@@ -67,6 +78,30 @@ class LocalResponseNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
+
+
+def lrn_reference(
+    x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1
+) -> torch.Tensor:
+    """The paper's LRN in standard operators: ``F.local_response_norm`` with ``alpha * size`` (it
+    averages the squares where the paper sums them), applied to each tower on its own.
+
+    Slower than the layer's own path (a padded 3-D average pool), but made of operators that
+    TorchScript and ``torch.export`` store and reload without this package."""
+    towers = x.chunk(groups, dim=1) if groups > 1 else (x,)
+    normalised = [F.local_response_norm(tower, size, alpha=alpha * size, beta=beta, k=k) for tower in towers]
+    return torch.cat(normalised, dim=1) if groups > 1 else normalised[0]
+
+
+def _onnx_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    """ONNX's ``LRN`` operator per tower. ONNX divides alpha by ``size`` (its window is
+    c - (size-1)//2 .. c + ceil((size-1)/2), ours for odd sizes), so the paper's alpha is
+    ``alpha * size`` there."""
+    towers = x.chunk(groups, dim=1) if groups > 1 else (x,)
+    attributes = {"size": size, "alpha": alpha * size, "beta": beta, "bias": k}
+    normalised = [torch.onnx.ops.symbolic("LRN", (tower,), attributes, dtype=tower.dtype, shape=tower.shape)
+                  for tower in towers]
+    return torch.cat(normalised, dim=1) if groups > 1 else normalised[0]
 
 
 def _lrn_window(
