@@ -228,6 +228,9 @@ def _write_atomically(out: Path, write) -> None:
         raise AlexNetError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
     try:
         write(Path(temporary))
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)  # mkstemp's 0600 would hide the file from its group
         os.replace(temporary, out)
     except OSError as error:
         raise AlexNetError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
