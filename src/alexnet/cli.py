@@ -5,18 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_export import add_export_command, add_summary_command, parse_shape
 from .cli_predict import add_predict_command, add_weights_command
 from .errors import AlexNetError
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        channels, height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x227x227, got {text[:40]!r}") from None
-    if min(channels, height, width) < 1:
-        raise argparse.ArgumentTypeError(f"each of C, H and W must be a positive integer, got {text[:40]!r}")
-    return channels, height, width
 
 
 def _output_file(path: str | None) -> None:
@@ -48,15 +39,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, model.input_size))
         doc = (get_model_builder(name).__doc__ or "").strip().splitlines()[0]
         print(f"{name:<20} {shape:<10} {params:>12,} params  {doc}")
-    return 0
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from .models import build_model
-    from .summary import format_summary, summarize
-
-    model = build_model(args.model)
-    print(format_summary(summarize(model, args.input, name=args.model), args.format))
     return 0
 
 
@@ -247,11 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(run=_cmd_models)
 
-    summary = commands.add_parser("summary", help="per-layer shapes, parameters and multiply-accumulates")
-    summary.add_argument("model", nargs="?", default="alexnet_paper")
-    summary.add_argument("--input", type=_shape, default=None, help="CxHxW (default: the model's own)")
-    summary.add_argument("--format", choices=("table", "markdown", "json"), default="table")
-    summary.set_defaults(run=_cmd_summary)
+    add_summary_command(commands)
+    add_export_command(commands)
 
     train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)")
     train.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
@@ -302,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                            help="auto: bf16 only where the hardware multiplies it natively")
     benchmark.add_argument("--compile", action="store_true", help="torch.compile (also times eager, and compiling)")
-    benchmark.add_argument("--input", type=_shape, default=None, help="CxHxW (default: the model's own)")
+    benchmark.add_argument("--input", type=parse_shape, default=None, help="CxHxW (default: the model's own)")
     benchmark.add_argument("--repeats", type=int, default=5, help="timed batches per workload")
     benchmark.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     benchmark.add_argument("--threads", type=int, default=None, help="default: one per physical core")
