@@ -330,20 +330,19 @@ def _usage(run: RunFiles) -> str:
     return f"""
 <p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size
 {_e(shape)} and normalisation in its metadata). Checkpoints to resume from:
-<code>{_e(directory / 'checkpoints' / 'last.pt')}</code>.</p>
+<code>{_e(run.folder.last.resolve())}</code>.</p>
 <p>Evaluate them again (same dataset, validation split and test-time views as the run):</p>
 <pre>alexnet evaluate {_e(directory)}
 alexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views</pre>
-<p>Predict with them from Python:</p>
-<pre>import torch
-from alexnet.data import normalize
-from alexnet.weights import load_weights
+<p>Predict with them, on your own images (any size, prepared as the run tested):</p>
+<pre>alexnet predict {_e(directory)} photo.jpg my-folder/ --top-k 5</pre>
+<p>or from Python:</p>
+<pre>from alexnet.predict import predict
 
-model, metadata = load_weights("{_e(weights)}")
-images = ...  # float (B, C, H, W) in 0..1, {_e(shape)}
-with torch.no_grad():
-    probabilities = model(normalize(images, metadata.mean, metadata.std, model.input_size[0])).softmax(1)
-labels = [metadata.class_names[i] for i in probabilities.argmax(1)]</pre>
+for prediction in predict("{_e(weights)}", ["photo.jpg"], top_k=5):
+    print(prediction.source, list(zip(prediction.classes, prediction.probabilities)))</pre>
+<p>Export them: <code>alexnet export {_e(directory)} --format onnx</code> (or <code>torchscript</code>,
+<code>pt2</code>). Fine-tune from them: <code>alexnet train --init-from {_e(directory)} --dataset ...</code></p>
 <p>Rebuild this page: <code>alexnet report {_e(directory)}</code></p>"""
 
 
