@@ -91,3 +91,17 @@ def test_weights_of_a_grey_model_trained_on_rgb_files_keep_the_files_constants(t
         model="alexnet_small28", model_options={}, class_names=tuple("abcdefghij"), input_size=(1, 28, 28),
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), dataset="folder"))
     assert load_pretrained(build_model("alexnet_small28"), path).metadata.mean == (0.485, 0.456, 0.406)
+
+
+def test_a_grey_model_with_rgb_constants_predicts_and_exports(tmp_path):
+    # what a 1-channel model trained on a folder of PNGs (read as RGB) writes: both once broke on it
+    from alexnet.export import export
+    from alexnet.predict import predict
+
+    path = save_weights(tmp_path / "w.safetensors", build_model("alexnet_small28"), WeightsMetadata(
+        model="alexnet_small28", model_options={}, class_names=tuple("abcdefghij"), input_size=(1, 28, 28),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), dataset="folder", precision="fp32"))
+    (prediction,) = predict(path, [Path(__file__).with_name("data") / "chelsea.png"], top_k=3)
+    assert len(prediction.classes) == 3 and sum(prediction.probabilities) <= 1.0
+    result = export(path, "torchscript", out=tmp_path / "w.pt")
+    assert result.top1_agreement == 1.0 and result.max_abs_diff <= result.tolerance

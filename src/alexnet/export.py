@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import load_tensors
+from .data import load_tensors, normalize
 from .errors import AlexNetError
 from .runs import RunFolder
 from .weights import WeightsMetadata, load_weights
@@ -161,12 +161,11 @@ def check_images(metadata: WeightsMetadata, count: int = CHECK_IMAGES) -> tuple[
                 images, source = split.images[:count].float() / 255, f"{dataset} test images"
         except AlexNetError:  # not on this machine, or streamed from files: random images check as well
             pass
-    if images is None:
+    if images is None:  # with the training data's channels (grey or RGB), as the loaders read them
         generator = torch.Generator().manual_seed(0)
-        images, source = torch.rand(count, *input_size, generator=generator), "random images (seed 0)"
-    mean = torch.tensor(metadata.mean).view(1, -1, 1, 1)
-    std = torch.tensor(metadata.std).view(1, -1, 1, 1)
-    return (images - mean) / std, source
+        shape = (count, len(metadata.mean), *input_size[1:])
+        images, source = torch.rand(*shape, generator=generator), "random images (seed 0)"
+    return normalize(images, tuple(metadata.mean), tuple(metadata.std), input_size[0]), source
 
 
 # --- where the model comes from -----------------------------------------------------------------

@@ -367,6 +367,8 @@ def normalize(
     takes BT.601 luma with the luma-weighted mean and std (the std is an upper bound, exact when the
     channels are perfectly correlated).
     """
+    if images.dim() == 3:  # one image
+        return normalize(images.unsqueeze(0), mean, std, channels).squeeze(0)
     source = images.shape[-3]
     channels = channels or source
     if channels != source and not (source == 3 and channels == 1) and source != 1:
