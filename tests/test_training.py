@@ -308,3 +308,25 @@ def test_a_run_written_before_its_config_held_the_recipe_still_resumes(tmp_path)
     (run.directory / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in newer}))
     longer = train(resume=run.directory, overrides={"epochs": 2})
     assert [row["epoch"] for row in longer.history] == [1, 2] and longer.config.schedule == "onecycle"
+
+
+@pytest.mark.parametrize("model", __import__("alexnet").list_models())
+def test_every_model_trains_as_itself_or_says_what_its_recipe_changed(model):
+    from alexnet.models import build_model
+
+    config = TrainConfig(model=model).resolved()
+    with torch.device("meta"):
+        own, trained = build_model(model).options, build_model(model, **config.model_options).options
+    changed = {key for key in own if own[key] != trained[key]}
+    said = {change.split()[0] for change in config.recipe_changes()}
+    assert changed == said, f"{model}: recipe {config.recipe} changes {changed} but says {said}"
+    header = config.to_yaml().splitlines()[0]
+    assert (header.startswith(f"# recipe {config.recipe} changes {model}: ") if changed else not header.startswith("#"))
+
+
+def test_the_papers_network_trains_with_the_papers_recipe_by_default():
+    config = TrainConfig(model="alexnet_paper").resolved()
+    assert (config.recipe, config.optimizer, config.lr, config.batch_size, config.schedule) == ("paper", "sgd", 0.01, 128, "plateau")
+    assert config.recipe_changes() == []  # LRN, dropout 0.5 and the paper's init stay
+    assert TrainConfig(model="alexnet_tutorial28").resolved().recipe == "tutorial"
+    assert TrainConfig().resolved().recipe == "fast"  # the main job

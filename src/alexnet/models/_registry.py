@@ -10,12 +10,24 @@ from torch import nn
 from ..errors import AlexNetError
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_RECIPES: dict[str, str] = {}  # the recipe a model trains with unless told otherwise
 
 
-def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``builder`` under its function name."""
-    _BUILDERS[builder.__name__] = builder
-    return builder
+def register_model(builder: Callable[..., nn.Module] | None = None, *, recipe: str = "fast"):
+    """Register ``builder`` under its function name, with the training recipe it is meant for:
+    ``@register_model`` or ``@register_model(recipe="paper")``."""
+    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _BUILDERS[builder.__name__] = builder
+        _RECIPES[builder.__name__] = recipe
+        return builder
+
+    return register(builder) if builder is not None else register
+
+
+def default_recipe(name: str) -> str:
+    """The recipe ``name`` trains with when none is given: a model trains as itself."""
+    get_model_builder(name)
+    return _RECIPES[name]
 
 
 def list_models() -> list[str]:

@@ -80,14 +80,14 @@ TUTORIAL_28 = Architecture(
 )
 
 
-@register_model
+@register_model(recipe="paper")  # Section 5's SGD, with its LRN, dropout and init
 def alexnet_paper(**options) -> AlexNet:
     """The 2012 network: two towers, LRN, overlapping pooling, dropout, the paper's init. 227x227."""
     defaults = dict(towers=2, norm="lrn", classifier_order="paper", init="paper")
     return AlexNet(PAPER, **{**defaults, **options})
 
 
-@register_model
+@register_model(recipe="paper")  # torchvision trained it with SGD 0.01, momentum 0.9, /10 steps
 def alexnet_owt(**options) -> AlexNet:
     """torchvision's single-tower AlexNet; loads ``torchvision.models.alexnet`` weights as they are."""
     defaults = dict(towers=1, norm="none", classifier_order="torchvision", init="default")
@@ -108,7 +108,7 @@ def alexnet_small32(**options) -> AlexNet:
     return AlexNet(SMALL_32, **{**defaults, **options})
 
 
-@register_model
+@register_model(recipe="tutorial")  # the tutorials' Adam 1e-3, batch 64
 def alexnet_tutorial28(**options) -> AlexNet:
     """The widely copied Fashion-MNIST tutorial adaptation (3x3 kernels, 2x2 pools, 4096-1024)."""
     defaults = dict(

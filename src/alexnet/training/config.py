@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import AlexNetError
 from ..perf import check_device
-from .recipes import get_recipe
+from .recipes import RECIPES, get_recipe
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Fields whose None means "the recipe's value".
@@ -63,7 +63,7 @@ class TrainConfig:
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
 
     # how to train: a recipe, and overrides of its values
-    recipe: str = "fast"  # paper | tutorial | fast
+    recipe: str | None = None  # paper | tutorial | fast; None: the model's own (alexnet_paper: paper, small: fast)
     epochs: int | None = None  # passes over the training set
     batch_size: int | None = None  # global: split across processes when training in parallel
     lr: float | None = None  # peak learning rate for this batch size
@@ -105,7 +105,9 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every recipe default filled in and every value checked."""
         self.validate()
-        recipe = get_recipe(self.recipe)
+        from ..models import default_recipe
+
+        recipe = get_recipe(self.recipe or default_recipe(self.model))
         values = dataclasses.asdict(self)
         for name in RECIPE_FIELDS:
             if values[name] is None:
@@ -149,7 +151,8 @@ class TrainConfig:
         return TrainConfig(**values)
 
     def validate(self) -> None:
-        get_recipe(self.recipe)
+        if self.recipe is not None:
+            get_recipe(self.recipe)
         from ..data import list_datasets
         from ..models import list_models
 
@@ -237,8 +240,25 @@ class TrainConfig:
             raise AlexNetError(f"configuration file {path} should hold a mapping of keys to values")
         return cls.from_dict(values)
 
+    def recipe_changes(self) -> list[str]:
+        """How the recipe changed the model's own switches ("norm lrn -> batch"), for a resolved
+        config: a model trains as itself unless a recipe or the user says otherwise, and says so."""
+        import torch
+
+        from ..models import build_model
+
+        recipe = get_recipe(self.recipe)
+        with torch.device("meta"):
+            own = build_model(self.model).options
+        return [f"{key} {own[key]} -> {value}" for key, value in recipe.model_options.items()
+                if key in own and self.model_options.get(key) == value and own[key] != value]
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        text = yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        changes = self.recipe_changes() if self.recipe in RECIPES else []
+        if changes:
+            text = f"# recipe {self.recipe} changes {self.model}: {', '.join(changes)}\n" + text
+        return text
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

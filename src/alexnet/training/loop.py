@@ -293,6 +293,10 @@ class _Trainer:
     def run(self) -> Run:
         config = self.config
         self.log(f"run folder: {self.folder.directory}")
+        changes = config.recipe_changes()
+        if changes:  # a model trains as itself unless a recipe says otherwise, and then it says so
+            self.log(f"recipe {config.recipe} changes {config.model}: {', '.join(changes)} (pass the switch, "
+                     f"e.g. --{changes[0].split()[0]} {changes[0].split()[1]}, to keep the model's own)")
         self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
                  f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else "")
