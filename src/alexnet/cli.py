@@ -31,14 +31,14 @@ def _output_file(path: str | None) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import build_model, get_model_builder, list_models
+    from .models import build_model, default_recipe, get_model_builder, list_models
 
     for name in list_models():
         model = build_model(name)
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, model.input_size))
         doc = (get_model_builder(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<20} {shape:<10} {params:>12,} params  {doc}")
+        print(f"{name:<20} {shape:<10} {params:>12,} params  recipe {default_recipe(name):<8}  {doc}")
     return 0
 
 
