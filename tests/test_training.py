@@ -330,3 +330,20 @@ def test_the_papers_network_trains_with_the_papers_recipe_by_default():
     assert config.recipe_changes() == []  # LRN, dropout 0.5 and the paper's init stay
     assert TrainConfig(model="alexnet_tutorial28").resolved().recipe == "tutorial"
     assert TrainConfig().resolved().recipe == "fast"  # the main job
+
+
+def test_the_step_schedule_divides_the_rate_every_step_epochs_and_round_trips(tmp_path):
+    config = TrainConfig(schedule="step", step_epochs=2, step_factor=0.1, lr=0.1).resolved()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = loop._make_scheduler(optimizer, config, steps_per_epoch=10)
+    rates = []
+    for _ in range(45):  # 4.5 epochs of 10 steps
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[18] == pytest.approx(0.1) and rates[19] == pytest.approx(0.01) and rates[39] == pytest.approx(0.001)
+    (tmp_path / "c.yaml").write_text(config.to_yaml())
+    again = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert (again.schedule, again.step_epochs, again.step_factor) == ("step", 2, 0.1)
+    with pytest.raises(AlexNetError, match="schedule must be one of plateau, onecycle, cosine, step, constant"):
+        TrainConfig(schedule="exponential").resolved()

@@ -21,10 +21,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RECIPE_FIELDS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",
     "optimizer", "momentum", "nesterov", "decay_norm_and_bias", "schedule", "warmup_fraction",
-    "plateau_factor", "plateau_patience", "plateau_threshold",
+    "plateau_factor", "plateau_patience", "plateau_threshold", "step_epochs", "step_factor",
 )
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
+SCHEDULES = ("plateau", "onecycle", "cosine", "step", "constant")
 ALLREDUCE_DTYPES = ("fp32", "bf16")
 # What may differ when a run is continued with --resume: where and how fast it runs, what it
 # prints, and how long it goes on (extending a finished run is the common case). Everything else
@@ -74,11 +74,13 @@ class TrainConfig:
     momentum: float | None = None  # SGD's (the paper: 0.9)
     nesterov: bool | None = None  # Nesterov's momentum (SGD)
     decay_norm_and_bias: bool | None = None  # weight decay on biases and norm scales too (the paper decays all)
-    schedule: str | None = None  # plateau | onecycle | cosine | constant
+    schedule: str | None = None  # plateau | onecycle | cosine | step | constant
     warmup_fraction: float | None = None  # share of the steps spent warming up (onecycle)
     plateau_factor: float | None = None  # plateau: the rate is multiplied by this (the paper: 0.1)
     plateau_patience: int | None = None  # plateau: epochs without improvement before it falls
     plateau_threshold: float | None = None  # plateau: least fall in validation error that counts
+    step_epochs: int | None = None  # step: epochs between falls of the rate (torchvision's reference: 30)
+    step_factor: float | None = None  # step: the rate is multiplied by this at each fall
     seed: int = 0  # weights, data order and augmentation all follow from it
 
     # where and how fast
@@ -194,7 +196,7 @@ class TrainConfig:
         if self.schedule is not None:
             _choice("schedule", self.schedule, SCHEDULES)
         for name, low, high in (("momentum", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0), ("plateau_factor", 0.0, 1.0),
-                                ("plateau_threshold", 0.0, 1.0)):
+                                ("plateau_threshold", 0.0, 1.0), ("step_factor", 0.0, 1.0)):
             value = getattr(self, name)
             if value is not None and not low <= value < high:
                 raise AlexNetError(f"{name} must be in [{low:g}, {high:g}), got {value}")
@@ -204,6 +206,8 @@ class TrainConfig:
             raise AlexNetError(f"freeze must be none, features or conv1-N (the first N convolutions), got {quote(self.freeze)}")
         if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale != 1.0):
             raise AlexNetError("--freeze and --backbone-lr-scale apply to fine-tuning: give --init-from WEIGHTS|RUN_DIR")
+        if self.step_epochs is not None and self.step_epochs < 1:
+            raise AlexNetError(f"step_epochs must be a positive integer, got {self.step_epochs}")
         if self.plateau_patience is not None and self.plateau_patience < 0:
             raise AlexNetError(f"plateau_patience must be 0 or more, got {self.plateau_patience}")
         if self.val_size is not None and self.val_size < 0:

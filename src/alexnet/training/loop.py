@@ -639,6 +639,9 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
             div_factor=10, final_div_factor=100)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "step":  # stepped every optimiser step: a fall every step_epochs epochs
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs * max(1, steps_per_epoch),
+                                               gamma=config.step_factor)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 

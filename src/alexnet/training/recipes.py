@@ -25,13 +25,15 @@ class Recipe:
     nesterov: bool = False
     weight_decay: float = 0.0  # applied to weights only when decay_norm_and_bias is False
     decay_norm_and_bias: bool = True  # the paper decays every parameter
-    schedule: str = "constant"  # "plateau" | "onecycle" | "cosine" | "constant"
+    schedule: str = "constant"  # "plateau" | "onecycle" | "cosine" | "step" | "constant"
     plateau_factor: float = 0.1  # "divided the learning rate by 10 when the validation error rate
     plateau_patience: int = 2  # stopped improving" (Section 5); patience is ours, and so is
     plateau_threshold: float = 0.002  # the least fall in validation error (absolute) that counts as
     # improving: 5,000 validation images measure an error of ~9% to +-0.4%, so smaller gains are
     # noise, and counting them kept the rate at 0.01 for 16 of 20 epochs of Fashion-MNIST
     warmup_fraction: float = 0.0  # share of the steps spent warming up (onecycle)
+    step_epochs: int = 30  # step: epochs between falls (torchvision's reference recipe for AlexNet)
+    step_factor: float = 0.1  # step: /10 at each fall, as Caffe's bvlc_alexnet and torchvision
     label_smoothing: float = 0.0
     augment: str = "none"  # an augmentation preset of alexnet.data
     flip_test: bool = False  # average the logits of each test image and its mirror
