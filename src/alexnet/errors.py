@@ -1,4 +1,6 @@
-"""The one exception type a user of the toolkit has to know about."""
+"""The one exception type a user of the toolkit has to know about, and how its messages quote values."""
+
+import reprlib
 
 
 class AlexNetError(RuntimeError):
@@ -7,3 +9,14 @@ class AlexNetError(RuntimeError):
     The command line prints these without a traceback and exits with status 2; library callers
     catch them like any other exception.
     """
+
+
+_QUOTE = reprlib.Repr()  # a YAML alias bomb repr()'d whole would fill memory: nested levels and lists cut short
+_QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxlevel = 60, 60, 4, 4, 2
+QUOTE_LIMIT = 120  # characters
+
+
+def quote(value: object) -> str:
+    """``repr(value)``, cut short: what an error message may show of a value a user gave."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."

@@ -25,7 +25,6 @@ import errno
 import json
 import math
 import os
-import reprlib
 import socket
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import AlexNetError
+from .errors import AlexNetError, quote
 
 try:
     import fcntl
@@ -286,11 +285,6 @@ JSON_BYTES = 64_000_000  # evaluation.json of 1,000 classes is about 5 MB; metri
 HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1")
 EVALUATION_NUMBERS = ("count", "top1", "top1_error", "top5", "top5_error", "loss", "macro_f1", "weighted_f1")
 
-# Values quoted in messages are cut short: a damaged file must not print megabytes.
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlevel, _short.maxlist, _short.maxdict = 2, 4, 4
-
 
 def read_config(path: Path) -> dict:
     """The settings in a run's ``config.yaml``; an ``AlexNetError`` naming it when they cannot be read."""
@@ -317,13 +311,13 @@ def read_config(path: Path) -> dict:
     finally:
         loader.dispose()
     if not isinstance(config, dict):
-        raise AlexNetError(f"{path} holds {_short.repr(config)}, not the run's settings (name: value lines); "
+        raise AlexNetError(f"{path} holds {quote(config)}, not the run's settings (name: value lines); "
                            f"{advice}")
     for key, kind in CONFIG_TYPES.items():
         value = config.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             expected = "an integer" if kind is int else "a string"
-            raise AlexNetError(f"{path}: {key} is {_short.repr(value)}, not {expected}; fix that line or rerun "
+            raise AlexNetError(f"{path}: {key} is {quote(value)}, not {expected}; fix that line or rerun "
                                f"training")
     return config
 
@@ -403,7 +397,7 @@ def read_evaluation(path: Path) -> tuple[dict | None, str]:
             return None, f"{key} is not {classes} numbers"
     for key in EVALUATION_NUMBERS:
         if key in data and not _is_number(data[key]):
-            return None, f"{key} is {_short.repr(data[key])}, not a number"
+            return None, f"{key} is {quote(data[key])}, not a number"
     if "count" in data and not _is_finite(data["count"]):
         return None, "count is not finite"
     return data, ""

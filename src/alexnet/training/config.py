@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..errors import AlexNetError
+from ..errors import AlexNetError, quote
 from ..perf import check_device
 from .recipes import RECIPES, get_recipe
 
@@ -35,15 +34,6 @@ RESUMABLE_FIELDS = (
 )
 SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
 
-_quote = reprlib.Repr()  # what a message quotes of a value: a YAML alias bomb repr()'d whole fills memory
-_quote.maxstring, _quote.maxother, _quote.maxlist, _quote.maxdict, _quote.maxlevel = 60, 60, 4, 4, 2
-QUOTE_LIMIT = 120  # characters
-
-
-def quote(value: object) -> str:
-    """``repr(value)``, cut short: what an error message may show of a value a user gave."""
-    text = _quote.repr(value)
-    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import build_loaders, dataset_info, num_classes
-from ..errors import AlexNetError
+from ..errors import AlexNetError, quote
 from ..evaluation import Metrics, TestViews, evaluate_model, test_loader
 from ..models import build_model
 from ..perf import (
@@ -35,7 +35,7 @@ from ..perf import (
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
 from ..weights import WeightsMetadata, read_metadata, save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import RESUMABLE_FIELDS, TrainConfig, quote
+from .config import RESUMABLE_FIELDS, TrainConfig
 from .finetune import (
     Pretrained, classifier_parameter_ids, describe_frozen, freeze, keep_frozen_norms_still, load_pretrained,
     weights_file,
