@@ -191,9 +191,6 @@ def test_atomic_write_turns_a_full_disk_into_one_message(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     path.write_bytes(b"the good one")
 
-    def full(file):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     with pytest.raises(AlexNetError, match=rf"no space left on device writing {path}"):
         atomic_write(path, lambda file: torch.save({"x": torch.zeros(1)}, _Full(file)))
     assert path.read_bytes() == b"the good one" and not list(tmp_path.glob(".*.tmp"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alexnet import AlexNetError
+from alexnet import AlexNetError, list_models
 from alexnet.evaluation import compute_metrics, evaluate
 from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
@@ -310,7 +310,7 @@ def test_a_run_written_before_its_config_held_the_recipe_still_resumes(tmp_path)
     assert [row["epoch"] for row in longer.history] == [1, 2] and longer.config.schedule == "onecycle"
 
 
-@pytest.mark.parametrize("model", __import__("alexnet").list_models())
+@pytest.mark.parametrize("model", list_models())
 def test_every_model_trains_as_itself_or_says_what_its_recipe_changed(model):
     from alexnet.models import build_model
 

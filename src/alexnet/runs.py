@@ -41,6 +41,9 @@ except ImportError:  # Windows: no flock; the owner file alone is checked
     fcntl = None
 
 
+ELASTIC_RUN_ID_FILE = "torchelastic_run_id"
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """Every path of one run folder."""
@@ -60,6 +63,8 @@ class RunFolder:
     evaluation = property(lambda self: self.directory / "evaluation.json")
     report = property(lambda self: self.directory / "report.html")
     lock_file = property(lambda self: self.directory / ".lock")
+    # the torchrun job that started the run (TORCHELASTIC_RUN_ID), for a restarted group to find it
+    elastic_run_id = property(lambda self: self.directory / ELASTIC_RUN_ID_FILE)
 
     def holds_run(self) -> bool:
         """Whether a run was started here (its configuration, metrics or a checkpoint exist)."""
@@ -82,7 +87,7 @@ class RunFolder:
         before training anything, so that the same command can be run again once fixed."""
         if self.metrics.exists() or self.last.exists() or self.best.exists():
             return
-        for path in (self.config, self.lock_file, self.directory / "torchelastic_run_id"):
+        for path in (self.config, self.lock_file, self.elastic_run_id):
             path.unlink(missing_ok=True)
         for folder in (self.checkpoints, self.directory):
             try:

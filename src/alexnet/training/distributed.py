@@ -23,7 +23,9 @@ import torch
 import torch.distributed as dist
 
 from ..errors import AlexNetError
-from ..runs import RunFolder
+# A run folder started under torchrun holds the job's TORCHELASTIC_RUN_ID (RunFolder.elastic_run_id),
+# so that a restarted group finds the folder again when its name was made up from the time.
+from ..runs import ELASTIC_RUN_ID_FILE, RunFolder
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,6 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 def destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-# A run folder started under torchrun holds the job's TORCHELASTIC_RUN_ID, so that a restarted
-# group finds the folder again when its name was made up from the time.
-ELASTIC_RUN_ID_FILE = "torchelastic_run_id"
 
 
 def lost_peer(error: BaseException) -> bool:

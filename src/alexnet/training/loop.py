@@ -41,7 +41,7 @@ from .finetune import (
     weights_file,
 )
 from .distributed import (
-    ELASTIC_RUN_ID_FILE, ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
+    ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
     init_process_group, lost_peer, per_process_batch, restarted_run_folder,
 )
 
@@ -176,7 +176,7 @@ class _Trainer:
             if group.is_main:
                 write_text(self.folder.config, config.to_yaml())
                 if elastic_run_id():
-                    write_text(self.folder.directory / ELASTIC_RUN_ID_FILE, elastic_run_id())
+                    write_text(self.folder.elastic_run_id, elastic_run_id())
             return config, None
 
         folder = self.folder = RunFolder(Path(resume))
