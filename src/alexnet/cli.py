@@ -70,7 +70,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
         flag = "--" + field.name.replace("_", "-")
         default = "the recipe's" if field.name in RECIPE_FIELDS else field.default
-        text = f"{comments.get(field.name, '')} (default: {default})".replace("%", "%%")
+        text = f"{comments.get(field.name, '')} (default: {default})"
+        if field.name == "augment":  # every operation a spec may hold, from their one table
+            from .data.augment import OPERATIONS
+
+            text += "; operations: " + ", ".join(operation.usage() for operation in OPERATIONS)
+        text = text.replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
@@ -191,7 +196,7 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from .data.preview import augment_preview
 
     path = augment_preview(args.dataset, args.out, data_dir=args.data_dir, count=args.count, seed=args.seed,
-                           extra=args.preset)
+                           augment=args.augment, images=args.image)
     print(f"wrote {path}")
     return 0
 
@@ -255,13 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.set_defaults(run=_cmd_evaluate)
-    preview = commands.add_parser("augment-preview", help="a PNG grid of real samples under each augmentation")
-    preview.add_argument("--dataset", default="fashion-mnist")
+    preview = commands.add_parser(
+        "augment-preview", help="a PNG grid of images under each augmentation alone, then combined")
+    preview.add_argument("--augment", "--preset", metavar="SPEC",
+                         help="a preset or operations, e.g. paper,noise=0.02: each operation alone, then all "
+                              "combined (default: every operation and the presets)")
+    preview.add_argument("--image", action="append", metavar="PATH",
+                         help="your own image instead of the dataset's samples (repeat for more rows)")
+    preview.add_argument("--dataset", default="fashion-mnist",
+                         help="whose training images to show (with --image: whose rules apply, e.g. mnist's no flips)")
     preview.add_argument("--out", default="augment-preview.png", metavar="FILE.png")
     preview.add_argument("--data-dir")
-    preview.add_argument("--count", type=int, default=6, help="sample images (rows)")
+    preview.add_argument("--count", type=int, default=6, help="sample images (rows), one per class")
     preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--preset", help="add a column for this preset (light, paper, tutorial, none)")
     preview.set_defaults(run=_cmd_augment_preview)
 
     report = commands.add_parser(

@@ -16,7 +16,7 @@ from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, load_tensors, locate, not_found_error, search_dirs, split_validation,
     stratified_indices, stratified_subset,
 )
-from .memory import InMemoryLoader
+from .memory import InMemoryLoader, with_flipped_copies
 from .streaming import StreamingLoader, class_folders, index_folder, readable_class_names
 
 # Streamed images are cropped to the paper's 224x224 unless the model asks for another size.
@@ -61,7 +61,7 @@ def build_loaders(
     augment: AugmentConfig | str | None = None, val_size: int | None = None, subset: float = 1.0, seed: int = 0,
     device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, channels_last: bool = True,
     strict: bool = False, num_workers: int | None = None,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, flipped_copies: bool = False,
 ) -> Loaders:
     """Train, validation and test loaders for dataset ``name``.
 
@@ -69,7 +69,10 @@ def build_loaders(
     the training split, stratified, from ``seed``; ``val_size=0`` evaluates on the test split instead.
     ``subset`` (0 < f <= 1) trains on a stratified fraction of what remains. Streaming sets use the
     folder's ``val/`` (ImageNet: also as test, its test labels are not public), or hold out
-    ``val_size`` (default 10%) of a flat class-folder tree. ``augment`` is a config or a preset name;
+    ``val_size`` (default 10%) of a flat class-folder tree. ``augment`` is a config or a spec
+    (``parse_augment``: a preset name, or operations such as ``hflip,rotate=15``). ``flipped_copies``
+    (in-memory sets only) adds every training image mirrored and every one upside down, once, after
+    ``subset``: three times the training images, validation and test untouched.
     ``num_workers`` (streaming only) defaults to the CPU count, at most 8. ``normalization``
     (mean, std) replaces the dataset's constants, e.g. the paper's mean subtraction on the 0..255
     scale (std 1/255), or whatever a trained model's weights say they were trained with.
@@ -84,7 +87,14 @@ def build_loaders(
         return in_memory_loaders(
             name, options, data_dir=data_dir, download=download, batch_size=batch_size,
             eval_batch_size=eval_batch_size, output_shape=output_shape, augment=config, val_size=val_size,
-            subset=subset,
+            subset=subset, flipped_copies=flipped_copies,
+        )
+    if flipped_copies:
+        # The copies would be decoded from the files again each epoch: three times the decoding
+        # for what flipping each image as it is decoded gives for free.
+        raise AlexNetError(
+            f"flipped copies are made of training images held in memory; {name} is streamed from files. "
+            f"Flip them as they are read instead: --augment hflip,vflip (or add them to your augmentation)"
         )
     return streaming_loaders(  # folders are never downloaded
         name, options, data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
@@ -139,15 +149,18 @@ def build_eval_loader(
 def in_memory_loaders(
     name: str, options: LoaderOptions, *, data_dir: str | Path | None, download: bool, batch_size: int,
     eval_batch_size: int, output_shape: tuple[int, int, int] | None, augment: AugmentConfig, val_size: int | None,
-    subset: float,
+    subset: float, flipped_copies: bool = False,
 ) -> Loaders:
-    """``build_loaders`` for a dataset held in memory: both splits loaded, validation held out of train."""
+    """``build_loaders`` for a dataset held in memory: both splits loaded, validation held out of train
+    (and the training images' flipped copies added, after the subset is drawn)."""
     info = dataset_info(name)
     train = load_tensors(name, "train", data_dir=data_dir, download=download)
     test = load_tensors(name, "test", data_dir=data_dir, download=download)
     val_size = _in_memory_val_size(info, val_size)
     train, val = split_validation(train, val_size, options.seed) if val_size else (train, test)
     train = stratified_subset(train, subset, options.seed)
+    if flipped_copies:
+        train = with_flipped_copies(train)
 
     def make(data: ImageTensors, size: int, is_train: bool) -> InMemoryLoader:
         return _in_memory_loader(data, size, train=is_train, augment=augment, output_shape=output_shape,

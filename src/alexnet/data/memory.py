@@ -8,6 +8,7 @@ approach). 60,000 Fashion-MNIST images take 47 MB, CIFAR's 50,000 take 154 MB.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,15 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 4096)
         part = resize(images[start : start + chunk].float(), size)
         out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def with_flipped_copies(data: ImageTensors) -> ImageTensors:
+    """``data`` followed by all its images mirrored left to right, then all upside down: three times
+    the images, each label three times (seed 000's experiment, which adds the flipped copies to its
+    training set instead of flipping at random). Made once, in uint8; the mean, std and colour PCA
+    stay, as flips move pixels without changing their values."""
+    images = torch.cat([data.images, data.images.flip(-1), data.images.flip(-2)])  # (3N, C, H, W)
+    return replace(data, images=images, labels=data.labels.repeat(3))
 
 
 class InMemoryLoader(BatchLoader):

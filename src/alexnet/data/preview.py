@@ -1,38 +1,29 @@
-"""A picture of what each augmentation does to real samples: one row per image, one column per switch."""
+"""A picture of what augmentation does to real images: one row per image, one column per operation."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import torch
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import (
-    PAPER_CROP_FRACTION, PRESETS, AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment,
-)
+from .augment import AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment
 from .datasets import dataset_info, load_tensors, locate
 from .images import decode
 from .streaming import index_folder
 
-# Each augmentation alone, at a strength where its effect is visible, then the presets combined.
-PREVIEW_COLUMNS: tuple[tuple[str, AugmentConfig], ...] = (
-    ("original", AugmentConfig()),
-    ("pad 4 + crop", AugmentConfig(crop_padding=4)),
-    ("crop 224/256", AugmentConfig(crop_fraction=PAPER_CROP_FRACTION)),
-    ("h-flip", AugmentConfig(horizontal_flip=True)),
-    ("v-flip", AugmentConfig(vertical_flip=True)),
-    ("rotate ±15°", AugmentConfig(rotation_degrees=15.0)),
-    ("translate 10%", AugmentConfig(translate=0.1)),
-    ("resized crop", AugmentConfig(random_resized_crop=(0.35, 1.0))),
-    ("jitter 0.4", AugmentConfig(color_jitter=0.4)),
-    ("PCA light σ=0.1", AugmentConfig(pca_lighting_std=0.1)),
-    ("noise σ=0.05", AugmentConfig(gaussian_noise_std=0.05)),
-    ("light", PRESETS["light"]),
-    ("paper", PRESETS["paper"]),
-    ("tutorial", PRESETS["tutorial"]),
+# Each operation alone, at a strength where its effect is visible, then the presets combined.
+PREVIEW_SPECS: tuple[str, ...] = (
+    "shift=4", "crop=224/256", "resized-crop=0.35-1", "hflip", "vflip", "rotate=15", "translate=0.1",
+    "scale=0.7-1.3", "jitter=0.4", "hue=0.25", "pca=0.1", "noise=0.05", "light", "paper", "tutorial",
 )
-PREVIEW_SIZE = 128  # streamed images are shown at 128x128
+PREVIEW_SIZE = 128  # streamed images and your own are shown at 128x128 (shorter side resized, centre cut)
+
+
+def _fit(image: torch.Tensor) -> torch.Tensor:
+    return v2.Compose([v2.Resize(PREVIEW_SIZE, antialias=True), v2.CenterCrop(PREVIEW_SIZE)])(image)
 
 
 def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str], object]:
@@ -47,13 +38,12 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
     if root is None:
         raise AlexNetError(f"no {dataset} data found (give --data-dir)")
     samples, classes = index_folder(root / "train" if (root / "train").is_dir() else root)
-    fit = v2.Compose([v2.Resize(PREVIEW_SIZE, antialias=True), v2.CenterCrop(PREVIEW_SIZE)])
     images, names, seen = [], [], set()
     for path, label in samples:
         if label in seen:
             continue
         try:
-            images.append(fit(decode(path)))
+            images.append(_fit(decode(path)))
         except Exception:
             continue
         names.append(classes[label])
@@ -64,14 +54,52 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
     return images, names, compute_pca(images)
 
 
+def _own_images(paths: list[Path]) -> tuple[torch.Tensor, list[str], object]:
+    """The user's image files as the rows: decoded as every image file is, at ``PREVIEW_SIZE``."""
+    images = []
+    for path in paths:
+        try:
+            images.append(_fit(decode(str(path))))
+        except Exception as error:  # decode raises whatever its decoder raises; say which file and why
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            raise AlexNetError(f"cannot read image {path} ({reason}); give a JPEG, PNG or other image file") from None
+    images = torch.stack(images)
+    return images, [path.name for path in paths], compute_pca(images)
+
+
+def preview_columns(
+    augment: AugmentConfig | str | None, dataset: str | None, extra: AugmentConfig | str | None = None,
+) -> list[tuple[str, AugmentConfig]]:
+    """(title, config) of every column: the original; then each operation of ``augment`` alone and
+    all of them combined (without ``augment``: ``PREVIEW_SPECS``); then ``extra``, a run's own."""
+    columns = [("original", AugmentConfig())]
+    if augment is None:
+        columns += [(spec, resolve_augment(spec, dataset)) for spec in PREVIEW_SPECS]
+    else:
+        config = resolve_augment(augment, dataset)
+        operations = [] if config == AugmentConfig() else config.spec().split(",")
+        columns += [(operation, resolve_augment(operation, dataset)) for operation in operations]
+        if len(operations) > 1:
+            columns.append(("combined", config))
+    if extra is not None:
+        name = extra if isinstance(extra, str) else extra.spec()
+        columns.append((f"this run: {name}", resolve_augment(extra, dataset)))
+    return columns
+
+
 def augment_preview(
     dataset: str = "fashion-mnist", out: str | Path = "augment-preview.png", *, data_dir: str | Path | None = None,
-    count: int = 6, seed: int = 0, extra: AugmentConfig | str | None = None,
+    count: int = 6, seed: int = 0, augment: AugmentConfig | str | None = None,
+    images: list[str | Path] | None = None, extra: AugmentConfig | str | None = None,
 ) -> Path:
-    """Write a PNG grid of ``count`` real training images under every augmentation; returns its path.
+    """Write a PNG grid of images under augmentation, one column per operation; returns its path.
 
-    ``extra`` (a config or preset name) adds a last column, e.g. the run's own recipe. ``out`` must
-    name an image file (its suffix gives the format) in an existing folder.
+    ``augment`` (a spec such as ``paper,noise=0.02``, or a config): each of its operations alone,
+    then all combined; without it, every operation and the presets. The rows are ``count`` training
+    images of ``dataset``, one per class, or the files ``images`` (shorter side resized to 128 and
+    the centre cut square; ``dataset`` then only says whose rules apply, as mnist's presets mirror
+    nothing). ``extra`` (a spec or config) adds a last column, e.g. the run's own. ``out`` must name
+    an image file (its suffix gives the format) in an existing folder.
     """
     import matplotlib
 
@@ -79,18 +107,26 @@ def augment_preview(
     import matplotlib.pyplot as plt
 
     out = _check_request(count, Path(out))
-    images, names, pca = _samples(dataset, data_dir, count)
-    columns = list(PREVIEW_COLUMNS)
-    if extra is not None:
-        columns.append(("this run", resolve_augment(extra, dataset)))
-    size = tuple(images.shape[-2:])
-    figsize = (1.25 * len(columns), 1.35 * len(images))
-    figure, axes = plt.subplots(len(images), len(columns), figsize=figsize, squeeze=False)
+    columns = preview_columns(augment, dataset, extra)  # a bad spec is refused before any image is read
+    if images:
+        paths = [Path(path) for path in images]
+        for path in paths:
+            if not path.is_file():
+                raise AlexNetError(f"--image {path}: {'is a folder' if path.is_dir() else 'no such file'}; "
+                                   f"give an image file")
+        shown_images, names, pca = _own_images(paths)
+        source = "your images" if len(paths) > 1 else paths[0].name
+    else:
+        shown_images, names, pca = _samples(dataset, data_dir, count)
+        source = dataset
+    size = tuple(shown_images.shape[-2:])
+    figsize = (1.25 * len(columns), 1.35 * len(shown_images) + 0.3)
+    figure, axes = plt.subplots(len(shown_images), len(columns), figsize=figsize, squeeze=False)
     for column, (title, config) in enumerate(columns):
         generator = epoch_generator(seed, column, "cpu", "preview")
-        shown = augment_batch(images, config, train=column > 0, output_size=size, generator=generator, pca=pca)
+        shown = augment_batch(shown_images, config, train=column > 0, output_size=size, generator=generator, pca=pca)
         shown = shown.clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
-        for row in range(len(images)):
+        for row in range(len(shown_images)):
             axis = axes[row, column]
             if shown.shape[-1] == 1:
                 axis.imshow(shown[row, :, :, 0], cmap="gray", vmin=0, vmax=1)
@@ -99,10 +135,16 @@ def augment_preview(
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
-                axis.set_title(title, fontsize=7)
+                grey = shown.shape[-1] == 1 and title.startswith("hue=")
+                axis.set_title(_wrap(title) + ("\n(grey: no hue)" if grey else ""), fontsize=7)
             if column == 0:
-                axis.set_ylabel(names[row], fontsize=7)
-    figure.suptitle(f"{dataset}: each augmentation alone, then the presets combined (seed {seed})", fontsize=9)
+                axis.set_ylabel(names[row][:24], fontsize=7)
+    if augment is None:
+        what = "each augmentation alone, then the presets"
+    else:
+        what = f"each operation of {augment if isinstance(augment, str) else augment.spec()} alone, then combined"
+    title = f"{source}: {what} (seed {seed})"
+    figure.suptitle("\n".join(textwrap.wrap(title, max(40, int(figsize[0] * 14)))), fontsize=9)
     figure.tight_layout()
     try:
         figure.savefig(out, dpi=120)
@@ -111,6 +153,12 @@ def augment_preview(
     finally:
         plt.close(figure)
     return out
+
+
+def _wrap(title: str, width: int = 20) -> str:
+    """A long spec over several lines, broken after its commas, so that titles do not overlap."""
+    lines = textwrap.wrap(title.replace(",", ", "), width, break_on_hyphens=False, break_long_words=False)
+    return "\n".join(lines).replace(", ", ",")
 
 
 def _check_request(count: int, out: Path) -> Path:

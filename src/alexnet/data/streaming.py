@@ -154,15 +154,17 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
     steps: list[v2.Transform] = []
     if config.random_resized_crop:
         steps.append(v2.RandomResizedCrop(output_size, scale=config.random_resized_crop, antialias=True))
+        if config.crop_padding:
+            steps.append(v2.RandomCrop(output_size, padding=config.crop_padding))
     else:
         steps += [v2.Resize(resized, antialias=True), v2.RandomCrop(output_size, padding=config.crop_padding or None)]
     if config.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
     if config.vertical_flip:
         steps.append(v2.RandomVerticalFlip())
-    if config.rotation_degrees or config.translate:
+    if config.rotation_degrees or config.translate or config.zoom_range:
         translate = (config.translate, config.translate) if config.translate else None
-        steps.append(v2.RandomAffine(degrees=config.rotation_degrees, translate=translate))
+        steps.append(v2.RandomAffine(degrees=config.rotation_degrees, translate=translate, scale=config.zoom_range))
     return v2.Compose(steps)
 
 

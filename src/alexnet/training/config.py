@@ -50,6 +50,7 @@ class TrainConfig:
     freeze: str = "none"  # none | features | conv1-N: layers of the starting weights kept as they are
     backbone_lr_scale: float = 1.0  # fine-tune: the pretrained layers' rate, relative to the new classifier's
     subset: float = 1.0  # stratified fraction of the training set (the tutorial trains on 0.1)
+    flipped_copies: bool = False  # add each training image mirrored and upside down, after subset: 3x (seed 000)
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
 
     # how to train: a recipe, and overrides of its values
@@ -59,7 +60,7 @@ class TrainConfig:
     lr: float | None = None  # peak learning rate for this batch size
     weight_decay: float | None = None  # L2 penalty (the paper: 5e-4)
     label_smoothing: float | None = None  # target probability moved to the other classes
-    augment: str | None = None  # augmentation preset: paper | tutorial | light | flip | none
+    augment: str | None = None  # presets (paper, tutorial, light, flip, none) and/or operations, e.g. paper,noise=0.02
     optimizer: str | None = None  # sgd | adam | adamw
     momentum: float | None = None  # SGD's (the paper: 0.9)
     nesterov: bool | None = None  # Nesterov's momentum (SGD)
@@ -154,10 +155,10 @@ class TrainConfig:
             raise AlexNetError(
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
             )
-        from ..data import list_presets
+        from ..data import parse_augment
 
         if self.augment is not None:
-            _choice("augment", self.augment, tuple(list_presets()))
+            parse_augment(self.augment, self.dataset)  # an unknown or bad operation names itself
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
         check_device(self.device)
