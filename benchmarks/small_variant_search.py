@@ -26,8 +26,7 @@ from pathlib import Path
 import alexnet.models.variants as variants
 import alexnet.report
 from alexnet.data import augment
-from alexnet.perf import set_threads
-from alexnet.training import TrainConfig, loop, train
+from alexnet.training import TrainConfig, train
 
 
 def small_architecture(widths: tuple[int, ...], conv2: int, hidden: int):
@@ -58,12 +57,10 @@ def main() -> None:
     variants.SMALL = small_architecture(widths, args.conv2, args.hidden)
     augment.PRESETS["flip"] = augment.AugmentConfig(crop_padding=args.shift, horizontal_flip=True)
     alexnet.report.build_report = lambda directory, **_: Path(directory) / "report.html (not built)"
-    if args.threads:
-        loop.set_threads = lambda: set_threads(args.threads)
 
     name = (f"w{args.widths.replace(',', '-')}-k{args.conv2}-h{args.hidden}-s{args.shift}-d{args.dropout}"
             f"-e{args.epochs}-t{args.towers}-{args.init}")
-    run = train(TrainConfig(recipe="fast", epochs=args.epochs, out=args.out, name=name, quiet=True,
+    run = train(TrainConfig(recipe="fast", epochs=args.epochs, out=args.out, name=name, quiet=True, threads=args.threads,
                             model_options={"norm": "batch", "init": args.init, "dropout": args.dropout,
                                            "towers": args.towers}))
     top1 = json.loads((run.directory / "evaluation.json").read_text())["top1"]

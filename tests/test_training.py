@@ -347,3 +347,31 @@ def test_the_step_schedule_divides_the_rate_every_step_epochs_and_round_trips(tm
     assert (again.schedule, again.step_epochs, again.step_factor) == ("step", 2, 0.1)
     with pytest.raises(AlexNetError, match="schedule must be one of plateau, onecycle, cosine, step, constant"):
         TrainConfig(schedule="exponential").resolved()
+
+
+def test_early_stopping_rule_on_hand_made_histories():
+    rows = lambda *tops: [{"val_top1": top} for top in tops]  # noqa: E731
+    assert loop.best_epoch(rows(0.5, 0.7, 0.7, 0.6)) == 2  # the first of equal bests
+    assert not loop.stops_early(rows(0.5, 0.7, 0.6), 2)  # one epoch since the best
+    assert loop.stops_early(rows(0.5, 0.7, 0.6, 0.7), 2)  # equal is not better
+    assert not loop.stops_early(rows(0.5, 0.7, 0.6, 0.71), 2)
+    assert not loop.stops_early(rows(0.9, 0.1, 0.1), 0)  # 0: never
+    assert not loop.stops_early([], 1)
+
+
+@needs_fashion
+def test_early_stopping_stops_records_and_goes_on_when_asked(tmp_path):
+    # A rate of 1e-12 moves no fp32 weight (the steps are below their rounding), and without batch
+    # norm or dropout nothing else changes: validation top-1 is the same every epoch, so a patience
+    # of 1 stops after epoch 2.
+    config = tiny_config(tmp_path, "early", epochs=5, lr=1e-12, early_stopping=1, precision="fp32",
+                         model_options={"norm": "none"})
+    run = train(config)
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    assert "early stopping after epoch 2 of 5" in (run.directory / "log.txt").read_text()
+    assert json.loads((run.directory / "evaluation.json").read_text())["epochs"] == 2
+    assert TrainConfig.from_yaml(run.directory / "config.yaml").early_stopping == 1
+    with pytest.raises(AlexNetError, match=r"stopped early after epoch 2.*--early-stopping 0"):
+        train(resume=run.directory)
+    longer = train(resume=run.directory, overrides={"early_stopping": 0})
+    assert [row["epoch"] for row in longer.history] == [1, 2, 3, 4, 5]

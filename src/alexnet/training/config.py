@@ -30,7 +30,7 @@ ALLREDUCE_DTYPES = ("fp32", "bf16")
 # made the checkpoint what it is, and a checkpoint can only continue the run it was.
 RESUMABLE_FIELDS = (
     "epochs", "data_dir", "download", "device", "compile", "eval_batch_size", "checkpoint_every",
-    "tensorboard", "quiet", "strict",
+    "tensorboard", "quiet", "strict", "early_stopping", "threads",
 )
 SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
 
@@ -72,6 +72,7 @@ class TrainConfig:
     plateau_threshold: float | None = None  # plateau: least fall in validation error that counts
     step_epochs: int | None = None  # step: epochs between falls of the rate (torchvision's reference: 30)
     step_factor: float | None = None  # step: the rate is multiplied by this at each fall
+    early_stopping: int = 0  # stop after this many epochs without a better validation top-1 (0: never)
     seed: int = 0  # weights, data order and augmentation all follow from it
 
     # where and how fast
@@ -79,6 +80,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 where measured faster than fp32 (the run records which)
     channels_last: bool = True  # NHWC is what oneDNN and cuDNN convolutions prefer
     compile: bool = False  # torch.compile the model (pays off for long runs; see README)
+    threads: int | None = None  # CPU threads; None: one per physical core (shared out under torchrun)
     eval_batch_size: int = 1000
 
     # the run folder and what is written to it
@@ -162,7 +164,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
         check_device(self.device)
-        for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "accumulation_steps"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "accumulation_steps", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise AlexNetError(f"{name} must be a positive integer, got {value}")
@@ -199,6 +201,8 @@ class TrainConfig:
             raise AlexNetError("--freeze and --backbone-lr-scale apply to fine-tuning: give --init-from WEIGHTS|RUN_DIR")
         if self.step_epochs is not None and self.step_epochs < 1:
             raise AlexNetError(f"step_epochs must be a positive integer, got {self.step_epochs}")
+        if self.early_stopping < 0:
+            raise AlexNetError(f"early_stopping must be 0 (off) or a number of epochs, got {self.early_stopping}")
         if self.plateau_patience is not None and self.plateau_patience < 0:
             raise AlexNetError(f"plateau_patience must be 0 or more, got {self.plateau_patience}")
         if self.val_size is not None and self.val_size < 0:

@@ -193,7 +193,8 @@ class _Trainer:
             trained = TrainConfig.from_dict(checkpoint["config"])  # what the weights were trained with
         config = _continued_config(trained, written, overrides).resolved()
         if checkpoint is not None:
-            _check_not_finished(folder, config, checkpoint["epoch"])
+            _check_not_finished(folder, config, checkpoint["epoch"],
+                                stops_early(checkpoint["history"], config.early_stopping))
         config = self._settle_precision(config)
         if group.is_main and config != written:
             write_text(folder.config, config.to_yaml())
@@ -245,7 +246,7 @@ class _Trainer:
         self.device = resolve_device(config.device, group.local_rank)
         if self.device.type == "cpu":  # one thread per physical core while training; close() gives back the caller's
             self.threads_before = torch.get_num_threads()
-            set_threads()
+            set_threads(config.threads)
         self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
         group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
@@ -271,7 +272,8 @@ class _Trainer:
         self.data = build_loaders(
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
-            augment=config.augment, val_size=config.val_size, subset=config.subset, seed=config.seed,
+            augment=config.augment, val_size=config.val_size, subset=config.subset,
+            flipped_copies=config.flipped_copies, seed=config.seed,
             device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
             channels_last=config.channels_last, normalization=self.normalization,
         )
@@ -319,10 +321,15 @@ class _Trainer:
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
                      + (f" (torchrun restart {restarts})" if restarts else ""))
         try:
-            while self.epoch < config.epochs:
+            while self.epoch < config.epochs and not stops_early(self.history, config.early_stopping):
                 self._train_epoch()
                 if self.stop.signum is not None:
                     raise Interrupted(self.stop.signum)
+            if self.epoch < config.epochs:
+                best = best_epoch(self.history)
+                self.log(f"early stopping after epoch {self.epoch} of {config.epochs}: validation top-1 has not "
+                         f"improved for {config.early_stopping} epochs (best {self.history[best - 1]['val_top1']:.2%} "
+                         f"in epoch {best}, whose weights are checkpoints/best.pt); testing the last epoch's")
         except KeyboardInterrupt as interrupt:
             name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
             # Cut inside an optimiser step, the weights are neither before nor after it. Under
@@ -427,7 +434,8 @@ class _Trainer:
         self.best_top1 = max(self.best_top1, val.top1)
         if self.group.is_main:
             append_text(self.folder.metrics, json.dumps(row) + "\n")
-            if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
+            if (self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs
+                    or stops_early(self.history, config.early_stopping)):
                 self._save("last.pt")
             if improved:
                 self._save("best.pt")
@@ -673,12 +681,30 @@ def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dic
     return dataclasses.replace(trained, **{key: value for key, (value, _) in changes.items()})
 
 
-def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int) -> None:
+def best_epoch(history: list[dict]) -> int:
+    """The (first) epoch, counted from 1, with the highest validation top-1."""
+    return max(range(len(history)), key=lambda index: (history[index]["val_top1"], -index)) + 1
+
+
+def stops_early(history: list[dict], patience: int) -> bool:
+    """Whether ``patience`` epochs have passed without a better validation top-1 (0: never stop).
+
+    Worked out from the per-epoch records alone, so a resumed run, and a run stopped early that is
+    asked to go on with another patience (``--resume DIR --early-stopping 0``), decide alike."""
+    return bool(patience and history) and len(history) - best_epoch(history) >= patience
+
+
+def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int, stopped: bool = False) -> None:
     """Refuse to "continue" a run that has nothing left to do, saying how to train it longer."""
     if config.epochs < trained_epochs:
         raise AlexNetError(f"{folder.directory} has trained {trained_epochs} epochs already; --epochs must be "
                            f"at least that (more trains it longer)")
-    if config.epochs > trained_epochs or not (folder.weights.is_file() and folder.evaluation.is_file()):
+    if stopped and folder.weights.is_file() and folder.evaluation.is_file():
+        raise AlexNetError(
+            f"{folder.directory} stopped early after epoch {trained_epochs}: validation top-1 had not improved for "
+            f"{config.early_stopping} epochs, and it is tested. To train it on: alexnet train --resume "
+            f"{folder.directory} --early-stopping 0 (or a longer patience)")
+    if (config.epochs > trained_epochs and not stopped) or not (folder.weights.is_file() and folder.evaluation.is_file()):
         return  # epochs to train, or all trained but killed before its final test: finish it
     try:
         evaluation = json.loads(folder.evaluation.read_text())
