@@ -1,7 +1,8 @@
 """AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) and its variants, as one configurable module.
 
-Every variant is five convolutions and three fully connected layers; what differs between them is
-data (an ``Architecture``) and the switches the paper argues for, passed as keyword arguments:
+Every variant is five convolutions and fully connected layers (three in the paper); what differs
+between them is data (an ``Architecture``) and the switches the paper argues for, passed as keyword
+arguments:
 
 ========================  ==================================  =====================================
 switch                    choices                             paper section
@@ -11,11 +12,18 @@ switch                    choices                             paper section
 ``pooling``               ``overlapping`` | ``non-overlapping``  3.4 (3x3 stride 2: -0.4% top-1)
 ``dropout``               probability                         4.2
 ``towers``                1 | 2                               3.2 (two GPUs: -1.7% top-1)
+``fc_norm``               ``none`` | ``batch``                 none (a Flowers-17 tutorial's)
 ========================  ==================================  =====================================
+
+``init`` picks the paper's N(0, 0.01) (Section 5), Kaiming's, Glorot's (``xavier``) or PyTorch's
+default. Where ``norm="batch"`` puts its layers is the architecture's (``Architecture.batch_norm``):
+the usual modern replacement for LRN puts it between every convolution and its activation; the
+tutorial networks reproduced here put it only where the paper has LRN, or after each whole block.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +42,7 @@ class ConvLayer:
     stride: int = 1
     padding: int = 0
     tower_local: bool = False  # with two towers, sees only its own tower's maps (groups=2)
-    normalized: bool = False  # local response normalisation follows when norm="lrn"
+    normalized: bool = False  # LRN follows when norm="lrn" (and batch norm where batch_norm="marked")
     pooled: bool = False  # max pooling follows
     paper_bias: float = 0.0  # bias value under the paper's initialisation (Section 5)
 
@@ -44,10 +52,20 @@ class Architecture:
     """The data that tells one AlexNet variant from another."""
 
     convs: tuple[ConvLayer, ...]
-    hidden: tuple[int, int]  # widths of FC6 and FC7
+    hidden: tuple[int, ...]  # widths of the hidden FC layers: FC6 and FC7 in the paper
     input_size: tuple[int, int, int]  # (channels, height, width) the variant is designed for
     pool_padding: int = 0  # padding of the max-pooling layers (small variants pad to halve exactly)
     adaptive_pool: int | None = None  # torchvision averages the last maps to a fixed 6x6 grid
+    # Where norm="batch" puts batch norm: "every" convolution, between it and its activation (the
+    # usual modern replacement for LRN); only the convolutions "marked" normalized, between it and
+    # its activation; or "after-block", after the activation and pooling of every convolution.
+    batch_norm: str = "every"
+    # A convolution that batch norm follows directly keeps its bias: redundant (batch norm subtracts
+    # the mean), but Keras' Conv2D has one unless told otherwise, and its parameter counts include it.
+    batch_norm_bias: bool = False
+    batch_norm_eps: float = 1e-5  # PyTorch's default; Keras' BatchNormalization uses 1e-3
+    # Weight of each batch in the running statistics: PyTorch's 0.1; Keras' momentum=0.99 is 0.01.
+    batch_norm_momentum: float = 0.1
 
 
 class AlexNet(nn.Module):
@@ -62,17 +80,22 @@ class AlexNet(nn.Module):
         in_chans: input channels (defaults to the architecture's).
         activation: ``relu`` or ``tanh``.
         norm: ``lrn`` (after the ReLU of the layers the architecture marks), ``batch`` (batch norm
-            between every convolution and its activation, a modern replacement), or ``none``.
+            where the architecture's ``batch_norm`` says: by default between every convolution and
+            its activation, a modern replacement), or ``none``.
         pooling: ``overlapping`` (3x3, stride 2) or ``non-overlapping`` (2x2, stride 2).
-        dropout: probability of zeroing a hidden unit of FC6 and FC7.
+        dropout: probability of zeroing a unit of each hidden FC layer (FC6 and FC7).
         towers: 1, or 2 for the paper's two-GPU connectivity.
+        fc_norm: ``batch`` (batch norm after each hidden FC layer, after its activation and
+            dropout) or ``none`` (the paper).
         classifier_order: where dropout sits. ``paper``: on the outputs of FC6 and FC7 ("setting to
             zero the output of each hidden neuron", Section 4.2). ``torchvision``: on the inputs of
             FC6 and FC7, so the pooled conv5 maps are dropped too and FC7's outputs are not.
         init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says), ``kaiming`` (He et
             al. 2015: variance 2/fan-in for layers followed by a ReLU, zero biases; what lets the
-            small variants learn without batch norm), or ``default`` (PyTorch's own, as torchvision
-            uses: its variance of 1/(3 fan-in) shrinks the signal layer after layer).
+            small variants learn without batch norm), ``xavier`` (Glorot and Bengio 2010: uniform,
+            variance 2/(fan-in + fan-out), zero biases; Keras' default), or ``default`` (PyTorch's
+            own, as torchvision uses: its variance of 1/(3 fan-in) shrinks the signal layer after
+            layer).
     """
 
     def __init__(
@@ -88,6 +111,7 @@ class AlexNet(nn.Module):
         towers: int = 2,
         classifier_order: str = "paper",
         init: str = "paper",
+        fc_norm: str = "none",
     ) -> None:
         super().__init__()
         _check_choice("activation", activation, ACTIVATIONS)
@@ -95,6 +119,8 @@ class AlexNet(nn.Module):
         _check_choice("pooling", pooling, POOLINGS)
         _check_choice("classifier_order", classifier_order, ("paper", "torchvision"))
         _check_choice("init", init, INITS)
+        _check_choice("fc_norm", fc_norm, FC_NORMALIZATIONS)
+        _check_choice("architecture.batch_norm", architecture.batch_norm, BATCH_NORM_PLACEMENTS)
         if towers not in (1, 2):
             raise AlexNetError(f"towers must be 1 or 2, got {towers}")
         if not 0.0 <= dropout < 1.0:
@@ -110,24 +136,28 @@ class AlexNet(nn.Module):
         self.init = init
         self.options = dict(
             activation=activation, norm=norm, pooling=pooling, dropout=dropout, towers=towers,
-            classifier_order=classifier_order, init=init,
+            classifier_order=classifier_order, init=init, fc_norm=fc_norm,
         )
 
         layers: list[nn.Module] = []
         channels = self.in_chans
+        placement = architecture.batch_norm if norm == "batch" else None
         for conv in architecture.convs:
             groups = towers if conv.tower_local else 1
+            batch_first = placement == "every" or (placement == "marked" and conv.normalized)
             layers.append(
                 nn.Conv2d(channels, conv.channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=groups, bias=norm != "batch")
+                          groups=groups, bias=architecture.batch_norm_bias or not batch_first)
             )
-            if norm == "batch":
-                layers.append(nn.BatchNorm2d(conv.channels))
+            if batch_first:
+                layers.append(self._batch_norm(nn.BatchNorm2d, conv.channels))
             layers.append(make_activation(activation))
             if norm == "lrn" and conv.normalized:
                 layers.append(LocalResponseNorm(groups=towers))
             if conv.pooled:
                 layers.append(make_pool(pooling, architecture.pool_padding))
+            if placement == "after-block":
+                layers.append(self._batch_norm(nn.BatchNorm2d, conv.channels))
             channels = conv.channels
         self.features = nn.Sequential(*layers)
 
@@ -138,26 +168,26 @@ class AlexNet(nn.Module):
             side = self._feature_side(architecture.input_size[1])
             self.avgpool = nn.Identity()
         self.feature_shape = (channels, side, side)
-        self.num_features = architecture.hidden[1]  # width of the FC7 features (pre-logits)
+        widths = (channels * side * side, *architecture.hidden)
+        self.num_features = widths[-1]  # width of the last hidden layer's features (pre-logits)
 
-        fc6, fc7 = architecture.hidden
-        flat = channels * side * side
-        if classifier_order == "paper":
-            self.classifier = nn.Sequential(
-                nn.Linear(flat, fc6), make_activation(activation), nn.Dropout(dropout),
-                nn.Linear(fc6, fc7), make_activation(activation), nn.Dropout(dropout),
-                nn.Linear(fc7, num_classes),
-            )
-        else:
-            self.classifier = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(flat, fc6), make_activation(activation),
-                nn.Dropout(dropout), nn.Linear(fc6, fc7), make_activation(activation),
-                nn.Linear(fc7, num_classes),
-            )
+        classifier: list[nn.Module] = []
+        for fan_in, width in zip(widths, widths[1:]):
+            block = [nn.Linear(fan_in, width), make_activation(activation)]
+            if classifier_order == "paper":
+                block.append(nn.Dropout(dropout))
+            else:
+                block.insert(0, nn.Dropout(dropout))
+            if fc_norm == "batch":
+                block.append(self._batch_norm(nn.BatchNorm1d, width))
+            classifier += block
+        self.classifier = nn.Sequential(*classifier, nn.Linear(widths[-1], num_classes))
         if init == "paper":
             self._init_paper()
         elif init == "kaiming":
             self._init_kaiming()
+        elif init == "xavier":
+            self._init_xavier()
 
     # -- the shared interface ------------------------------------------------------------------
 
@@ -169,7 +199,7 @@ class AlexNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Convolutional maps to logits (B, classes), or to the FC7 features with ``pre_logits``."""
         x = torch.flatten(self.avgpool(x), 1)  # (B, 256 * 6 * 6) for the ImageNet variants
-        x = self.classifier[:-1](x)  # (B, 4096): FC7 after its activation
+        x = self.classifier[:-1](x)  # (B, 4096): the last hidden layer (FC7) after its activation
         return x if pre_logits else self.classifier[-1](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -186,6 +216,8 @@ class AlexNet(nn.Module):
         if self.init in ("paper", "kaiming"):
             nn.init.normal_(self.classifier[-1].weight, 0.0, 0.01)
             nn.init.zeros_(self.classifier[-1].bias)
+        elif self.init == "xavier":
+            self._init_xavier(self.classifier[-1])
 
     # -- details -------------------------------------------------------------------------------
 
@@ -211,6 +243,30 @@ class AlexNet(nn.Module):
                 nn.init.zeros_(layer.bias)
         nn.init.normal_(layers[-1].weight, 0.0, 0.01)  # small logits at first: an even start
         nn.init.zeros_(layers[-1].bias)
+
+    def _init_xavier(self, only: nn.Module | None = None) -> None:
+        """Glorot and Bengio (2010), as Keras' ``glorot_uniform`` with zero biases: weights from
+        U(-a, a), a = sqrt(6 / (fan_in + fan_out)). With two towers every convolution is two layers of
+        half the kernels (the two-tower Keras code builds it so), so fan_out counts one tower's kernels;
+        ``nn.init.xavier_uniform_`` would count both and draw smaller weights."""
+        for module in [only] if only is not None else self.modules():
+            if isinstance(module, nn.Conv2d):
+                area = math.prod(module.kernel_size)
+                fan_in = module.in_channels // module.groups * area
+                fan_out = module.out_channels // self.towers * area
+            elif isinstance(module, nn.Linear):
+                fan_in, fan_out = module.in_features, module.out_features
+            else:
+                continue
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _batch_norm(self, kind: type[nn.Module], channels: int) -> nn.Module:
+        """``nn.BatchNorm2d`` or ``nn.BatchNorm1d`` with the architecture's epsilon and momentum."""
+        architecture = self.architecture
+        return kind(channels, eps=architecture.batch_norm_eps, momentum=architecture.batch_norm_momentum)
 
     def _feature_side(self, side: int) -> int:
         """Spatial side of the last maps for an input of ``side`` pixels (shape arithmetic)."""
@@ -242,7 +298,9 @@ class AlexNet(nn.Module):
             )
 
 
-INITS = ("paper", "kaiming", "default")
+INITS = ("paper", "kaiming", "default", "xavier")
+FC_NORMALIZATIONS = ("none", "batch")
+BATCH_NORM_PLACEMENTS = ("every", "marked", "after-block")
 
 # The switches every variant takes, as (type, choices or None, what it does): the command line's
 # flags are made from this table.
@@ -252,7 +310,8 @@ SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
     "pooling": (str, POOLINGS, "3x3 stride 2 or 2x2 stride 2 max pooling (Section 3.4)"),
     "dropout": (float, None, "dropout probability of FC6 and FC7 (Section 4.2)"),
     "towers": (int, None, "1, or 2 for the paper's two-GPU connectivity (Section 3.2)"),
-    "init": (str, INITS, "the paper's N(0, 0.01), Kaiming's, or PyTorch's default (Section 5)"),
+    "init": (str, INITS, "the paper's N(0, 0.01), Kaiming's, PyTorch's default, or Glorot's (Section 5)"),
+    "fc_norm": (str, FC_NORMALIZATIONS, "batch norm after each hidden FC layer, or none (the paper)"),
 }
 
 

@@ -116,3 +116,142 @@ def alexnet_tutorial28(**options) -> AlexNet:
         classifier_order="torchvision", init="default",
     )
     return AlexNet(TUTORIAL_28, **{**defaults, **options})
+
+
+# -- four networks from tutorials, each as its code builds it ------------------------------------
+# Keras layers are mapped onto ours: Conv2D padding "valid" is padding 0, "same" with a stride-1
+# kxk kernel is padding (k - 1) / 2; MaxPooling2D is "valid" (floor) unless told otherwise; Dense
+# and Conv2D start from glorot_uniform weights and zero biases (init="xavier"); Keras'
+# BatchNormalization keeps eps 1e-3 and a running-statistics momentum of 0.99 (0.01 in PyTorch's
+# terms). Keras flattens channels-last maps (H, W, C) where PyTorch flattens (C, H, W): the same
+# layer widths, a different order of FC6's inputs, which matters only for importing Keras weights.
+# Keras' summary() counts batch norm's moving mean and variance as (non-trainable) parameters;
+# PyTorch keeps them as buffers, so our counts are Keras' trainable ones. In all four, conv1 and
+# conv2 are marked normalized as in the paper, so --norm lrn puts LRN where the paper has it.
+
+# A Keras notebook for CIFAR-10 ("AlexNet: A Comprehensive Overview"): 3x3 kernels from the first
+# layer on, a stride-1 "valid" conv1 (32 -> 30), three 2x2 pools (30 -> 15 -> 7 -> 3) and the
+# paper's FC 4096 -> 4096 with dropout 0.5. No normalisation, one tower.
+KERAS_CIFAR = Architecture(
+    convs=(
+        ConvLayer(96, 3, normalized=True, pooled=True),  # "valid": (B, 96, 30, 30) -> 15x15
+        ConvLayer(256, 3, padding=1, normalized=True, pooled=True, paper_bias=1.0),  # "same" -> 7x7
+        ConvLayer(384, 3, padding=1),
+        ConvLayer(384, 3, padding=1, paper_bias=1.0),
+        ConvLayer(256, 3, padding=1, pooled=True, paper_bias=1.0),  # (B, 256, 7, 7) -> 3x3: 2,304
+    ),
+    hidden=(4096, 4096),
+    input_size=(3, 32, 32),
+)
+
+# A Keras tutorial ("AlexNet ... built completely from Scratch") that builds the two towers as two
+# Keras layers per convolution, trained on CIFAR-10 resized to 224x224: 2x48 11x11/4 kernels that
+# both see the whole image (one 96-kernel conv here), 2x128 5x5 tower-local, 2x192 3x3 over both
+# towers' maps, 2x192 and 2x128 3x3 tower-local; batch norm between conv and ReLU of conv1 and conv2
+# only (where the paper has LRN), overlapping 3x3/2 pools after conv1, conv2, conv5.
+# Its summary() shows 56x56 maps after conv1: TensorFlow's "same" at stride 4 gives ceil(224 / 4)
+# = 56 by padding 3 before and 4 after. Symmetric padding 4 gives the same 56x56 maps and the
+# same parameters, its windows one pixel up and left of TensorFlow's: (224 + 8 - 11) // 4 + 1 = 56.
+# (Its prose says 55x55, the paper's figure; its code builds 56, which is what this is.) The pools
+# then give 27, 13 and 6: FC6 sees 256 x 6 x 6 = 9,216 values, as the tutorial says.
+TWO_TOWER_BN = Architecture(
+    convs=(
+        ConvLayer(96, 11, stride=4, padding=4, normalized=True, pooled=True),  # (B, 96, 56, 56) -> 27
+        ConvLayer(256, 5, padding=2, tower_local=True, normalized=True, pooled=True, paper_bias=1.0),
+        ConvLayer(384, 3, padding=1),  # (B, 384, 13, 13), sees both towers
+        ConvLayer(384, 3, padding=1, tower_local=True, paper_bias=1.0),
+        ConvLayer(256, 3, padding=1, tower_local=True, pooled=True, paper_bias=1.0),  # -> 6x6
+    ),
+    hidden=(4096, 4096),
+    input_size=(3, 224, 224),
+    batch_norm="marked",
+    batch_norm_bias=True,  # Conv2D(filters=48, ...) keeps its bias under the batch norm
+    batch_norm_eps=1e-3,
+    batch_norm_momentum=0.01,
+)
+
+# A Keras article for Oxford Flowers-17 ("AlexNet Complete Architecture", CodeX): "valid" convs,
+# conv2 11x11 (the paper's is 5x5), non-overlapping 2x2 pools, each block conv -> ReLU -> pool ->
+# batch norm (after the block, not before the ReLU), and three hidden FC layers 4096 -> 4096 -> 1000,
+# each Dense -> ReLU -> Dropout(0.4) -> batch norm, before the 17-way output (its text describes
+# LRN; its code, reproduced here, has batch norm instead). The maps shrink
+# 224 -> 54 -> 27 -> 17 -> 8 -> 6 -> 4 -> 2 -> 1, so FC6 sees 256 values, not 9,216. (Its
+# Dense(4096, input_shape=(224*224*3,)) is ignored by Keras for a layer that is not the first.)
+FLOWERS_BN = Architecture(
+    convs=(
+        ConvLayer(96, 11, stride=4, normalized=True, pooled=True),  # (B, 96, 54, 54) -> 27x27
+        ConvLayer(256, 11, normalized=True, pooled=True, paper_bias=1.0),  # 17x17 -> 8x8
+        ConvLayer(384, 3),  # 6x6
+        ConvLayer(384, 3, paper_bias=1.0),  # 4x4
+        ConvLayer(256, 3, pooled=True, paper_bias=1.0),  # 2x2 -> (B, 256, 1, 1)
+    ),
+    hidden=(4096, 4096, 1000),
+    input_size=(3, 224, 224),
+    batch_norm="after-block",
+    batch_norm_eps=1e-3,
+    batch_norm_momentum=0.01,
+)
+
+# Dive into Deep Learning (Zhang, Lipton, Li, Smola), Section 8.1 "Deep Convolutional Neural
+# Networks (AlexNet)" (d2l-ai/d2l-en, chapter_convolutional-modern/alexnet.md), its PyTorch code:
+# the paper's kernels at one tower and no LRN, padding 1 on the 11x11/4 conv1, for Fashion-MNIST
+# resized to 1x224x224: 224 -> 54 -> 26 -> 26 -> 12 -> 12 -> 5, so FC6 sees 256 x 5 x 5 = 6,400
+# values. d2l reports no accuracy figure (a plot of the losses and validation accuracy, and "hardly
+# any overfitting: training and validation loss are virtually identical").
+D2L = Architecture(
+    convs=(
+        ConvLayer(96, 11, stride=4, padding=1, normalized=True, pooled=True),  # (B, 96, 54, 54) -> 26
+        ConvLayer(256, 5, padding=2, normalized=True, pooled=True, paper_bias=1.0),  # -> 12x12
+        ConvLayer(384, 3, padding=1),
+        ConvLayer(384, 3, padding=1, paper_bias=1.0),
+        ConvLayer(256, 3, padding=1, pooled=True, paper_bias=1.0),  # (B, 256, 12, 12) -> 5x5
+    ),
+    hidden=(4096, 4096),
+    input_size=(1, 224, 224),
+)
+
+
+@register_model(recipe="keras_cifar")
+def alexnet_keras_cifar(**options) -> AlexNet:
+    """A Keras CIFAR-10 notebook's AlexNet: 3x3 kernels, 2x2 pools, FC 4096-4096, no norm. 3x32x32."""
+    defaults = dict(
+        num_classes=10, towers=1, norm="none", pooling="non-overlapping", classifier_order="paper",
+        init="xavier",
+    )
+    return AlexNet(KERAS_CIFAR, **{**defaults, **options})
+
+
+@register_model(recipe="twotower_bn")
+def alexnet_twotower_bn(**options) -> AlexNet:
+    """A Keras tutorial's two-tower AlexNet with batch norm after conv1 and conv2; CIFAR-10 at 224."""
+    defaults = dict(
+        num_classes=10, towers=2, norm="batch", pooling="overlapping", classifier_order="paper",
+        init="xavier",
+    )
+    return AlexNet(TWO_TOWER_BN, **{**defaults, **options})
+
+
+@register_model(recipe="flowers_bn")
+def alexnet_flowers_bn(**options) -> AlexNet:
+    """A Keras Flowers-17 article's AlexNet: batch norm after every block and hidden FC layer. 224."""
+    defaults = dict(
+        num_classes=17, towers=1, norm="batch", fc_norm="batch", pooling="non-overlapping",
+        dropout=0.4, classifier_order="paper", init="xavier",
+    )
+    return AlexNet(FLOWERS_BN, **{**defaults, **options})
+
+
+@register_model(recipe="d2l")
+def alexnet_d2l(**options) -> AlexNet:
+    """Dive into Deep Learning's AlexNet (Section 8.1) for Fashion-MNIST resized to 1x224x224."""
+    # d2l applies init_cnn (nn.init.xavier_uniform_ on every nn.Conv2d and nn.Linear weight, the
+    # biases left as PyTorch draws them) with self.net.apply() in __init__, while its layers are
+    # still nn.LazyConv2d / nn.LazyLinear, which that type test does not match: as printed, its
+    # PyTorch code trains from PyTorch's default init. Xavier is what it means (its MXNet version
+    # calls initialize(init.Xavier()), and earlier editions' train_ch6 applied xavier_uniform_ to
+    # built layers); ours also zeroes the biases. init="default" gives what its PyTorch code runs.
+    defaults = dict(
+        num_classes=10, towers=1, norm="none", pooling="overlapping", classifier_order="paper",
+        init="xavier",
+    )
+    return AlexNet(D2L, **{**defaults, **options})

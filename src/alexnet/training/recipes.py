@@ -100,6 +100,59 @@ RECIPES: dict[str, Recipe] = {
             # no dropout, for the same reason as the augmentation.
             model_options={"norm": "batch", "init": "default", "dropout": 0.0},
         ),
+        # The tutorial networks' own training, as their code runs it. What a recipe cannot say:
+        # their inputs are pixels / 255 (the two-tower one: per-image standardisation) where ours
+        # are normalised per channel, and Keras' Adam has epsilon 1e-7 (PyTorch's: 1e-8).
+        Recipe(
+            name="keras_cifar",
+            source="the Keras CIFAR-10 notebook of alexnet_keras_cifar: compile(optimizer='adam') "
+            "(lr 1e-3), fit(epochs=10) without batch_size (Keras' default of 32), no augmentation",
+            optimizer="adam",
+            lr=1e-3,
+            batch_size=32,
+            epochs=10,
+            augment="none",
+        ),
+        Recipe(
+            name="twotower_bn",
+            source="the Keras two-tower tutorial of alexnet_twotower_bn: SGD(lr=0.001) without "
+            "momentum, batch(batch_size=1), 'upto 5 epochs', CIFAR-10 resized to 224x224",
+            optimizer="sgd",
+            lr=0.001,
+            # The tutorial's own batch of one image: 45,000 optimiser steps an epoch, each on one
+            # 224x224 image, impractically slow on a CPU; pass --batch-size (and --lr) to go faster.
+            batch_size=1,
+            epochs=5,  # its fit() call is cut off after "Fit the model upto 5 epochs"
+            momentum=0.0,
+            augment="none",
+        ),
+        Recipe(
+            name="flowers_bn",
+            source="the Keras Flowers-17 article of alexnet_flowers_bn: compile(optimizer='adam') "
+            "(lr 1e-3), fit(batch_size=64, epochs=1, validation_split=0.2, shuffle=True)",
+            optimizer="adam",
+            lr=1e-3,
+            batch_size=64,
+            # One pass of 17 steps (1,088 images): batch norm's running statistics (momentum 0.99)
+            # are then still 0.99^17 = 84% their initial 0 and 1, which evaluation uses.
+            epochs=1,
+            augment="none",
+            # validation_split=0.2 holds out a fifth of all 1,360 images (272) and tests on nothing
+            # else; our Flowers-17 keeps 340 for testing and holds out --val-size images of the
+            # other 1,020 (a fifth: --val-size 204).
+        ),
+        Recipe(
+            name="d2l",
+            source="Dive into Deep Learning, Section 8.1: AlexNet(lr=0.01) with d2l.Classifier's "
+            "plain torch.optim.SGD (no momentum, no weight decay), FashionMNIST(batch_size=128, "
+            "resize=(224, 224)), Trainer(max_epochs=10), no augmentation",
+            optimizer="sgd",
+            lr=0.01,
+            batch_size=128,
+            epochs=10,
+            momentum=0.0,
+            augment="none",
+        ),
     )
 }
 ALIASES = {"seed": "tutorial"}
