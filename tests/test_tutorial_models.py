@@ -261,7 +261,7 @@ def test_cli_summary_of_d2l(capsys):
     assert main(["summary", "alexnet_d2l"]) == 0
     out = capsys.readouterr().out
     assert "46,764,746" in out and "938,146,176" in out and "256x5x5" in out
-    assert main(["summary", "alexnet_flowers_bn", "--format", "json", "--fc_norm", "none"]) == 0
+    assert main(["summary", "alexnet_flowers_bn", "--format", "json", "--fc-norm", "none"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["parameters"] == HAND_COUNTS["alexnet_flowers_bn"][0] - batch_norm(4096) * 2 - batch_norm(1000)
 

@@ -38,18 +38,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, model.input_size))
         doc = (get_model_builder(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<20} {shape:<10} {params:>12,} params  recipe {default_recipe(name):<8}  {doc}")
+        print(f"{name:<20} {shape:<10} {params:>12,} params  recipe {default_recipe(name):<11}  {doc}")
     return 0
-
-
-MODEL_SWITCHES = {  # flag -> (type, help); they fill TrainConfig.model_options
-    "activation": (str, "relu | tanh"),
-    "norm": (str, "lrn | batch | none"),
-    "pooling": (str, "overlapping | non-overlapping"),
-    "dropout": (float, "dropout probability of FC6 and FC7"),
-    "towers": (int, "1 | 2 (the paper's two-GPU connectivity)"),
-    "init": (str, "paper | kaiming | default"),
-}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +70,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=text)
-    for name, (kind, text) in MODEL_SWITCHES.items():
-        parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=f"model switch: {text}")
+    from .models import SWITCHES  # the model's own table: one flag per switch, filling model_options
+
+    for name, (kind, choices, text) in SWITCHES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, choices=choices,
+                            default=argparse.SUPPRESS, help=f"model switch: {text}")
 
 
 def _given_values(args: argparse.Namespace) -> dict:
@@ -94,7 +87,9 @@ def _given_values(args: argparse.Namespace) -> dict:
         defaults = TrainConfig()
         values = {k: v for k, v in config.__dict__.items() if v != getattr(defaults, k) or k == "model_options"}
     given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "resume", "nproc")}
-    options = {**values.get("model_options", {}), **{k: given.pop(k) for k in list(given) if k in MODEL_SWITCHES}}
+    from .models import SWITCHES
+
+    options = {**values.get("model_options", {}), **{k: given.pop(k) for k in list(given) if k in SWITCHES}}
     values = {**values, **given}
     if options:
         values["model_options"] = options
@@ -201,10 +196,28 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import ExperimentOptions, run_all, run_experiment
+    from .report import build_experiment_report
+
+    options = ExperimentOptions(
+        dataset=args.dataset, model=args.model, seeds=args.seeds, epochs=args.epochs, subset=args.subset,
+        jobs=args.jobs, out=args.out, data_dir=args.data_dir, val_size=args.val_size, threshold=args.threshold, precision=args.precision,
+        device=args.device)
+    folders = run_all(options) if args.name == "all" else [run_experiment(args.name, options)]
+    for folder in folders:
+        print((folder / "results.md").read_text())
+        print(f"wrote {build_experiment_report(folder)}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_comparison, build_report
+    from .report import build_comparison, build_experiment_report, build_report, is_experiment_folder
 
     _output_file(args.out)
+    if len(args.run_dirs) == 1 and is_experiment_folder(args.run_dirs[0]):
+        print(f"wrote {build_experiment_report(args.run_dirs[0])}")
+        return 0
     if len(args.run_dirs) == 1 and args.out is None:
         path = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device)
     elif len(args.run_dirs) == 1:
@@ -299,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--device", default="cpu", help="cpu or cuda")
     benchmark.set_defaults(run=_cmd_benchmark)
 
+    from .experiments import list_claims
+
+    experiment = commands.add_parser(
+        "experiment", help="a claim of the paper measured: its arms trained over seeds, compared, judged")
+    experiment.add_argument("name", choices=(*list_claims(), "all"), metavar="NAME",
+                            help=f"one of {', '.join(list_claims())}, or all")
+    experiment.add_argument("--dataset", default="fashion-mnist")
+    experiment.add_argument("--model", default=None, help="the network every arm starts from (default: the paper-"
+                            "faithful one for the data: alexnet_small28 at 28x28, alexnet_small32 at 32x32, else "
+                            "alexnet_paper)")
+    experiment.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, the same for every arm (default: 3)")
+    experiment.add_argument("--epochs", type=int, default=None, help="default: the claim's own budget")
+    experiment.add_argument("--subset", type=float, default=None, help="fraction of the training set (default: the claim's)")
+    experiment.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per physical core)")
+    experiment.add_argument("--out", default="experiments", help="parent folder of the experiment folders")
+    experiment.add_argument("--data-dir")
+    experiment.add_argument("--val-size", type=int, default=None, help="images held out (default: the dataset's)")
+    experiment.add_argument("--threshold", type=float, default=0.25, help="relu: the training error timed (Figure 1; default: 0.25)")
+    experiment.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    experiment.add_argument("--device", default="auto")
+    experiment.set_defaults(run=_cmd_experiment)
+
     add_predict_command(commands)
     add_weights_command(commands)
     return parser
@@ -306,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "benchmark", "evaluate", "report"):
+    if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
         from .perf import reuse_freed_memory
 
         reuse_freed_memory()  # the process is the command's: it may keep its peak memory (see perf.py)

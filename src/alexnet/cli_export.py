@@ -47,8 +47,8 @@ def add_summary_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     parser.add_argument("--plot", metavar="FILE.png|svg", help="also draw the network (like the paper's Figure 2)")
     for name, (kind, choices, text) in SWITCHES.items():
-        parser.add_argument(f"--{name}", type=kind, choices=choices, default=argparse.SUPPRESS,
-                            help=f"model switch: {text}")
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, choices=choices,
+                            default=argparse.SUPPRESS, help=f"model switch: {text}")
     parser.set_defaults(run=_cmd_summary)
     return parser
 

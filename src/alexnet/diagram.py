@@ -14,7 +14,7 @@ from .errors import AlexNetError
 from .summary import LayerRow, Summary
 
 # What follows a convolution or FC layer, as the picture names it.
-SHORT_NAMES = {"ReLU": "ReLU", "Tanh": "tanh", "LocalResponseNorm": "LRN", "BatchNorm2d": "batch norm",
+SHORT_NAMES = {"ReLU": "ReLU", "Tanh": "tanh", "LocalResponseNorm": "LRN", "BatchNorm2d": "batch norm", "BatchNorm1d": "batch norm",
                "Dropout": "dropout", "MaxPool2d": "max pool", "AdaptiveAvgPool2d": "avg pool"}
 COLOURS = {"input": "#e8e8e8", "Conv2d": "#cfe2f3", "Linear": "#d9ead3", "output": "#fff2cc"}
 

@@ -24,7 +24,7 @@ tutorial networks reproduced here put it only where the paper has LRN, or after 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -90,6 +90,10 @@ class AlexNet(nn.Module):
         classifier_order: where dropout sits. ``paper``: on the outputs of FC6 and FC7 ("setting to
             zero the output of each hidden neuron", Section 4.2). ``torchvision``: on the inputs of
             FC6 and FC7, so the pooled conv5 maps are dropped too and FC7's outputs are not.
+        conv_widths: kernels of each convolution instead of the architecture's (Section 3.2's
+            one-tower comparison halves conv1-4).
+        remove_conv: leave out this convolution (counted from 1); its pooling stays, so the layers
+            after it see maps of the size they were built for (Section 6.1's ablation).
         init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says), ``kaiming`` (He et
             al. 2015: variance 2/fan-in for layers followed by a ReLU, zero biases; what lets the
             small variants learn without batch norm), ``xavier`` (Glorot and Bengio 2010: uniform,
@@ -112,6 +116,8 @@ class AlexNet(nn.Module):
         classifier_order: str = "paper",
         init: str = "paper",
         fc_norm: str = "none",
+        conv_widths: tuple[int, ...] | None = None,
+        remove_conv: int | None = None,
     ) -> None:
         super().__init__()
         _check_choice("activation", activation, ACTIVATIONS)
@@ -128,7 +134,17 @@ class AlexNet(nn.Module):
         if num_classes < 1:
             raise AlexNetError(f"num_classes must be at least 1, got {num_classes}")
 
+        convs = architecture.convs
+        if conv_widths is not None:
+            if len(conv_widths) != len(convs) or any(int(width) < 1 for width in conv_widths):
+                raise AlexNetError(f"conv_widths takes {len(convs)} positive numbers (one per convolution), "
+                                   f"got {tuple(conv_widths)}")
+            convs = tuple(replace(conv, channels=int(width)) for conv, width in zip(convs, conv_widths))
+        if remove_conv is not None and not 1 <= remove_conv <= len(convs):
+            raise AlexNetError(f"remove_conv names a convolution, 1 to {len(convs)}; got {remove_conv}")
+        architecture = replace(architecture, convs=convs)
         self.architecture = architecture
+        self.remove_conv = remove_conv
         self.in_chans = in_chans or architecture.input_size[0]
         self.input_size = (self.in_chans, *architecture.input_size[1:])
         self.num_classes = num_classes
@@ -138,12 +154,23 @@ class AlexNet(nn.Module):
             activation=activation, norm=norm, pooling=pooling, dropout=dropout, towers=towers,
             classifier_order=classifier_order, init=init, fc_norm=fc_norm,
         )
+        if conv_widths is not None:
+            self.options["conv_widths"] = [conv.channels for conv in convs]
+        if remove_conv is not None:
+            self.options["remove_conv"] = remove_conv
 
         layers: list[nn.Module] = []
         channels = self.in_chans
         placement = architecture.batch_norm if norm == "batch" else None
-        for conv in architecture.convs:
+        for index, conv in enumerate(architecture.convs, 1):
+            if index == remove_conv:  # Section 6.1's ablation: the layer goes, its pooling stays, so the
+                if conv.pooled:  # layers after it see maps of the size they were built for
+                    layers.append(make_pool(pooling, architecture.pool_padding))
+                continue
             groups = towers if conv.tower_local else 1
+            if channels % groups or conv.channels % groups:
+                raise AlexNetError(f"conv{index} splits {channels} -> {conv.channels} maps between {groups} towers: "
+                                   f"both must be even (choose even conv_widths, or towers=1)")
             batch_first = placement == "every" or (placement == "marked" and conv.normalized)
             layers.append(
                 nn.Conv2d(channels, conv.channels, conv.kernel_size, conv.stride, conv.padding,
@@ -226,7 +253,8 @@ class AlexNet(nn.Module):
         layers ("accelerates the early stages of learning by providing the ReLUs with positive
         inputs"), 0 in the remaining layers."""
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
-        for conv, spec in zip(convs, self.architecture.convs):
+        specs = [spec for index, spec in enumerate(self.architecture.convs, 1) if index != self.remove_conv]
+        for conv, spec in zip(convs, specs):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             if conv.bias is not None:
                 nn.init.constant_(conv.bias, spec.paper_bias)
@@ -302,6 +330,14 @@ INITS = ("paper", "kaiming", "default", "xavier")
 FC_NORMALIZATIONS = ("none", "batch")
 BATCH_NORM_PLACEMENTS = ("every", "marked", "after-block")
 
+def widths(text: str) -> list[int]:
+    """``"16,32,64,64,96"`` -> ``[16, 32, 64, 64, 96]`` (the command line's --conv-widths)."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
 # The switches every variant takes, as (type, choices or None, what it does): the command line's
 # flags are made from this table.
 SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
@@ -312,6 +348,9 @@ SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
     "towers": (int, None, "1, or 2 for the paper's two-GPU connectivity (Section 3.2)"),
     "init": (str, INITS, "the paper's N(0, 0.01), Kaiming's, PyTorch's default, or Glorot's (Section 5)"),
     "fc_norm": (str, FC_NORMALIZATIONS, "batch norm after each hidden FC layer, or none (the paper)"),
+    "conv_widths": (widths, None,
+                    "kernels of each convolution, comma-separated, e.g. 16,32,64,64,96 (Section 3.2's comparison)"),
+    "remove_conv": (int, None, "leave out this convolution (1-5), keeping its pooling (Section 6.1's ablation)"),
 }
 
 

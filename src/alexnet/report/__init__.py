@@ -7,6 +7,8 @@
 A run folder gains ``report.html`` (self-contained: figures embedded) and ``figures/*.png``.
 """
 
+from .experiment import build_experiment_report, is_experiment_folder
 from .html import build_comparison, build_figures, build_report, read_run
 
-__all__ = ["build_comparison", "build_figures", "build_report", "read_run"]
+__all__ = ["build_comparison", "build_experiment_report", "build_figures", "build_report", "is_experiment_folder",
+           "read_run"]

@@ -54,7 +54,7 @@ class TrainConfig:
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
 
     # how to train: a recipe, and overrides of its values
-    recipe: str | None = None  # paper | tutorial | fast; None: the model's own (alexnet_paper: paper, small: fast)
+    recipe: str | None = None  # paper | fast | tutorial | d2l | ...; None: the model's own (alexnet_paper: paper)
     epochs: int | None = None  # passes over the training set
     batch_size: int | None = None  # global: split across processes when training in parallel
     lr: float | None = None  # peak learning rate for this batch size

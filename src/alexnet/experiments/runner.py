@@ -1,0 +1,495 @@
+"""``alexnet experiment``: a claim's arms trained as ordinary runs, measured, compared, judged.
+
+An experiment folder holds ``runs/<arm>-seed<N>/`` (run folders that ``evaluate`` and ``report``
+read like any other), ``results.json`` and ``results.md``. Run again, it trains only what is not
+finished: a finished arm is read back, a stopped one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import contextlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AlexNetError
+from ..runs import RunFolder, write_text
+from .claims import BASE, GAP, Arm, Claim, get_claim
+from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
+
+MEASURES_FILE = "experiment-measures.json"  # written into each arm's run folder, read back on a rerun
+CONVERGENCE_TOLERANCE = 0.005  # "converged": validation error within half a point of its best
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """What every arm of an experiment shares; None means the claim's own budget."""
+
+    dataset: str = "fashion-mnist"
+    model: str | None = None  # None: the paper-faithful network for the data's size (default_model)
+    seeds: int = 3  # seeds 0..N-1, the same for every arm: the differences are paired by seed
+    epochs: int | None = None
+    subset: float | None = None
+    jobs: int | None = None  # arms trained at once; None: one per physical core, each with one thread
+    out: str = "experiments"
+    data_dir: str | None = None
+    val_size: int | None = None  # images held out for validation; None: the dataset's default
+    threshold: float = 0.25  # relu: the training error Figure 1 times (25%)
+    precision: str = "auto"
+    device: str = "auto"
+
+    def resolved(self) -> "ExperimentOptions":
+        """A copy naming its model (the data's paper-faithful network when none is given)."""
+        return self if self.model else dataclasses.replace(self, model=default_model(self.dataset))
+
+    def check(self) -> None:
+        if self.seeds < 1:
+            raise AlexNetError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.jobs is not None and self.jobs < 1:
+            raise AlexNetError(f"--jobs must be at least 1, got {self.jobs}")
+        if not 0 < self.threshold < 1:
+            raise AlexNetError(f"--threshold must be a training error in (0, 1), got {self.threshold}")
+
+
+def default_model(dataset: str) -> str:
+    """The paper-faithful network (LRN, two towers, dropout 0.5) sized for ``dataset``'s images:
+    the small variants for 28x28 and 32x32 sets, the paper's own for the rest."""
+    from ..data import dataset_info
+
+    shape = dataset_info(dataset).input_shape
+    if shape and shape[1:] == (28, 28):
+        return "alexnet_small28"
+    if shape and shape[1:] == (32, 32):
+        return "alexnet_small32"
+    return "alexnet_paper"
+
+
+def experiment_folder(name: str, options: ExperimentOptions) -> Path:
+    return Path(options.out) / name
+
+
+def arm_configs(claim: Claim, options: ExperimentOptions) -> dict[str, list]:
+    """arm name -> one ``TrainConfig`` per seed (re-evaluated arms: the reference's)."""
+    from ..training import TrainConfig
+
+    options = options.resolved()
+    epochs = options.epochs or claim.epochs
+    subset = options.subset or claim.subset
+    folder = experiment_folder(claim.name, options) / "runs"
+    configs: dict[str, list] = {}
+    for arm in claim.arms:
+        if not claim.retrains and arm is not claim.reference:
+            configs[arm.name] = configs[claim.reference.name]
+            continue
+        values = _merge(BASE, claim.base, arm.changes)
+        values["model_options"] = {**values.get("model_options", {}), **_model_changes(options.model, arm)}
+        configs[arm.name] = [
+            TrainConfig(**{**values, "model": options.model, "dataset": options.dataset, "data_dir": options.data_dir, "val_size": options.val_size,
+                           "epochs": epochs, "subset": subset, "seed": seed, "out": str(folder),
+                           "name": f"{arm.name}-seed{seed}", "quiet": True, "precision": options.precision,
+                           "device": options.device})
+            for seed in range(options.seeds)
+        ]
+    return configs
+
+
+def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), *,
+                   log: Callable[[str], None] = print) -> Path:
+    """Train (or continue) every arm of the claim ``name``, measure and judge; returns the folder
+    holding ``results.json`` and ``results.md``."""
+    from ..data import dataset_info
+
+    claim = get_claim(name)
+    options.check()
+    info = dataset_info(options.dataset)
+    options = options.resolved()
+    if claim.needs_colour and len(info.mean) != 3:
+        raise AlexNetError(f"experiment {name} needs colour images and {options.dataset} is grey: "
+                           f"{claim.transfer}. Pass --dataset cifar10 (or another colour dataset)")
+    configs = arm_configs(claim, options)
+    for arm_configs_ in configs.values():
+        for config in arm_configs_:
+            config.resolved()  # a bad option is refused before anything trains
+    folder = experiment_folder(name, options)
+    folder.mkdir(parents=True, exist_ok=True)
+    epochs = options.epochs or claim.epochs
+    subset = options.subset or claim.subset
+    log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
+        f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
+
+    tasks = _tasks(claim, configs)
+    measured = _train_all(tasks, options, log)
+    results = summarise(claim, options, measured)
+    write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(folder / "results.md", results_markdown(results))
+    failed = [task.name for task in tasks if task.name not in measured]
+    if failed:
+        raise AlexNetError(f"experiment {name}: {len(failed)} run(s) did not finish ({', '.join(failed)}); their "
+                           f"messages are above. Run the same command again to continue: finished arms are kept")
+    return folder
+
+
+# --- training the arms ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One training run, and what to measure on it besides its own metrics."""
+
+    name: str  # the run folder's name
+    config: object  # TrainConfig
+    train_set_error: bool  # the gap measure needs the error on the training images in eval mode
+    re_evaluations: tuple[tuple[str, dict], ...]  # (arm, evaluate() options) on the same weights
+
+
+def _tasks(claim: Claim, configs: dict[str, list]) -> list[_Task]:
+    needs_gap = GAP in claim.measures
+    re_evaluated = [arm for arm in claim.others if not claim.retrains]
+    tasks = []
+    for arm in claim.arms:
+        if arm in re_evaluated:
+            continue
+        for config in configs[arm.name]:
+            again = tuple((other.name, {"ten_crop": other.changes.get("ten_crop")}) for other in re_evaluated
+                          if arm is claim.reference)
+            tasks.append(_Task(config.name, config, needs_gap, again))
+    return tasks
+
+
+def _train_all(tasks: list[_Task], options: ExperimentOptions, log) -> dict[str, dict]:
+    """Run the tasks, ``jobs`` at a time; returns run name -> measures for those that finished."""
+    from ..perf import physical_cores
+
+    cores = physical_cores()
+    jobs = min(options.jobs or cores, len(tasks))
+    threads = max(1, cores // jobs)
+    tasks = [dataclasses.replace(task, config=dataclasses.replace(task.config, threads=threads)) for task in tasks]
+    measured: dict[str, dict] = {}
+
+    def record(task: _Task, outcome: dict | str) -> None:
+        if isinstance(outcome, str):
+            log(f"  {task.name}: FAILED: {outcome}")
+            return
+        measured[task.name] = outcome
+        note = " (already trained)" if outcome.get("reused") else f" ({outcome['seconds']:.0f} s)"
+        log(f"  {task.name}: test top-1 error {outcome['test_top1_error']:.2%}" + note)
+
+    if jobs == 1:
+        for task in tasks:
+            record(task, _run_task(task))
+        return measured
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_task, task): task for task in tasks}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                task = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as error:  # a worker that died (killed, out of memory)
+                    outcome = f"{type(error).__name__}: {error}"
+                record(task, outcome)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)  # the runs save their position on the same signal
+            raise
+    return measured
+
+
+def _run_task(task: _Task) -> dict | str:
+    """Train (or continue, or read back) one run and measure it; an error a user can act on comes
+    back as its message, so that the other arms go on."""
+    from ..training import train
+
+    folder = RunFolder(Path(task.config.out) / task.config.name)
+    start = time.perf_counter()
+    try:
+        cached = _cached_measures(folder, task)
+        if cached is not None:
+            return {**cached, "reused": True}
+        evaluation, _ = folder.read_evaluation()
+        finished = folder.weights.is_file() and evaluation and evaluation.get("epochs") == task.config.epochs
+        if not finished:
+            # Each run's epochs go to its own log.txt: the experiment prints a line per finished run.
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                if folder.holds_run():
+                    train(resume=folder.directory, overrides={"epochs": task.config.epochs,
+                                                              "threads": task.config.threads})
+                else:
+                    train(task.config)
+        return {**measure_run(folder, task), "seconds": time.perf_counter() - start}
+    except AlexNetError as error:
+        return f"{error}"
+
+
+def _cached_measures(folder: RunFolder, task: _Task) -> dict | None:
+    path = folder.directory / MEASURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {name for name, _ in task.re_evaluations}
+    complete = (cached.get("epochs") == task.config.epochs and (not task.train_set_error or "train_error" in cached)
+                and wanted <= set(cached.get("re_evaluations", {})))
+    return cached if complete else None
+
+
+def measure_run(folder: RunFolder, task: _Task) -> dict:
+    """What the claims read off a finished run, written to the run folder for the next time."""
+    from ..evaluation import evaluate
+
+    evaluation, problem = folder.read_evaluation()
+    if evaluation is None:
+        raise AlexNetError(f"{folder.directory}: {problem}")
+    history, _ = folder.read_history()
+    measures = {
+        "run": str(folder.directory),
+        "seed": task.config.seed,
+        "epochs": evaluation.get("epochs", len(history)),
+        "test_top1_error": 1 - evaluation["top1"],
+        "test_top5_error": 1 - evaluation["top5"],
+        "train_errors": [1 - row["train_top1"] for row in history],
+        "val_errors": [1 - row["val_top1"] for row in history],
+        "num_classes": len(evaluation.get("class_names", [])) or 10,
+    }
+    if task.train_set_error:
+        measures["train_error"] = 1 - training_set_top1(folder)
+    measures["re_evaluations"] = {}
+    for arm, choice in task.re_evaluations:
+        metrics = evaluate(folder.directory, ten_crop=choice.get("ten_crop"), flip=False)
+        measures["re_evaluations"][arm] = {"test_top1_error": 1 - metrics.top1, "test_top5_error": 1 - metrics.top5}
+    write_text(folder.directory / MEASURES_FILE, json.dumps(measures, indent=2) + "\n")
+    return measures
+
+
+def training_set_top1(folder: RunFolder) -> float:
+    """Top-1 of a run's final weights on its own training images, without augmentation or dropout:
+    the paper's "overfitting" is the distance from this to the validation accuracy (the running
+    training accuracy of metrics.jsonl is taken with dropout on and augmented images)."""
+    import torch
+
+    from ..data import build_loaders
+    from ..evaluation import evaluate_model
+    from ..perf import autocast_context, prepare_model, resolve_device, resolve_precision
+    from ..training import TrainConfig
+    from ..weights import load_weights
+
+    config = TrainConfig.from_yaml(folder.config)
+    device = resolve_device(config.device)
+    model, metadata = load_weights(folder.weights, device=str(device))
+    prepare_model(model, device)
+    with torch.random.fork_rng():
+        loaders = build_loaders(
+            config.dataset, data_dir=config.data_dir, batch_size=config.eval_batch_size,
+            eval_batch_size=config.eval_batch_size, output_shape=model.input_size, augment="none",
+            val_size=config.val_size, subset=config.subset, seed=config.seed, device=device,
+            normalization=(metadata.mean, metadata.std),
+        )
+    dtype = resolve_precision(metadata.precision, device)
+    metrics, _ = evaluate_model(model, loaders.train, list(metadata.class_names), device=device,
+                                autocast=autocast_context(device, dtype))
+    return metrics.top1
+
+
+# --- measuring and judging --------------------------------------------------------------------------
+
+
+def arm_values(claim: Claim, arm: Arm, measured: dict[str, dict], options: ExperimentOptions,
+               key: str) -> dict[int, tuple[float, bool]]:
+    """seed -> (value of ``key``, censored) for one arm; censored: not reached within the epochs trained,
+    and the budget stands in for it (a lower bound)."""
+    values = {}
+    for seed in range(options.seeds):
+        source = claim.reference if not claim.retrains else arm
+        run = measured.get(f"{source.name}-seed{seed}")
+        if run is None:
+            continue
+        if source is not arm:  # the same weights, evaluated otherwise
+            run = {**run, **run["re_evaluations"][arm.name]}
+        values[seed] = _value(run, key, options)
+    return values
+
+
+def _value(run: dict, key: str, options: ExperimentOptions) -> tuple[float, bool]:
+    if key in ("test_top1_error", "test_top5_error"):
+        return run[key], False
+    if key == "gap":
+        return run["val_errors"][-1] - run["train_error"], False
+    if key == "epochs_to_error":
+        chance = 1 - 1 / run["num_classes"]
+        epochs = epochs_to_error(run["train_errors"], options.threshold, chance)
+        return (float(run["epochs"]), True) if epochs is None else (epochs, False)
+    if key == "convergence":
+        return float(epochs_to_converge(run["val_errors"], CONVERGENCE_TOLERANCE)), False
+    raise AlexNetError(f"unknown measure {key!r}")
+
+
+def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict]) -> dict:
+    """results.json: per arm and measure the spread over seeds; per comparison the paired difference,
+    its interval, the paper's number and the verdict."""
+    arms = {}
+    for arm in claim.arms:
+        entry = {"label": arm.label, "runs": [], "measures": {}}
+        for seed in range(options.seeds):
+            source = arm if claim.retrains else claim.reference
+            run = measured.get(f"{source.name}-seed{seed}")
+            if run:
+                entry["runs"].append(run["run"])
+        for measure in claim.measures:
+            values = arm_values(claim, arm, measured, options, measure.key)
+            if values:
+                numbers = [value for value, _ in values.values()]
+                entry["measures"][measure.key] = {
+                    **Spread.of(numbers).to_dict(), "values": numbers,
+                    "censored": [censored for _, censored in values.values()],
+                }
+        if measured:
+            runs = [measured[f"{(arm if claim.retrains else claim.reference).name}-seed{seed}"]
+                    for seed in range(options.seeds)
+                    if f"{(arm if claim.retrains else claim.reference).name}-seed{seed}" in measured]
+            entry["curves"] = {"train_errors": [run["train_errors"] for run in runs],
+                               "val_errors": [run["val_errors"] for run in runs]}
+        arms[arm.name] = entry
+
+    comparisons = []
+    for other in claim.others:
+        for measure in claim.measures:
+            reference = arm_values(claim, claim.reference, measured, options, measure.key)
+            values = arm_values(claim, other, measured, options, measure.key)
+            seeds = sorted(set(reference) & set(values))
+            differences = [values[seed][0] - reference[seed][0] for seed in seeds]
+            interval = paired_interval(differences)
+            censored = any(reference[seed][1] for seed in seeds)  # the reference's true value may be larger
+            judged = "inconclusive" if censored else verdict(interval, measure.expected_sign)
+            if any(values[seed][1] for seed in seeds) and judged == "disagrees" and measure.expected_sign > 0:
+                judged = "inconclusive"  # a censored other arm is a lower bound: it cannot show "smaller"
+            ratio = None
+            if measure.unit == "epochs" and seeds and sum(reference[seed][0] for seed in seeds) > 0:
+                ratio = (sum(values[seed][0] for seed in seeds) / sum(reference[seed][0] for seed in seeds))
+            comparisons.append({
+                "reference": claim.reference.name, "other": other.name, "measure": measure.key,
+                "label": measure.label, "unit": measure.unit, "expected_sign": measure.expected_sign,
+                "differences": differences, "seeds": seeds,
+                "mean": interval[0] if interval else (differences[0] if differences else None),
+                "interval": [interval[1], interval[2]] if interval else None,
+                "ratio": ratio, "lower_bound": any(values[seed][1] for seed in seeds),
+                "paper": measure.paper, "verdict": judged,
+            })
+    primary = [c for c in comparisons if c["measure"] == claim.measures[0].key]
+    verdicts = {c["verdict"] for c in primary}
+    overall = ("agrees" if verdicts == {"agrees"} else "disagrees" if "disagrees" in verdicts else "inconclusive")
+    return {
+        "experiment": claim.name, "section": claim.section, "statement": claim.statement, "paper": claim.paper,
+        "dataset": options.dataset, "model": options.model, "seeds": options.seeds,
+        "epochs": options.epochs or claim.epochs, "subset": options.subset or claim.subset,
+        "threshold": options.threshold if claim.name == "relu" else None,
+        "rule": RULE, "transfer": claim.transfer, "verdict": overall,
+        "arms": arms, "comparisons": comparisons,
+    }
+
+
+def results_markdown(results: dict) -> str:
+    """results.md: the arms' spreads, the comparisons and the verdict, as a person reads them."""
+    lines = [f"# {results['experiment']}: {results['statement']} (Section {results['section']})", "",
+             f"Paper: {results['paper']}.", "",
+             f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
+             f"{results['seeds']} seeds (0..{results['seeds'] - 1}, the same for every arm). "
+             f"**Verdict: {results['verdict']}.**", ""]
+    measure_keys = []
+    for arm in results["arms"].values():
+        for key in arm["measures"]:
+            if key not in measure_keys:
+                measure_keys.append(key)
+    labels = {c["measure"]: (c["label"], c["unit"]) for c in results["comparisons"]}
+    lines += ["| arm | " + " | ".join(labels.get(key, (key, ""))[0] for key in measure_keys) + " |",
+              "|---|" + "---:|" * len(measure_keys)]
+    for arm in results["arms"].values():
+        cells = []
+        for key in measure_keys:
+            spread = arm["measures"].get(key)
+            unit = labels.get(key, ("", "%"))[1]
+            cells.append(format_spread(spread, unit) if spread else "n/a")
+        lines.append(f"| {arm['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "| comparison | measure | difference (mean, 95% CI) | paper | verdict |", "|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        other = results["arms"][c["other"]]["label"]
+        reference = results["arms"][c["reference"]]["label"]
+        lines.append(f"| {other} - {reference} | {c['label']} | {format_difference(c)} | {c['paper'] or '-'} | "
+                     f"{c['verdict']} |")
+    lines += ["", f"Rule: {results['rule']}.", "", f"Where this setting differs: {results['transfer']}.", ""]
+    return "\n".join(lines)
+
+
+def format_spread(spread: dict, unit: str) -> str:
+    scale, suffix = (100, "%") if unit == "%" else (1, "")
+    text = f"{spread['mean'] * scale:.2f}{suffix} ± {spread['std'] * scale:.2f}"
+    return (">= " + text) if any(spread.get("censored", [])) else text
+
+
+def format_difference(comparison: dict) -> str:
+    if comparison["mean"] is None:
+        return "n/a"
+    scale, suffix = (100, " points") if comparison["unit"] == "%" else (1, " epochs")
+    text = f"{comparison['mean'] * scale:+.2f}{suffix}"
+    if comparison["interval"]:
+        low, high = comparison["interval"]
+        text += f" [{low * scale:+.2f}, {high * scale:+.2f}]"
+    if comparison.get("ratio") is not None:
+        text += f", ratio {comparison['ratio']:.2f}x"
+    return (">= " + text) if comparison.get("lower_bound") else text
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _merge(*layers: dict) -> dict:
+    """Later layers win; ``model_options`` are merged key by key."""
+    merged: dict = {}
+    for layer in layers:
+        for key, value in layer.items():
+            merged[key] = {**merged.get(key, {}), **value} if key == "model_options" else value
+    return merged
+
+
+def _model_changes(model: str, arm: Arm) -> dict:
+    """Model options an arm works out from the model's own layers: half the kernels of conv1-4
+    (Section 3.2's one-tower net keeps the last convolution and the FC layers whole, footnote 2),
+    or one convolution removed (Section 6.1)."""
+    if arm.model_changes is None:
+        return {}
+    import torch
+
+    from ..models import build_model
+
+    with torch.device("meta"):
+        widths = [conv.channels for conv in build_model(model).architecture.convs]
+    if arm.model_changes == "half-kernels":
+        return {"conv_widths": [width // 2 for width in widths[:-1]] + [widths[-1]]}
+    if arm.model_changes.startswith("remove-conv"):
+        return {"remove_conv": int(arm.model_changes.removeprefix("remove-conv"))}
+    raise AlexNetError(f"unknown model change {arm.model_changes!r}")
+
+
+def run_all(options: ExperimentOptions, *, log: Callable[[str], None] = print) -> list[Path]:
+    """Every claim the dataset can test, one after another; a claim that needs colour images is skipped
+    on grey data, saying so."""
+    from ..data import dataset_info
+
+    grey = len(dataset_info(options.dataset).mean) != 3
+    folders = []
+    for claim in map(get_claim, CLAIM_ORDER):
+        if claim.needs_colour and grey:
+            log(f"experiment {claim.name}: skipped, {options.dataset} is grey ({claim.transfer})")
+            continue
+        folders.append(run_experiment(claim.name, options, log=log))
+    return folders
+
+
+CLAIM_ORDER = ("relu", "lrn", "overlap", "towers", "dropout", "augment", "pca", "tencrop", "depth")

@@ -1,0 +1,86 @@
+"""Each tutorial's one command, run on small files in its dataset's own format (CIFAR-10's pickled
+batches, Flowers-17's archive) or on real Fashion-MNIST: the network trains as its source does."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alexnet.cli import main
+from alexnet.data import flowers17
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def trained(out: Path, name: str) -> tuple[dict, dict, list[dict]]:
+    folder = out / name
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return config, json.loads((folder / "evaluation.json").read_text()), rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, recipe, batch, extra", [
+    ("alexnet_keras_cifar", "keras_cifar", 32, []),  # seed 002, as it is
+    ("alexnet_twotower_bn", "twotower_bn", 1, ["--subset", "0.2"]),  # seed 003: 224 px, batch 1
+])
+def test_cifar_tutorials_train_as_their_sources(fake_cifar10, tmp_path, model, recipe, batch, extra):
+    out = tmp_path / "runs"
+    argv = ["train", "--model", model, "--dataset", "cifar10", "--data-dir", str(fake_cifar10), "--val-size", "40",
+            "--epochs", "1", "--out", str(out), "--name", model, "--quiet", "--precision", "fp32", *extra]
+    assert main(argv) == 0
+    config, evaluation, rows = trained(out, model)
+    assert (config["recipe"], config["batch_size"], config["augment"]) == (recipe, batch, "none")
+    assert len(rows) == 1 and evaluation["epochs"] == 1 and 0 <= evaluation["top1"] <= 1
+
+
+@pytest.mark.slow
+def test_flowers_tutorial_trains_as_its_source(tmp_path, monkeypatch):
+    from test_data import _QuietHandler, solid_image  # noqa: F401
+    import io
+    import tarfile
+
+    from torchvision.io import encode_jpeg
+
+    data = tmp_path / "data" / "flowers17"
+    data.mkdir(parents=True)
+    with tarfile.open(data / "17flowers.tgz", "w:gz") as tar:  # the archive as the dataset's site serves it
+        for index in range(1, flowers17.NUM_IMAGES + 1):
+            colour = ((37 * index) % 256, 90, 200)
+            payload = encode_jpeg(solid_image(colour), quality=90).numpy().tobytes()
+            member = tarfile.TarInfo(f"jpg/image_{index:04d}.jpg")
+            member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+    monkeypatch.setattr(flowers17, "STORED_SIZE", 16)
+    out = tmp_path / "runs"
+    # seed 004: Adam at batch 64 for one epoch, a fifth held out (validation_split=0.2: 204 of 1,020)
+    argv = ["train", "--model", "alexnet_flowers_bn", "--dataset", "flowers17", "--data-dir", str(tmp_path / "data"),
+            "--val-size", "204", "--subset", "0.25", "--out", str(out), "--name", "flowers", "--quiet",
+            "--precision", "fp32"]
+    assert main(argv) == 0
+    config, evaluation, rows = trained(out, "flowers")
+    assert (config["recipe"], config["optimizer"], config["batch_size"], config["epochs"]) == ("flowers_bn", "adam", 64, 1)
+    assert len(evaluation["class_names"]) == 17
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_seed_000s_experiment_and_d2l_on_fashion_mnist(tmp_path):
+    out = tmp_path / "runs"
+    # seed 000: 10% of the training set, with and without flipped copies added (3x the images)
+    argv = ["train", "--model", "alexnet_tutorial28", "--subset", "0.02", "--epochs", "1", "--flipped-copies",
+            "--out", str(out), "--name", "copies", "--quiet", "--precision", "fp32"]
+    assert main(argv) == 0
+    log = (out / "copies" / "log.txt").read_text()
+    config, evaluation, rows = trained(out, "copies")
+    assert config["flipped_copies"] and config["recipe"] == "tutorial" and evaluation["top1"] > 0.1
+    # d2l: Fashion-MNIST resized to 224, plain SGD 0.01 at batch 128
+    argv = ["train", "--model", "alexnet_d2l", "--subset", "0.01", "--epochs", "1", "--out", str(out), "--name", "d2l",
+            "--quiet", "--precision", "fp32"]
+    assert main(argv) == 0
+    config, evaluation, rows = trained(out, "d2l")
+    assert (config["optimizer"], config["lr"], config["momentum"], config["batch_size"]) == ("sgd", 0.01, 0.0, 128)
+    assert "x3" in log or "3x" in log or config["flipped_copies"]
