@@ -27,7 +27,8 @@ def test_paired_interval_is_students_t_by_hand():
     assert mean == pytest.approx(2.0)
     assert (low, high) == pytest.approx((2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)))
     assert paired_interval([0.5]) is None  # one seed: no spread to measure
-    assert t_quantile(1) == pytest.approx(12.706) and t_quantile(100) == pytest.approx(1.96)
+    assert t_quantile(1) == pytest.approx(12.706) and t_quantile(35) == pytest.approx(2.042)  # df 30's: wider
+    assert t_quantile(100) == pytest.approx(2.000) and t_quantile(10_000) == pytest.approx(1.96)
 
 
 def test_verdict_rule_on_hand_made_intervals():
@@ -39,9 +40,10 @@ def test_verdict_rule_on_hand_made_intervals():
 
 
 def test_epochs_to_error_interpolates_between_epoch_ends():
-    # chance 0.9 before training; 0.5 after epoch 1, 0.2 after epoch 2: 25% is crossed 5/6 into epoch 2
-    assert epochs_to_error([0.5, 0.2], 0.25, 0.9) == pytest.approx(1 + (0.5 - 0.25) / (0.5 - 0.2))
-    assert epochs_to_error([0.1], 0.25, 0.9) == pytest.approx((0.9 - 0.25) / (0.9 - 0.1))
+    # chance 0.9 before training; an epoch's average error stands for its middle: 0.5 at 0.5 epochs,
+    # 0.2 at 1.5, so 25% is crossed 5/6 of the way from 0.5 to 1.5
+    assert epochs_to_error([0.5, 0.2], 0.25, 0.9) == pytest.approx(0.5 + (0.5 - 0.25) / (0.5 - 0.2))
+    assert epochs_to_error([0.1], 0.25, 0.9) == pytest.approx(0.5 * (0.9 - 0.25) / (0.9 - 0.1))
     assert epochs_to_error([0.5, 0.4], 0.25, 0.9) is None  # never reached
     assert epochs_to_converge([0.30, 0.12, 0.104, 0.10], 0.005) == 3
 
@@ -76,9 +78,14 @@ def test_relu_counts_epochs_and_a_slow_arm_is_a_lower_bound():
     measured |= {"tanh-seed0": _run(0, [0.6, 0.4, 0.3], 0.2), "tanh-seed1": _run(1, [0.6, 0.5, 0.35], 0.2)}
     results = summarise(claim, options, measured)
     comparison = results["comparisons"][0]
-    relu_epochs = 1 + (0.3 - 0.25) / (0.3 - 0.2)
+    relu_epochs = 0.5 + (0.3 - 0.25) / (0.3 - 0.2)  # between the middles of epochs 1 and 2
     assert comparison["differences"] == pytest.approx([3 - relu_epochs] * 2)  # tanh censored at the 3 trained
     assert comparison["lower_bound"] and comparison["ratio"] == pytest.approx(3 / relu_epochs)
+    assert comparison["verdict"] == "agrees"  # a lower bound above the reference still shows tanh slower
+    swapped = {name.replace("relu", "x").replace("tanh", "relu").replace("x", "tanh"): run
+               for name, run in measured.items()}
+    # ReLU censored instead: its true value is larger still, so tanh faster stands
+    assert summarise(claim, options, swapped)["comparisons"][0]["verdict"] == "disagrees"
     assert results["arms"]["tanh"]["measures"]["epochs_to_error"]["censored"] == [True, True]
 
 
@@ -166,3 +173,20 @@ def test_pca_runs_on_colour_data_in_cifars_format(fake_cifar10, tmp_path):
                for arm in results["arms"].values() for run in arm["runs"]]
     assert [config["augment"] for config in configs] == ["paper"] * 2 + ["crop=224/256,hflip"] * 2
     assert len(results["comparisons"]) == 2 and results["verdict"] in ("agrees", "disagrees", "inconclusive")
+
+
+def test_augment_compares_each_augmentation_against_none():
+    assert CLAIMS["augment"].pairs == (("paper", "none"), ("flipped-copies", "none"))
+    assert CLAIMS["lrn"].pairs == (("lrn", "none"),)
+
+
+def test_a_folder_of_another_experiment_is_refused_not_reused(tmp_path):
+    from alexnet.experiments.runner import _check_same_run
+
+    configs = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path)))
+    written = configs["lrn"][0].resolved()
+    other = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path), subset=0.5))["lrn"][0]
+    with pytest.raises(AlexNetError, match=r"holds a run of other settings \(subset: 0.25 there, 0.5 asked"):
+        _check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, other)
+    longer = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path), epochs=12))["lrn"][0]
+    _check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, longer)  # more epochs: the same run

@@ -108,9 +108,11 @@ def build_eval_loader(
     val_size: int | None = None, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
     world_size: int = 1, channels_last: bool = True,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, num_workers: int | None = None,
-    strict: bool = False,
+    strict: bool = False, subset: float = 1.0,
 ) -> tuple[BatchLoader, list[str], DatasetInfo]:
-    """(loader, class names, dataset info) of one evaluation ``split`` ("test" or "val") of ``name``.
+    """(loader, class names, dataset info) of one evaluation ``split`` ("test" or "val") of ``name``;
+    or of the training images themselves ("train": what remains after the validation split, of which
+    ``subset``, as training took them), unshuffled and unaugmented, to measure how well they are fitted.
 
     Yields the same batches as ``build_loaders(...).test`` or ``.val`` with the same arguments, but
     builds only what the split needs: an in-memory test split never loads the training set; an
@@ -119,8 +121,8 @@ def build_eval_loader(
     with ``train/`` lists only the split's files (a flat tree of class folders is listed whole, as
     the held-out files are drawn from all of it).
     """
-    if split not in ("test", "val"):
-        raise AlexNetError(f"split must be test or val, got {split!r}")
+    if split not in ("test", "val", "train"):
+        raise AlexNetError(f"split must be test, val or train, got {split!r}")
     info = dataset_info(name)
     config = resolve_augment(augment, name)
     options = LoaderOptions(
@@ -129,7 +131,10 @@ def build_eval_loader(
     )
     if info.in_memory:
         val_size = _in_memory_val_size(info, val_size)
-        if split == "val" and val_size:
+        if split == "train":
+            data = load_tensors(name, "train", data_dir=data_dir)
+            data = stratified_subset(split_validation(data, val_size, seed)[0] if val_size else data, subset, seed)
+        elif split == "val" and val_size:
             data = split_validation(load_tensors(name, "train", data_dir=data_dir), val_size, seed)[1]
         else:
             data = load_tensors(name, "test", data_dir=data_dir)
@@ -139,7 +144,11 @@ def build_eval_loader(
     root = _folder_root(name, data_dir)
     classes, splits = _folder_splits(root, (split,), val_size, seed)
     classes = _shown_class_names(name, root, classes)
-    loader = _streaming_loader(splits[split], classes, batch_size, train=False, info=info, augment=config,
+    samples = splits[split]
+    if split == "train" and subset < 1:  # the files streaming_loaders trains on
+        labels = torch.tensor([label for _, label in samples])
+        samples = [samples[i] for i in stratified_indices(labels, round(subset * len(samples)), seed).tolist()]
+    loader = _streaming_loader(samples, classes, batch_size, train=False, info=info, augment=config,
                                output_shape=output_shape, options=options)
     return loader, classes, info
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from ..runs import RunFolder, write_text
-from .claims import BASE, GAP, Arm, Claim, get_claim
+from .claims import BASE, CLAIMS, GAP, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
 
 MEASURES_FILE = "experiment-measures.json"  # written into each arm's run folder, read back on a rerun
@@ -185,30 +185,45 @@ def _train_all(tasks: list[_Task], options: ExperimentOptions, log) -> dict[str,
             record(task, _run_task(task))
         return measured
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+    waiting = list(reversed(tasks))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_run_task, task): task for task in tasks}
+        running: dict[concurrent.futures.Future, _Task] = {}
         try:
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as error:  # a worker that died (killed, out of memory)
-                    outcome = f"{type(error).__name__}: {error}"
-                record(task, outcome)
+            while waiting or running:
+                # At most `jobs` runs handed out: the pool queues more than it runs, and a queued run
+                # would start after a Ctrl-C that the running ones stopped and saved for.
+                while waiting and len(running) < jobs:
+                    task = waiting.pop()
+                    running[pool.submit(_run_task, task)] = task
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except Exception as error:  # a worker that died (killed, out of memory)
+                        outcome = f"{type(error).__name__}: {error}"
+                    record(task, outcome)
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)  # the runs save their position on the same signal
+            waiting.clear()  # the running ones got the same Ctrl-C and save their position
             raise
     return measured
 
 
 def _run_task(task: _Task) -> dict | str:
-    """Train (or continue, or read back) one run and measure it; an error a user can act on comes
-    back as its message, so that the other arms go on."""
-    from ..training import train
+    """Train (or continue, or read back) one run and measure it; a failure comes back as its message,
+    so that the other arms go on."""
+    import torch
+
+    from ..perf import set_threads
+    from ..training import TrainConfig, train
 
     folder = RunFolder(Path(task.config.out) / task.config.name)
     start = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    set_threads(task.config.threads)  # also for measuring: `jobs` processes share the cores
     try:
+        if folder.config.is_file():
+            _check_same_run(folder, TrainConfig.from_yaml(folder.config), task.config)
         cached = _cached_measures(folder, task)
         if cached is not None:
             return {**cached, "reused": True}
@@ -223,8 +238,29 @@ def _run_task(task: _Task) -> dict | str:
                 else:
                     train(task.config)
         return {**measure_run(folder, task), "seconds": time.perf_counter() - start}
-    except AlexNetError as error:
-        return f"{error}"
+    except Exception as error:  # noqa: BLE001: reported, and the experiment goes on with the other arms
+        return f"{error}" if isinstance(error, AlexNetError) else f"{type(error).__name__}: {error}"
+    finally:
+        set_threads(threads_before)
+
+
+# What an arm's run folder may differ in from the arm and still be its run: how long (a rerun with more
+# epochs trains it longer) and where and how fast it ran.
+_MAY_DIFFER = {"epochs", "threads", "device", "data_dir", "download", "compile", "eval_batch_size",
+               "checkpoint_every", "tensorboard", "quiet", "strict", "precision", "out", "name"}
+
+
+def _check_same_run(folder: RunFolder, written, wanted) -> None:
+    """Refuse to take a run folder that holds another experiment's run for this arm."""
+    wanted = wanted.resolved()
+    differences = [f"{key}: {getattr(written, key)!r} there, {getattr(wanted, key)!r} asked"
+                   for key in vars(wanted) if key not in _MAY_DIFFER and getattr(written, key) != getattr(wanted, key)]
+    if differences:
+        raise AlexNetError(f"{folder.directory} holds a run of other settings ({'; '.join(differences[:3])}); "
+                           f"give the experiment another --out, or delete that folder")
+
+
+MEASURES_VERSION = 2  # bumped when a measure changes: cached measures of an older version are taken again
 
 
 def _cached_measures(folder: RunFolder, task: _Task) -> dict | None:
@@ -236,7 +272,8 @@ def _cached_measures(folder: RunFolder, task: _Task) -> dict | None:
     except (OSError, ValueError):
         return None
     wanted = {name for name, _ in task.re_evaluations}
-    complete = (cached.get("epochs") == task.config.epochs and (not task.train_set_error or "train_error" in cached)
+    complete = (cached.get("version") == MEASURES_VERSION and cached.get("epochs") == task.config.epochs
+                and (not task.train_set_error or "train_error" in cached)
                 and wanted <= set(cached.get("re_evaluations", {})))
     return cached if complete else None
 
@@ -250,6 +287,7 @@ def measure_run(folder: RunFolder, task: _Task) -> dict:
         raise AlexNetError(f"{folder.directory}: {problem}")
     history, _ = folder.read_history()
     measures = {
+        "version": MEASURES_VERSION,
         "run": str(folder.directory),
         "seed": task.config.seed,
         "epochs": evaluation.get("epochs", len(history)),
@@ -263,20 +301,19 @@ def measure_run(folder: RunFolder, task: _Task) -> dict:
         measures["train_error"] = 1 - training_set_top1(folder)
     measures["re_evaluations"] = {}
     for arm, choice in task.re_evaluations:
-        metrics = evaluate(folder.directory, ten_crop=choice.get("ten_crop"), flip=False)
+        metrics = evaluate(folder.directory, ten_crop=choice.get("ten_crop"), flip=False, device=task.config.device)
         measures["re_evaluations"][arm] = {"test_top1_error": 1 - metrics.top1, "test_top5_error": 1 - metrics.top5}
     write_text(folder.directory / MEASURES_FILE, json.dumps(measures, indent=2) + "\n")
     return measures
 
 
 def training_set_top1(folder: RunFolder) -> float:
-    """Top-1 of a run's final weights on its own training images, without augmentation or dropout:
-    the paper's "overfitting" is the distance from this to the validation accuracy (the running
-    training accuracy of metrics.jsonl is taken with dropout on and augmented images)."""
-    import torch
-
-    from ..data import build_loaders
-    from ..evaluation import evaluate_model
+    """Top-1 of a run's final weights on its own training images, seen as its validation images are
+    (the centre crop its augmentation tests on; no dropout, no augmentation): the paper's
+    "overfitting" is the distance from this to the validation accuracy. (The running training
+    accuracy of metrics.jsonl is taken with dropout on, on augmented images.)"""
+    from ..data import build_eval_loader
+    from ..evaluation import TestViews, evaluate_model
     from ..perf import autocast_context, prepare_model, resolve_device, resolve_precision
     from ..training import TrainConfig
     from ..weights import load_weights
@@ -285,16 +322,14 @@ def training_set_top1(folder: RunFolder) -> float:
     device = resolve_device(config.device)
     model, metadata = load_weights(folder.weights, device=str(device))
     prepare_model(model, device)
-    with torch.random.fork_rng():
-        loaders = build_loaders(
-            config.dataset, data_dir=config.data_dir, batch_size=config.eval_batch_size,
-            eval_batch_size=config.eval_batch_size, output_shape=model.input_size, augment="none",
-            val_size=config.val_size, subset=config.subset, seed=config.seed, device=device,
-            normalization=(metadata.mean, metadata.std),
-        )
+    views = TestViews.from_metadata(metadata).choose(ten_crop=False, flip=False)
+    loader, classes, _ = build_eval_loader(
+        config.dataset, "train", data_dir=config.data_dir, batch_size=config.eval_batch_size,
+        output_shape=tuple(model.input_size), augment=views.loader_augment(), val_size=config.val_size,
+        seed=config.seed, subset=config.subset, device=device, normalization=(metadata.mean, metadata.std),
+    )
     dtype = resolve_precision(metadata.precision, device)
-    metrics, _ = evaluate_model(model, loaders.train, list(metadata.class_names), device=device,
-                                autocast=autocast_context(device, dtype))
+    metrics, _ = evaluate_model(model, loader, classes, device=device, autocast=autocast_context(device, dtype))
     return metrics.top1
 
 
@@ -359,22 +394,30 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
         arms[arm.name] = entry
 
     comparisons = []
-    for other in claim.others:
+    arms_by_name = {arm.name: arm for arm in claim.arms}
+    for reference_name, other_name in claim.pairs:
+        base, other = arms_by_name[reference_name], arms_by_name[other_name]
         for measure in claim.measures:
-            reference = arm_values(claim, claim.reference, measured, options, measure.key)
+            reference = arm_values(claim, base, measured, options, measure.key)
             values = arm_values(claim, other, measured, options, measure.key)
             seeds = sorted(set(reference) & set(values))
             differences = [values[seed][0] - reference[seed][0] for seed in seeds]
             interval = paired_interval(differences)
-            censored = any(reference[seed][1] for seed in seeds)  # the reference's true value may be larger
-            judged = "inconclusive" if censored else verdict(interval, measure.expected_sign)
-            if any(values[seed][1] for seed in seeds) and judged == "disagrees" and measure.expected_sign > 0:
-                judged = "inconclusive"  # a censored other arm is a lower bound: it cannot show "smaller"
+            # A censored value (not reached within the epochs trained) is a lower bound: an interval
+            # with the other arm censored can still show a positive difference, and one with the
+            # reference censored a negative one, but not the reverse.
+            judged = verdict(interval, measure.expected_sign)
+            other_censored = any(values[seed][1] for seed in seeds)
+            reference_censored = any(reference[seed][1] for seed in seeds)
+            shown_sign = measure.expected_sign if judged == "agrees" else -measure.expected_sign
+            if judged != "inconclusive" and ((reference_censored and (other_censored or shown_sign > 0))
+                                             or (other_censored and shown_sign < 0)):
+                judged = "inconclusive"
             ratio = None
             if measure.unit == "epochs" and seeds and sum(reference[seed][0] for seed in seeds) > 0:
                 ratio = (sum(values[seed][0] for seed in seeds) / sum(reference[seed][0] for seed in seeds))
             comparisons.append({
-                "reference": claim.reference.name, "other": other.name, "measure": measure.key,
+                "reference": base.name, "other": other.name, "measure": measure.key,
                 "label": measure.label, "unit": measure.unit, "expected_sign": measure.expected_sign,
                 "differences": differences, "seeds": seeds,
                 "mean": interval[0] if interval else (differences[0] if differences else None),
@@ -389,7 +432,7 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
         "experiment": claim.name, "section": claim.section, "statement": claim.statement, "paper": claim.paper,
         "dataset": options.dataset, "model": options.model, "seeds": options.seeds,
         "epochs": options.epochs or claim.epochs, "subset": options.subset or claim.subset,
-        "threshold": options.threshold if claim.name == "relu" else None,
+        "threshold": options.threshold if any(m.key == "epochs_to_error" for m in claim.measures) else None,
         "rule": RULE, "transfer": claim.transfer, "verdict": overall,
         "arms": arms, "comparisons": comparisons,
     }
@@ -479,17 +522,21 @@ def _model_changes(model: str, arm: Arm) -> dict:
 
 def run_all(options: ExperimentOptions, *, log: Callable[[str], None] = print) -> list[Path]:
     """Every claim the dataset can test, one after another; a claim that needs colour images is skipped
-    on grey data, saying so."""
+    on grey data, saying so. A claim with runs that failed does not stop the others."""
     from ..data import dataset_info
 
     grey = len(dataset_info(options.dataset).mean) != 3
-    folders = []
-    for claim in map(get_claim, CLAIM_ORDER):
+    folders, failures = [], []
+    for claim in CLAIMS.values():
         if claim.needs_colour and grey:
             log(f"experiment {claim.name}: skipped, {options.dataset} is grey ({claim.transfer})")
             continue
-        folders.append(run_experiment(claim.name, options, log=log))
+        try:
+            folders.append(run_experiment(claim.name, options, log=log))
+        except AlexNetError as error:
+            log(f"experiment {claim.name}: {error}")
+            failures.append(claim.name)
+    if failures:
+        raise AlexNetError(f"{', '.join(failures)} did not finish (see above); run the same command again to "
+                           f"continue: finished arms are kept")
     return folders
-
-
-CLAIM_ORDER = ("relu", "lrn", "overlap", "towers", "dropout", "augment", "pca", "tencrop", "depth")

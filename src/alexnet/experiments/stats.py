@@ -18,6 +18,7 @@ T_95 = (
     2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
     2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 )
+T_95_LARGE = ((40, 2.021), (60, 2.000), (120, 1.980))  # used for up to that many degrees of freedom
 NORMAL_95 = 1.960
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -30,7 +31,11 @@ def t_quantile(degrees_of_freedom: int) -> float:
     """The two-sided 95% quantile of Student's t."""
     if degrees_of_freedom < 1:
         raise ValueError("a t interval needs at least one degree of freedom (two seeds)")
-    return T_95[degrees_of_freedom - 1] if degrees_of_freedom <= len(T_95) else NORMAL_95
+    if degrees_of_freedom <= len(T_95):
+        return T_95[degrees_of_freedom - 1]
+    # between rows, the next smaller row's degrees of freedom: a slightly wider, conservative interval
+    return next((value for limit, value in reversed(T_95_LARGE) if degrees_of_freedom >= limit),
+                T_95[-1]) if degrees_of_freedom < 1_000 else NORMAL_95
 
 
 @dataclass(frozen=True)
@@ -78,17 +83,19 @@ def verdict(interval: tuple[float, float, float] | None, expected_sign: int) -> 
 def epochs_to_error(errors: list[float], threshold: float, chance: float) -> float | None:
     """Fractional epochs until the training error first reaches ``threshold`` (Figure 1's measure).
 
-    ``errors[i]`` is the training error of epoch i + 1 (averaged over its steps, as the paper's curve
-    is); the error before training is ``chance``. Linear interpolation between epoch ends; None when
-    the threshold is never reached in the epochs trained.
+    ``errors[i]`` is the training error of epoch i + 1 averaged over its steps, as the paper's curve
+    is: it stands for the middle of that epoch, i + 0.5, and the error before any step (0 epochs) is
+    ``chance``. Linear interpolation between those points; None when the threshold is never reached
+    in the epochs trained.
     """
-    previous = chance
+    previous_time, previous = 0.0, chance
     for index, error in enumerate(errors):
+        time = index + 0.5
         if error <= threshold:
             if previous <= threshold:
-                return float(index)
-            return index + (previous - threshold) / (previous - error)
-        previous = error
+                return previous_time
+            return previous_time + (time - previous_time) * (previous - threshold) / (previous - error)
+        previous_time, previous = time, error
     return None
 
 

@@ -92,8 +92,9 @@ class AlexNet(nn.Module):
             FC6 and FC7, so the pooled conv5 maps are dropped too and FC7's outputs are not.
         conv_widths: kernels of each convolution instead of the architecture's (Section 3.2's
             one-tower comparison halves conv1-4).
-        remove_conv: leave out this convolution (counted from 1); its pooling stays, so the layers
-            after it see maps of the size they were built for (Section 6.1's ablation).
+        remove_conv: leave out this convolution (2 to 5; one that keeps the size of its maps), its
+            LRN with it; its pooling stays, so the layers after it see maps of the size they were
+            built for (Section 6.1's ablation).
         init: ``paper`` (weights N(0, 0.01), biases 1 where Section 5 says), ``kaiming`` (He et
             al. 2015: variance 2/fan-in for layers followed by a ReLU, zero biases; what lets the
             small variants learn without batch norm), ``xavier`` (Glorot and Bengio 2010: uniform,
@@ -140,8 +141,15 @@ class AlexNet(nn.Module):
                 raise AlexNetError(f"conv_widths takes {len(convs)} positive numbers (one per convolution), "
                                    f"got {tuple(conv_widths)}")
             convs = tuple(replace(conv, channels=int(width)) for conv, width in zip(convs, conv_widths))
-        if remove_conv is not None and not 1 <= remove_conv <= len(convs):
-            raise AlexNetError(f"remove_conv names a convolution, 1 to {len(convs)}; got {remove_conv}")
+        if remove_conv is not None:
+            if not 2 <= remove_conv <= len(convs):
+                raise AlexNetError(f"remove_conv names a convolution after the first, 2 to {len(convs)}; got "
+                                   f"{remove_conv}")
+            removed = convs[remove_conv - 1]
+            if removed.stride != 1 or 2 * removed.padding != removed.kernel_size - 1:
+                raise AlexNetError(f"conv{remove_conv} changes the size of its maps ({removed.kernel_size}x"
+                                   f"{removed.kernel_size}, stride {removed.stride}, padding {removed.padding}): "
+                                   f"without it the layers after it would not fit; remove one that keeps them")
         architecture = replace(architecture, convs=convs)
         self.architecture = architecture
         self.remove_conv = remove_conv
@@ -302,7 +310,9 @@ class AlexNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
                 kernel, stride, padding = (_first(module.kernel_size), _first(module.stride),
                                            _first(module.padding))
-                side = (side + 2 * padding - kernel) // stride + 1
+                span = side + 2 * padding - kernel
+                rounded_up = getattr(module, "ceil_mode", False)  # a last, partial window is kept
+                side = (-(-span // stride) if rounded_up else span // stride) + 1
         return side
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -330,7 +340,7 @@ INITS = ("paper", "kaiming", "default", "xavier")
 FC_NORMALIZATIONS = ("none", "batch")
 BATCH_NORM_PLACEMENTS = ("every", "marked", "after-block")
 
-def widths(text: str) -> list[int]:
+def parse_widths(text: str) -> list[int]:
     """``"16,32,64,64,96"`` -> ``[16, 32, 64, 64, 96]`` (the command line's --conv-widths)."""
     try:
         return [int(width) for width in text.split(",")]
@@ -348,7 +358,7 @@ SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
     "towers": (int, None, "1, or 2 for the paper's two-GPU connectivity (Section 3.2)"),
     "init": (str, INITS, "the paper's N(0, 0.01), Kaiming's, PyTorch's default, or Glorot's (Section 5)"),
     "fc_norm": (str, FC_NORMALIZATIONS, "batch norm after each hidden FC layer, or none (the paper)"),
-    "conv_widths": (widths, None,
+    "conv_widths": (parse_widths, None,
                     "kernels of each convolution, comma-separated, e.g. 16,32,64,64,96 (Section 3.2's comparison)"),
     "remove_conv": (int, None, "leave out this convolution (1-5), keeping its pooling (Section 6.1's ablation)"),
 }

@@ -201,4 +201,9 @@ def make_pool(pooling: str, padding: int = 0) -> nn.MaxPool2d:
     if pooling not in POOL_KERNEL:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
     kernel = POOL_KERNEL[pooling]
+    if pooling == "non-overlapping" and padding:
+        # The padded 3x3 pools of the small variants halve 28 -> 14 -> 7 -> 4; a padded 2x2 pool would
+        # give 15 -> 8 -> 5 and a larger FC6. Rounding up instead gives the same maps, so the two
+        # poolings differ only in their windows, as in the paper (55 -> 27 -> 13 -> 6 for both).
+        return nn.MaxPool2d(kernel_size=kernel, stride=POOL_STRIDE, ceil_mode=True)
     return nn.MaxPool2d(kernel_size=kernel, stride=POOL_STRIDE, padding=min(padding, kernel // 2))

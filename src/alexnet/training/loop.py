@@ -699,7 +699,7 @@ def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: 
     if config.epochs < trained_epochs:
         raise AlexNetError(f"{folder.directory} has trained {trained_epochs} epochs already; --epochs must be "
                            f"at least that (more trains it longer)")
-    if stopped and folder.weights.is_file() and folder.evaluation.is_file():
+    if stopped and folder.weights.is_file() and _tested_epochs(folder) == trained_epochs:
         raise AlexNetError(
             f"{folder.directory} stopped early after epoch {trained_epochs}: validation top-1 had not improved for "
             f"{config.early_stopping} epochs, and it is tested. To train it on: alexnet train --resume "
@@ -718,6 +718,15 @@ def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: 
         f"{folder.directory} has finished: all {trained_epochs} epochs trained and tested{score}. To train "
         f"it longer: alexnet train --resume {folder.directory} --epochs {trained_epochs + 10} (say)"
     )
+
+
+def _tested_epochs(folder: RunFolder) -> int | None:
+    """The epochs of the weights that evaluation.json tested; None when it cannot be read."""
+    try:
+        evaluation = json.loads(folder.evaluation.read_text())
+    except (OSError, ValueError):
+        return None
+    return evaluation.get("epochs") if isinstance(evaluation, dict) else None
 
 
 def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:
