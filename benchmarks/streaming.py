@@ -34,7 +34,7 @@ PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
 def make_folder(root: Path, count: int, seed: int = 0) -> None:
-    """``count`` 500x375 JPEGs (quality 90) in one class folder per source photo."""
+    """``count`` 500x375 JPEGs (quality 90) in one class folder per source photo (a flat tree)."""
     generator = torch.Generator().manual_seed(seed)
     photos = sorted(p for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".png", ".webp"))
     sources = [decode_image(str(p), mode=torchvision.io.ImageReadMode.RGB) for p in photos]
@@ -47,12 +47,14 @@ def make_folder(root: Path, count: int, seed: int = 0) -> None:
         top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
         left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
         patch = v2.functional.resize(image[:, top:top + crop_h, left:left + crop_w], [375, 500], antialias=True)
-        folder = root / "train" / photos[label].stem
+        folder = root / photos[label].stem
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index:05d}.jpg").write_bytes(encode_jpeg(patch, quality=90).numpy().tobytes())
 
 
 def rate(loader, seconds: float) -> float:
+    if len(loader) < 2:
+        raise SystemExit("too few images for two batches of 64: pass a larger --images")
     count, start, iterator = 0, None, iter(loader)
     while True:
         try:
@@ -85,11 +87,11 @@ def main() -> None:
             v2.Resize(256, antialias=True), v2.RandomCrop(224), v2.RandomHorizontalFlip(), v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std),
         ])
-        baseline = DataLoader(torchvision.datasets.ImageFolder(str(Path(tmp) / "train"), transform=transform),
+        baseline = DataLoader(torchvision.datasets.ImageFolder(tmp, transform=transform),
                               batch_size=64, shuffle=True, num_workers=0, drop_last=True)
         theirs = rate(baseline, args.seconds)
         ours_loader = build_loaders("folder", data_dir=tmp, batch_size=64, output_shape=(3, 224, 224),
-                                    augment="crop=224/256,hflip", val_size=0, num_workers=0).train
+                                    augment="crop=224/256,hflip", val_size=4, num_workers=0).train
         ours = rate(ours_loader, args.seconds)
     print("| pipeline | images/s per core | ratio |\n|---|---:|---:|")
     print(f"| ImageFolder + PIL + transforms.v2 | {theirs:.1f} | 1.00x |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .cli_export import add_export_command, add_summary_command, parse_shape
 from .cli_predict import add_predict_command, add_weights_command
@@ -208,6 +209,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for folder in folders:
         print((folder / "results.md").read_text())
         print(f"wrote {build_experiment_report(folder)}")
+    if args.name == "all":
+        print((Path(options.out) / "summary.md").read_text())
     return 0
 
 

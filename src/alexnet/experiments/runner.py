@@ -536,7 +536,27 @@ def run_all(options: ExperimentOptions, *, log: Callable[[str], None] = print) -
         except AlexNetError as error:
             log(f"experiment {claim.name}: {error}")
             failures.append(claim.name)
+    if folders:
+        write_text(Path(options.out) / "summary.md", summary_markdown([
+            json.loads((folder / "results.json").read_text()) for folder in folders]))
     if failures:
         raise AlexNetError(f"{', '.join(failures)} did not finish (see above); run the same command again to "
                            f"continue: finished arms are kept")
     return folders
+
+
+def summary_markdown(all_results: list[dict]) -> str:
+    """One row per claim: the deciding measure's differences, the paper's number, the verdict, the command."""
+    lines = ["| claim | section | measured (mean, 95% CI) | paper | seeds x epochs, subset | verdict | command |",
+             "|---|---|---|---|---|---|---|"]
+    for results in all_results:
+        deciding = [c for c in results["comparisons"] if c["measure"] == results["comparisons"][0]["measure"]]
+        measured = "; ".join(
+            f"{results['arms'][c['other']]['label']} - {results['arms'][c['reference']]['label']}: "
+            f"{format_difference(c)}" for c in deciding)
+        command = (f"`alexnet experiment {results['experiment']}`" if results["dataset"] == "fashion-mnist"
+                   else f"`alexnet experiment {results['experiment']} --dataset {results['dataset']}`")
+        lines.append(f"| `{results['experiment']}`: {results['statement']} | {results['section']} | "
+                     f"{deciding[0]['label']}: {measured} | {results['paper']} | {results['seeds']} x "
+                     f"{results['epochs']}, {results['subset']:g} | **{results['verdict']}** | {command} |")
+    return "\n".join(lines) + "\n"

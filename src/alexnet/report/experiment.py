@@ -48,13 +48,14 @@ def read_results(directory: str | Path) -> dict:
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _band(axis, curves: Sequence[Sequence[float]], colour: str, label: str, style: dict) -> None:
-    """Mean over seeds, and the band between the lowest and highest seed, in percent."""
+def _band(axis, curves: Sequence[Sequence[float]], colour: str, label: str, style: dict, offset: float = 0.0) -> None:
+    """Mean over seeds, and the band between the lowest and highest seed, in percent; point i at
+    epoch i + 1 - offset (0.5: an average over the epoch, drawn at its middle)."""
     length = min(len(curve) for curve in curves)
     if length == 0:
         return
     values = 100 * np.array([curve[:length] for curve in curves])
-    epochs = np.arange(1, length + 1)
+    epochs = np.arange(1, length + 1) - offset
     axis.plot(epochs, values.mean(0), color=colour, label=label, **style)
     if len(curves) > 1:
         axis.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.15, linewidth=0)
@@ -71,15 +72,15 @@ def arm_curves(results: dict):
             continue
         colour = f"C{index % 10}"
         _band(train_axis, curves["train_errors"], colour, arm["label"], dict(linestyle="-" if index == 0 else "--",
-                                                                             marker="o"))
+                                                                             marker="o"), offset=0.5)
         _band(val_axis, curves["val_errors"], colour, arm["label"], dict(linestyle="-" if index == 0 else "--",
                                                                          marker="s"))
     if results.get("threshold"):
         train_axis.axhline(100 * results["threshold"], color="tab:gray", linewidth=1)
-        train_axis.text(1, 100 * results["threshold"], f" {results['threshold']:.0%} training error", va="bottom",
+        train_axis.text(0.5, 100 * results["threshold"], f" {results['threshold']:.0%} training error", va="bottom",
                         color="tab:gray", fontsize=8)
-    train_axis.set(title="training error (running, during each epoch)", xlabel="epoch", ylabel="error (%)")
-    val_axis.set(title="validation error (end of each epoch)", xlabel="epoch")
+    train_axis.set(title="training error (each epoch's average, at its middle)", xlabel="epochs", ylabel="error (%)")
+    val_axis.set(title="validation error (end of each epoch)", xlabel="epochs")
     for axis in (train_axis, val_axis):
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)
