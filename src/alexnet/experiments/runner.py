@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from ..runs import RunFolder, write_text
-from .claims import BASE, CLAIMS, GAP, Arm, Claim, get_claim
+from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
 
 MEASURES_FILE = "experiment-measures.json"  # written into each arm's run folder, read back on a rerun
@@ -149,7 +149,7 @@ class _Task:
 
 
 def _tasks(claim: Claim, configs: dict[str, list]) -> list[_Task]:
-    needs_gap = GAP in claim.measures
+    needs_gap = any(measure.key == "gap" for measure in claim.measures)
     re_evaluated = [arm for arm in claim.others if not claim.retrains]
     tasks = []
     for arm in claim.arms:
