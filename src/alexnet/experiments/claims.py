@@ -147,7 +147,7 @@ CLAIMS: dict[str, Claim] = {
             others=(Arm("no-dropout", "no dropout", {"model_options": {"dropout": 0.0}}),),
             measures=(_gap("positive: \"substantial overfitting\" without"),
                       Measure("convergence", "epochs until validation error is within 0.5 points of its best",
-                                   "epochs", expected_sign=-1, paper="about 2x (dropout slower)"),
+                              "epochs", expected_sign=-1, paper="about 2x (dropout slower)"),
                       *_errors("")),
             epochs=8, subset=0.1,
             transfer="the paper's FC layers hold 58.6M parameters for 1.2M images; the small network's 1.2M for "

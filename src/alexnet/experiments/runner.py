@@ -113,8 +113,8 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
         raise AlexNetError(f"experiment {name} needs colour images and {options.dataset} is grey: "
                            f"{claim.transfer}. Pass --dataset cifar10 (or another colour dataset)")
     configs = arm_configs(claim, options)
-    for arm_configs_ in configs.values():
-        for config in arm_configs_:
+    for seeds in configs.values():
+        for config in seeds:
             config.resolved()  # a bad option is refused before anything trains
     folder = experiment_folder(name, options)
     folder.mkdir(parents=True, exist_ok=True)
@@ -336,20 +336,23 @@ def training_set_top1(folder: RunFolder) -> float:
 # --- measuring and judging --------------------------------------------------------------------------
 
 
+def arm_runs(claim: Claim, arm: Arm, measured: dict[str, dict], options: ExperimentOptions) -> dict[int, dict]:
+    """seed -> the measures of ``arm``'s run of that seed (for an arm that re-evaluates the reference's
+    weights, the reference's run with the arm's evaluation in place of its own)."""
+    source = arm if claim.retrains else claim.reference
+    runs = {}
+    for seed in range(options.seeds):
+        run = measured.get(f"{source.name}-seed{seed}")
+        if run is not None:
+            runs[seed] = run if source is arm else {**run, **run["re_evaluations"][arm.name]}
+    return runs
+
+
 def arm_values(claim: Claim, arm: Arm, measured: dict[str, dict], options: ExperimentOptions,
                key: str) -> dict[int, tuple[float, bool]]:
     """seed -> (value of ``key``, censored) for one arm; censored: not reached within the epochs trained,
     and the budget stands in for it (a lower bound)."""
-    values = {}
-    for seed in range(options.seeds):
-        source = claim.reference if not claim.retrains else arm
-        run = measured.get(f"{source.name}-seed{seed}")
-        if run is None:
-            continue
-        if source is not arm:  # the same weights, evaluated otherwise
-            run = {**run, **run["re_evaluations"][arm.name]}
-        values[seed] = _value(run, key, options)
-    return values
+    return {seed: _value(run, key, options) for seed, run in arm_runs(claim, arm, measured, options).items()}
 
 
 def _value(run: dict, key: str, options: ExperimentOptions) -> tuple[float, bool]:
@@ -371,12 +374,8 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
     its interval, the paper's number and the verdict."""
     arms = {}
     for arm in claim.arms:
-        entry = {"label": arm.label, "runs": [], "measures": {}}
-        for seed in range(options.seeds):
-            source = arm if claim.retrains else claim.reference
-            run = measured.get(f"{source.name}-seed{seed}")
-            if run:
-                entry["runs"].append(run["run"])
+        runs = list(arm_runs(claim, arm, measured, options).values())
+        entry = {"label": arm.label, "runs": [run["run"] for run in runs], "measures": {}}
         for measure in claim.measures:
             values = arm_values(claim, arm, measured, options, measure.key)
             if values:
@@ -385,10 +384,7 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
                     **Spread.of(numbers).to_dict(), "values": numbers,
                     "censored": [censored for _, censored in values.values()],
                 }
-        if measured:
-            runs = [measured[f"{(arm if claim.retrains else claim.reference).name}-seed{seed}"]
-                    for seed in range(options.seeds)
-                    if f"{(arm if claim.retrains else claim.reference).name}-seed{seed}" in measured]
+        if runs:
             entry["curves"] = {"train_errors": [run["train_errors"] for run in runs],
                                "val_errors": [run["val_errors"] for run in runs]}
         arms[arm.name] = entry
