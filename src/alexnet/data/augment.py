@@ -233,7 +233,11 @@ def parse_augment(spec: str, dataset: str | None = None) -> AugmentConfig:
     values: dict[str, object] = {}
     for term in spec.split(","):
         values.update(_term_values(term.strip(), spec, dataset))
-    return replace(AugmentConfig(), **values)
+    config = replace(AugmentConfig(), **values)
+    if config.random_resized_crop and config.crop_fraction != 1.0:
+        raise AlexNetError(f"augmentation {quote(spec)}: crop and resized-crop both choose the training crops; "
+                           f"give one (resized-crop's images are tested whole, crop's on the centre crop)")
+    return config
 
 
 def _term_values(term: str, spec: str, dataset: str | None) -> dict[str, object]:
