@@ -421,7 +421,11 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
                 "ratio": ratio, "lower_bound": any(values[seed][1] for seed in seeds),
                 "paper": measure.paper, "verdict": judged,
             })
-    primary = [c for c in comparisons if c["measure"] == claim.measures[0].key]
+    deciding = claim.pairs[:claim.deciding]
+    primary = [c for c in comparisons if c["measure"] == claim.measures[0].key
+               and (c["reference"], c["other"]) in deciding]
+    for comparison in comparisons:
+        comparison["deciding"] = comparison in primary
     verdicts = {c["verdict"] for c in primary}
     overall = ("agrees" if verdicts == {"agrees"} else "disagrees" if "disagrees" in verdicts else "inconclusive")
     return {
@@ -460,9 +464,12 @@ def results_markdown(results: dict) -> str:
     for c in results["comparisons"]:
         other = results["arms"][c["other"]]["label"]
         reference = results["arms"][c["reference"]]["label"]
+        shown = f"**{c['verdict']}**" if c.get("deciding") else c["verdict"]
         lines.append(f"| {other} - {reference} | {c['label']} | {format_difference(c)} | {c['paper'] or '-'} | "
-                     f"{c['verdict']} |")
-    lines += ["", f"Rule: {results['rule']}.", "", f"Where this setting differs: {results['transfer']}.", ""]
+                     f"{shown} |")
+    lines += ["", f"Rule: {results['rule']}; the claim's verdict is that of the comparisons in bold (all "
+                  f"agree: agrees; any disagrees: disagrees).", "",
+              f"Where this setting differs: {results['transfer']}.", ""]
     return "\n".join(lines)
 
 
@@ -546,7 +553,8 @@ def summary_markdown(all_results: list[dict]) -> str:
     lines = ["| claim | section | measured (mean, 95% CI) | paper | seeds x epochs, subset | verdict | command |",
              "|---|---|---|---|---|---|---|"]
     for results in all_results:
-        deciding = [c for c in results["comparisons"] if c["measure"] == results["comparisons"][0]["measure"]]
+        deciding = [c for c in results["comparisons"]
+                    if c["measure"] == results["comparisons"][0]["measure"] and c.get("deciding", True)]
         measured = "; ".join(
             f"{results['arms'][c['other']]['label']} - {results['arms'][c['reference']]['label']}: "
             f"{format_difference(c)}" for c in deciding)
