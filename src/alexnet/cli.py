@@ -203,8 +203,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     options = ExperimentOptions(
         dataset=args.dataset, model=args.model, seeds=args.seeds, epochs=args.epochs, subset=args.subset,
-        jobs=args.jobs, out=args.out, data_dir=args.data_dir, val_size=args.val_size, threshold=args.threshold, precision=args.precision,
-        device=args.device)
+        jobs=args.jobs, out=args.out, data_dir=args.data_dir, val_size=args.val_size, threshold=args.threshold,
+        precision=args.precision, device=args.device)
     folders = run_all(options) if args.name == "all" else [run_experiment(args.name, options)]
     for folder in folders:
         print((folder / "results.md").read_text())
