@@ -481,8 +481,17 @@ def test_eval_loader_on_fashion_mnist_equals_build_loaders(monkeypatch):
     without, _, _ = build_eval_loader("fashion-mnist", "val", batch_size=1000, val_size=0, **options)
     assert loaded == ["test"]  # val_size=0: validation is the test split, as in build_loaders
     _same_batches(without, loaders.test)
-    with pytest.raises(AlexNetError, match="split must be test or val"):
-        build_eval_loader("fashion-mnist", "train", batch_size=10)
+    with pytest.raises(AlexNetError, match="split must be test, val or train"):
+        build_eval_loader("fashion-mnist", "training", batch_size=10)
+    # "train": the training images training took (after the validation split, then the subset), in order
+    loader, _, _ = build_eval_loader("fashion-mnist", "train", batch_size=1000, val_size=5000, subset=0.1, seed=3,
+                                     augment="none", channels_last=False)
+    trained = build_loaders("fashion-mnist", batch_size=1000, val_size=5000, subset=0.1, seed=3, augment="none",
+                            channels_last=False).train
+    assert loader.num_images == trained.num_images == 5_500
+    seen = torch.cat([labels for _, labels in loader])
+    assert torch.equal(seen, trained.labels.cpu())  # every training image once, in order: none dropped
+    assert torch.equal(loader.images, trained.images)
 
 
 @pytest.mark.parametrize("layout", ["train-val", "train-val-test", "flat"])

@@ -80,9 +80,8 @@ def rows(run_dir: Path) -> list[dict]:
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "set_threads", lambda: perf.set_threads(1))
         patch.setattr(alexnet.report, "build_report", lambda directory, **_: Path(directory) / "not built")
-        return train(TrainConfig(**SETTINGS, model_options=OPTIONS, out=str(out), name="run")).directory
+        return train(TrainConfig(**SETTINGS, model_options=OPTIONS, out=str(out), name="run", threads=1)).directory
 
 
 @pytest.fixture(scope="module")
