@@ -1,5 +1,6 @@
 """Each tutorial's one command, run on small files in its dataset's own format (CIFAR-10's pickled
-batches, Flowers-17's archive) or on real Fashion-MNIST: the network trains as its source does."""
+batches, Flowers-17's images as its archive unpacks, Fashion-MNIST's IDX files): the network trains
+as its source does."""
 
 import json
 from pathlib import Path
