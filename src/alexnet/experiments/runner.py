@@ -8,8 +8,8 @@ finished: a finished arm is read back, a stopped one continues from its checkpoi
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
