@@ -24,11 +24,11 @@ from alexnet.training import TrainConfig, train
 
 # model -> the reduced run: (subset of the 54,000 training images, epochs, overrides of its recipe)
 RUNS = {
-    "alexnet_tutorial28": (0.1, 4, {}),  # seed 000's experiment, as it is: 10% of the data, 4 epochs
+    "alexnet_tutorial28": (0.1, 4, {}),  # the PyTorch Fashion-MNIST tutorial's experiment, as it is: 10% of the data, 4 epochs
     "alexnet_tutorial28+copies": (0.1, 4, {"flipped_copies": True}),  # ... with flipped copies added
-    "alexnet_keras_cifar": (0.1, 2, {}),  # seed 002 trains 10 epochs of CIFAR-10
-    "alexnet_twotower_bn": (0.02, 1, {}),  # seed 003: batch 1, as the seed has it
-    "alexnet_flowers_bn": (0.1, 1, {}),  # seed 004: one epoch, as the seed has it
+    "alexnet_keras_cifar": (0.1, 2, {}),  # the Keras CIFAR-10 notebook trains 10 epochs of CIFAR-10
+    "alexnet_twotower_bn": (0.02, 1, {}),  # the Keras two-tower tutorial: batch 1, as the tutorial has it
+    "alexnet_flowers_bn": (0.1, 1, {}),  # the Keras Flowers-17 article: one epoch, as the tutorial has it
     "alexnet_d2l": (0.2, 1, {}),  # d2l trains 10 epochs of all 60,000
 }
 

@@ -23,8 +23,8 @@ def trained(out: Path, name: str) -> tuple[dict, dict, list[dict]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, recipe, batch, extra", [
-    ("alexnet_keras_cifar", "keras_cifar", 32, []),  # seed 002, as it is
-    ("alexnet_twotower_bn", "twotower_bn", 1, ["--subset", "0.2"]),  # seed 003: 224 px, batch 1
+    ("alexnet_keras_cifar", "keras_cifar", 32, []),  # the Keras CIFAR-10 notebook, as it is
+    ("alexnet_twotower_bn", "twotower_bn", 1, ["--subset", "0.2"]),  # the Keras two-tower tutorial: 224 px, batch 1
 ])
 def test_cifar_tutorials_train_as_their_sources(fake_cifar10, tmp_path, model, recipe, batch, extra):
     out = tmp_path / "runs"
@@ -48,7 +48,7 @@ def test_flowers_tutorial_trains_as_its_source(tmp_path, monkeypatch):
         (jpg / f"image_{index:04d}.jpg").write_bytes(encode_jpeg(solid_image(colour), quality=90).numpy().tobytes())
     monkeypatch.setattr(flowers17, "STORED_SIZE", 16)
     out = tmp_path / "runs"
-    # seed 004: Adam at batch 64 for one epoch, a fifth held out (validation_split=0.2: 204 of 1,020)
+    # the Keras Flowers-17 article: Adam at batch 64 for one epoch, a fifth held out (validation_split=0.2: 204 of 1,020)
     argv = ["train", "--model", "alexnet_flowers_bn", "--dataset", "flowers17", "--data-dir", str(tmp_path / "data"),
             "--val-size", "204", "--subset", "0.1", "--out", str(out), "--name", "flowers", "--quiet",
             "--precision", "fp32"]
@@ -77,7 +77,7 @@ def write_fashion_mnist(root: Path, train: int = 300, test: int = 40) -> Path:
 def test_seed_000s_experiment(tmp_path):
     data = write_fashion_mnist(tmp_path / "data", train=1040)
     out = tmp_path / "runs"
-    # seed 000: 10% of the training set, with flipped copies added: 3x the images (100 -> 300)
+    # the PyTorch Fashion-MNIST tutorial: 10% of the training set, with flipped copies added: 3x the images (100 -> 300)
     argv = ["train", "--model", "alexnet_tutorial28", "--data-dir", str(data), "--val-size", "40", "--subset", "0.1",
             "--epochs", "1", "--flipped-copies", "--out", str(out), "--name", "copies", "--quiet", "--precision", "fp32"]
     assert main(argv) == 0

@@ -175,7 +175,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "Szegedy et al. 2015; tutorials"),
     Operation("hflip", "horizontal_flip", "switch", "", 0, 0, "mirror half the images left to right",
               "paper Section 4.1"),
-    Operation("vflip", "vertical_flip", "switch", "", 0, 0, "turn half the images upside down", "seed 000"),
+    Operation("vflip", "vertical_flip", "switch", "", 0, 0, "turn half the images upside down", "the PyTorch Fashion-MNIST tutorial"),
     Operation("rotate", "rotation_degrees", "number", "DEGREES", 0, 180, "rotation uniform in +-DEGREES",
               "tutorials, seeds"),
     Operation("translate", "translate", "number", "FRACTION", 0, 1,
@@ -187,7 +187,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "brightness, contrast and (RGB) saturation factors uniform in 1 +- STRENGTH", "tutorials, seeds"),
     Operation("hue", "hue_jitter", "number", "FRACTION", 0, 0.5,
               "hue shift uniform in +-FRACTION of the hue circle, value and saturation kept; RGB only, "
-              "grey images are unchanged", "seed 000 (ColorJitter hue=0.1)"),
+              "grey images are unchanged", "the PyTorch Fashion-MNIST tutorial (ColorJitter hue=0.1)"),
     Operation("pca", "pca_lighting_std", "number", "SIGMA", 0, 1,
               "the paper's PCA lighting: colour shifts along the principal axes, coefficients N(0, SIGMA)",
               "paper Section 4.1 (0.1)"),
@@ -208,7 +208,7 @@ PRESET_SPECS: dict[str, str] = {
     "flip": "hflip",
     # Section 4.1: random 224/256 crops and their mirrors, PCA lighting with sigma 0.1.
     "paper": "crop=224/256,hflip,pca=0.1",
-    # What tutorials and the seeds stack on top: resized crops, rotation, translation, jitter, noise.
+    # What tutorials and the tutorials stack on top: resized crops, rotation, translation, jitter, noise.
     "tutorial": "resized-crop=0.7-1,hflip,rotate=10,translate=0.1,jitter=0.2,noise=0.02",
 }
 

@@ -37,7 +37,7 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int], chunk: int = 4096)
 
 def with_flipped_copies(data: ImageTensors) -> ImageTensors:
     """``data`` followed by all its images mirrored left to right, then all upside down: three times
-    the images, each label three times (seed 000's experiment, which adds the flipped copies to its
+    the images, each label three times (the PyTorch Fashion-MNIST tutorial's experiment, which adds the flipped copies to its
     training set instead of flipping at random). Made once, in uint8; the mean, std and colour PCA
     stay, as flips move pixels without changing their values."""
     images = torch.cat([data.images, data.images.flip(-1), data.images.flip(-2)])  # (3N, C, H, W)

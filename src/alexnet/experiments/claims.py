@@ -160,13 +160,13 @@ CLAIMS: dict[str, Claim] = {
             paper="qualitative",
             reference=Arm("paper", "the paper's: 224/256 crops, mirrors, PCA lighting", {"augment": "paper"}),
             others=(Arm("none", "none", {"augment": "none"}),
-                    Arm("flipped-copies", "mirrored and upside-down copies added (seed 000's)",
+                    Arm("flipped-copies", "mirrored and upside-down copies added (the PyTorch Fashion-MNIST tutorial's)",
                         {"augment": "none", "flipped_copies": True})),
             measures=(_gap("positive: \"substantial overfitting\" without"), *_errors("")),
             epochs=8, subset=0.1,
             # Each augmentation against none; the copies arm also takes three times the steps an epoch.
             comparisons=(("paper", "none"), ("flipped-copies", "none")),
-            deciding=1,  # the paper's augmentation decides; seed 000's copies are reported beside it
+            deciding=1,  # the paper's augmentation decides; the PyTorch Fashion-MNIST tutorial's copies are reported beside it
             transfer="on grey images PCA lighting has one axis: it scales the brightness; the flipped-copies "
                      "arm takes three times the steps of the others in an epoch",
         ),

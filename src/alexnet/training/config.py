@@ -50,7 +50,7 @@ class TrainConfig:
     freeze: str = "none"  # none | features | conv1-N: layers of the starting weights kept as they are
     backbone_lr_scale: float = 1.0  # fine-tune: the pretrained layers' rate, relative to the new classifier's
     subset: float = 1.0  # stratified fraction of the training set (the tutorial trains on 0.1)
-    flipped_copies: bool = False  # add each training image mirrored and upside down, after subset: 3x (seed 000)
+    flipped_copies: bool = False  # add each training image mirrored and upside down, after subset: 3x (the PyTorch Fashion-MNIST tutorial)
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
 
     # how to train: a recipe, and overrides of its values
