@@ -15,7 +15,6 @@ def _output_file(path: str | None) -> None:
     """Make sure an output path can be written before any work is done, not after: its folder is
     created if missing, and a folder in its place or a folder that cannot be made is refused."""
     import os
-    from pathlib import Path
 
     if path is None:
         return
@@ -161,7 +160,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_metrics(metrics))
     if args.out:
-        from pathlib import Path
 
         Path(args.out).write_text(json.dumps(metrics.to_dict(), indent=2))
     return 0

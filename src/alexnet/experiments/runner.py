@@ -244,17 +244,18 @@ def _run_task(task: _Task) -> dict | str:
         set_threads(threads_before)
 
 
-# What an arm's run folder may differ in from the arm and still be its run: how long (a rerun with more
-# epochs trains it longer) and where and how fast it ran.
-_MAY_DIFFER = {"epochs", "threads", "device", "data_dir", "download", "compile", "eval_batch_size",
-               "checkpoint_every", "tensorboard", "quiet", "strict", "precision", "out", "name"}
+# What an arm's run folder may differ in from the arm and still be its run: what --resume may change
+# (how long, where and how fast), the precision `auto` settled on, and where the folder is.
 
 
 def _check_same_run(folder: RunFolder, written, wanted) -> None:
     """Refuse to take a run folder that holds another experiment's run for this arm."""
+    from ..training.config import RESUMABLE_FIELDS
+
+    may_differ = {*RESUMABLE_FIELDS, "precision", "out", "name"}
     wanted = wanted.resolved()
     differences = [f"{key}: {getattr(written, key)!r} there, {getattr(wanted, key)!r} asked"
-                   for key in vars(wanted) if key not in _MAY_DIFFER and getattr(written, key) != getattr(wanted, key)]
+                   for key in vars(wanted) if key not in may_differ and getattr(written, key) != getattr(wanted, key)]
     if differences:
         raise AlexNetError(f"{folder.directory} holds a run of other settings ({'; '.join(differences[:3])}); "
                            f"give the experiment another --out, or delete that folder")
