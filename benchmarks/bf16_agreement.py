@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alexnet.evaluation import TestViews, evaluate_model, test_loader
-from alexnet.perf import autocast_context, prepare_model, resolve_device
+from alexnet.perf import prepare_model, resolve_device
 from alexnet.weights import load_weights
 
 
@@ -33,7 +33,7 @@ def agreement(source: Path, device: torch.device) -> tuple[float, float, float, 
     results = {}
     for dtype in (None, torch.bfloat16):  # None: no autocast, fp32 throughout
         metrics, logits = evaluate_model(model, loader, classes, device=device, views=views, collect=True,
-                                         autocast=autocast_context(device, dtype))
+                                         precision=dtype)
         results[dtype] = (metrics.top1, logits.argmax(1))
     same = (results[None][1] == results[torch.bfloat16][1]).float().mean().item()
     return results[None][0], results[torch.bfloat16][0], same, len(results[None][1])

@@ -18,7 +18,7 @@ from torch import nn
 
 from alexnet.benchmark import machine_description
 from alexnet.models import build_model
-from alexnet.perf import autocast_context, prepare_model, set_threads
+from alexnet.perf import autocast_context, prepare_model, reuse_freed_memory, set_threads
 
 
 def layer_times(model: nn.Module, images: torch.Tensor, autocast, passes: int) -> list[tuple[str, float]]:
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
     threads = set_threads()
+    reuse_freed_memory()  # as every command does (alexnet.perf)
     device = torch.device("cpu")
     model = build_model(args.model).eval()
     prepare_model(model, device, channels_last=True)

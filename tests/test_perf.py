@@ -226,6 +226,39 @@ def test_bf16_autocast_agrees_with_fp32_on_top1():
     torch.testing.assert_close(bf16.float().softmax(1), fp32.softmax(1), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["alexnet_paper", "alexnet_small28", "alexnet_flowers_bn"])
+def test_inference_weights_cast_once_compute_exactly_what_autocast_does(name):
+    """The bf16 copies are what autocast would cast to, so logits are bit-identical; batch norm
+    (alexnet_flowers_bn) and LRN (alexnet_paper) are left to autocast alike."""
+    torch.manual_seed(0)
+    model = prepare_model(build_model(name, init="default").eval())
+    x = to_channels_last(torch.randn(3, *model.input_size))
+    with torch.inference_mode(), autocast_context("cpu", torch.bfloat16):
+        expected = model(x)
+        with perf.inference_weights(model, torch.bfloat16):
+            assert model.classifier[-1].weight.dtype == torch.bfloat16
+            got = model(x)
+    assert torch.equal(got, expected)
+
+
+def test_inference_weights_leave_the_parameters_as_they_were():
+    """The model's own parameters are never modified: after the pass, even one that failed, the
+    same tensors (the optimiser's and DDP's references) hold the same fp32 values and train on."""
+    model = build_model("alexnet_small28", init="default")
+    before = {name: (parameter, parameter.detach().clone()) for name, parameter in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="interrupted"), perf.inference_weights(model, torch.bfloat16):
+        raise RuntimeError("interrupted")
+    with perf.inference_weights(model, None):  # fp32: nothing to cast
+        assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    for name, parameter in model.named_parameters():
+        assert parameter is before[name][0] and torch.equal(parameter, before[name][1])
+    nn.functional.cross_entropy(model(torch.randn(2, 1, 28, 28)), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    assert all(parameter.grad is not None for parameter in model.parameters())
+    assert not torch.equal(model.classifier[-1].weight, before["classifier.6.weight"][1])
+
+
 @pytest.mark.slow
 def test_compiled_model_matches_eager():
     torch.manual_seed(0)

@@ -27,8 +27,8 @@ from torch import nn
 from .errors import AlexNetError
 from .models import build_model
 from .perf import (
-    autocast_context, optimizer_options, precision_name, prepare_model, resolve_precision,
-    reuse_freed_memory, set_threads, to_channels_last,
+    autocast_context, inference_weights, optimizer_options, precision_name, prepare_model,
+    resolve_precision, reuse_freed_memory, set_threads, to_channels_last,
 )
 from .summary import summarize
 
@@ -259,9 +259,10 @@ def run_benchmark(
     if compile:
         compiled = torch.compile(eager)
         eager.eval()
-        _, eager_inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
-        first, inference = time_calls(_inference(compiled, fast_images, context), repeats,
-                                      max(warmup, COMPILE_WARMUP), device)
+        with inference_weights(eager, dtype):  # as evaluate and predict run: weights cast once
+            _, eager_inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
+            first, inference = time_calls(_inference(compiled, fast_images, context), repeats,
+                                          max(warmup, COMPILE_WARMUP), device)
         compile_inference = _compilation(first, eager_inference, inference)
         eager.train()
         _, eager_training = time_calls(_training_step(eager, fast_images, labels, optimizer, context),
@@ -271,7 +272,8 @@ def run_benchmark(
         compile_training = _compilation(first, eager_training, training)
     else:
         eager.eval()
-        _, inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
+        with inference_weights(eager, dtype):
+            _, inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
         eager.train()
         _, training = time_calls(_training_step(eager, fast_images, labels, optimizer, context),
                                  repeats, warmup, device)
@@ -319,7 +321,8 @@ def format_result(result: BenchmarkResult) -> str:
         f"machine: {machine.get('cpu', '?')}" + (f", {machine['gpu']}" if "gpu" in machine else ""),
         f"torch {machine.get('torch')}, torchvision {machine.get('torchvision')}, python {machine.get('python')}",
         f"ours: {result.precision}, {'channels_last' if result.channels_last else 'NCHW'}, "
-        f"{'compiled' if result.compiled else 'eager'}, {result.threads} threads, fused SGD, freed memory reused",
+        f"{'compiled' if result.compiled else 'eager'}, {result.threads} threads, fused SGD, freed memory reused"
+        + (f", inference weights cast to {result.precision} once" if result.precision != "fp32" else ""),
         f"baseline: torchvision alexnet, eager fp32, NCHW, {result.baseline_threads} threads (torch's default)",
         f"matrix-multiply peak ({MATMUL_SIDE}^3, same run): {peaks}",
         f"MACs per image: ours {result.macs_per_image:,}, baseline {result.baseline_macs_per_image:,}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from .data.augment import AugmentConfig, normalize, resize_shorter_side, resolve_augment, ten_crop, to_float
 from .errors import AlexNetError
+from .perf import autocast_context, inference_weights
 
 
 @dataclass
@@ -222,12 +222,12 @@ def predict_logits(
     images: torch.Tensor,
     views: TestViews | str = "centre",
     *,
-    autocast: contextlib.AbstractContextManager | None = None,
+    precision: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Logits (B, classes) of a batch from a test loader, over ``views`` (``TestViews`` or its name):
-    the one place test views are applied."""
+    """Logits (B, classes) of a batch from a test loader, over ``views`` (``TestViews`` or its name),
+    under autocast to ``precision`` (None: none): the one place test views are applied."""
     kind = views.views if isinstance(views, TestViews) else views
-    with autocast or contextlib.nullcontext():
+    with autocast_context(images.device, precision):
         if kind == "ten":
             size = tuple(model.input_size[1:])
             return ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
@@ -244,22 +244,24 @@ def evaluate_model(
     class_names: list[str],
     *,
     device: torch.device | str = "cpu",
-    autocast: contextlib.AbstractContextManager | None = None,
+    precision: torch.dtype | None = None,
     views: TestViews | str = "centre",
     collect: bool = False,
 ) -> tuple[Metrics, torch.Tensor | None]:
-    """Run ``model`` over ``loader`` as ``views`` say; returns the metrics and, with ``collect``,
-    all logits (N, C)."""
+    """Run ``model`` over ``loader`` as ``views`` say, under autocast to ``precision`` (None: fp32)
+    with the weights cast once for the pass (``perf.inference_weights``); returns the metrics and,
+    with ``collect``, all logits (N, C)."""
     was_training = model.training
     model.eval()
     accumulator = MetricAccumulator(class_names, device)
     collected = []
     try:
-        for images, labels in loader:
-            logits = predict_logits(model, images, views, autocast=autocast)
-            accumulator.update(logits, labels)
-            if collect:
-                collected.append(logits.cpu())
+        with inference_weights(model, precision):
+            for images, labels in loader:
+                logits = predict_logits(model, images, views, precision=precision)
+                accumulator.update(logits, labels)
+                if collect:
+                    collected.append(logits.cpu())
     finally:
         model.train(was_training)
     return accumulator.compute(), (torch.cat(collected) if collect else None)
@@ -312,7 +314,7 @@ def evaluate(
     and the precision are those the run used, so evaluating a run's weights reproduces the numbers
     at the end of its training.
     """
-    from .perf import autocast_context, prepare_model, resolve_device, resolve_precision
+    from .perf import prepare_model, resolve_device, resolve_precision
     from .weights import load_weights
 
     source = Path(source)
@@ -338,7 +340,7 @@ def evaluate(
                            f"{len(classes)}; evaluate it on the dataset it was trained on")
     dtype = resolve_precision(precision or metadata.precision, torch_device)
     metrics, _ = evaluate_model(model, loader, list(metadata.class_names), device=torch_device,
-                                autocast=autocast_context(torch_device, dtype), views=views)
+                                precision=dtype, views=views)
     return metrics
 
 

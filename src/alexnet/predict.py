@@ -22,7 +22,7 @@ from torch import nn
 from .data.images import decode
 from .errors import AlexNetError
 from .evaluation import TestViews, predict_logits
-from .perf import autocast_context, prepare_model, resolve_device, resolve_precision, to_channels_last
+from .perf import inference_weights, prepare_model, resolve_device, resolve_precision, to_channels_last
 from .runs import RunFolder
 from .weights import WeightsMetadata, load_weights
 
@@ -88,21 +88,22 @@ def predict(
     torch_device = resolve_device(device)
     model, metadata = _model_and_metadata(model_or_weights, torch_device)
     views = TestViews.from_metadata(metadata)
-    autocast = autocast_context(torch_device, resolve_precision(precision or metadata.precision, torch_device))
+    dtype = resolve_precision(precision or metadata.precision, torch_device)
     top_k = min(top_k, metadata.num_classes)
     predictions, skipped = Predictions(), []
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches(_images(inputs, skipped), batch_size):
-            images = torch.stack([views.preprocess(image, metadata.input_size, metadata.mean, metadata.std)
-                                  for _, image in batch])
-            images = to_channels_last(images.to(torch_device))
-            logits = predict_logits(model, images, views, autocast=autocast)
-            probabilities, indices = logits.softmax(-1).topk(top_k, dim=-1)
-            for (source, _), row, classes in zip(batch, probabilities.tolist(), indices.tolist()):
-                predictions.append(Prediction(source, tuple(metadata.class_names[i] for i in classes),
-                                              tuple(row), tuple(classes)))
+        with inference_weights(model, dtype):
+            for batch in _batches(_images(inputs, skipped), batch_size):
+                images = torch.stack([views.preprocess(image, metadata.input_size, metadata.mean, metadata.std)
+                                      for _, image in batch])
+                images = to_channels_last(images.to(torch_device))
+                logits = predict_logits(model, images, views, precision=dtype)
+                probabilities, indices = logits.softmax(-1).topk(top_k, dim=-1)
+                for (source, _), row, classes in zip(batch, probabilities.tolist(), indices.tolist()):
+                    predictions.append(Prediction(source, tuple(metadata.class_names[i] for i in classes),
+                                                  tuple(row), tuple(classes)))
     finally:
         model.train(was_training)
     predictions.skipped = skipped

@@ -315,7 +315,7 @@ def training_set_top1(folder: RunFolder) -> float:
     accuracy of metrics.jsonl is taken with dropout on, on augmented images.)"""
     from ..data import build_eval_loader
     from ..evaluation import TestViews, evaluate_model
-    from ..perf import autocast_context, prepare_model, resolve_device, resolve_precision
+    from ..perf import prepare_model, resolve_device, resolve_precision
     from ..training import TrainConfig
     from ..weights import load_weights
 
@@ -330,7 +330,7 @@ def training_set_top1(folder: RunFolder) -> float:
         seed=config.seed, subset=config.subset, device=device, normalization=(metadata.mean, metadata.std),
     )
     dtype = resolve_precision(metadata.precision, device)
-    metrics, _ = evaluate_model(model, loader, classes, device=device, autocast=autocast_context(device, dtype))
+    metrics, _ = evaluate_model(model, loader, classes, device=device, precision=dtype)
     return metrics.top1
 
 

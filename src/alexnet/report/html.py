@@ -162,7 +162,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
 
     from ..data import build_loaders
     from ..evaluation import TestViews, test_loader
-    from ..perf import autocast_context, resolve_device, resolve_precision
+    from ..perf import resolve_device, resolve_precision
     from . import predictions
 
     torch_device = resolve_device(device)
@@ -192,10 +192,10 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
                 f"nearest neighbours are left out. {error}"]
     mean, std = metadata.mean, metadata.std
     precision = metadata.precision  # the precision the run tested in, as `alexnet evaluate` computes
-    autocast = autocast_context(torch_device, resolve_precision(precision, torch_device))
+    dtype = resolve_precision(precision, torch_device)
     try:
         test = predictions.collect_outputs(model, test_images, mean, std, limit=test_limit, views=views,
-                                           autocast=autocast)
+                                           precision=dtype)
     except AlexNetError as error:
         return [f"test images of {name!r}: {error}; no predictions, mistakes or nearest neighbours"]
     predicted = test.probabilities.argmax(1)
@@ -218,7 +218,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
         # Training drops the last, smaller batch; here it is all of a training set under one batch (500).
         train.drop_last = False
         pool = predictions.collect_outputs(model, train, mean, std, limit=pool_size, probabilities=False,
-                                           autocast=autocast)
+                                           precision=dtype)
     except AlexNetError as error:
         return [f"training images of {name!r}: {error}; no nearest neighbours"]
     found = predictions.find_neighbours(test, pool)

@@ -6,7 +6,6 @@ large test sets; the numbers are returned as NumPy arrays for ``figures.py``.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 
 from ..errors import AlexNetError
 from ..evaluation import predict_logits
+from ..perf import autocast_context, inference_weights
 
 THUMBNAIL_SIDE = 64  # images are kept for display at most this large (10k RGB thumbnails: 123 MB)
 
@@ -60,7 +60,7 @@ def _thumbnails(images: torch.Tensor, mean, std) -> np.ndarray:
 
 @torch.no_grad()
 def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabilities: bool = True,
-                    views="centre", autocast=None) -> Outputs:
+                    views="centre", precision: torch.dtype | None = None) -> Outputs:
     """Run ``model`` over the first ``limit`` images of ``loader``.
 
     Probabilities are the softmax of the logits ``evaluate`` computes for ``views`` (the one
@@ -72,18 +72,19 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
     thumbnails, labels, probs, features = [], [], [], []
     seen = 0
     try:
-        for images, batch_labels in loader:
-            images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
-            with autocast or contextlib.nullcontext():
-                feature = model.forward_head(model.forward_features(images), pre_logits=True)
-            features.append(feature.float().cpu())
-            if probabilities:
-                probs.append(predict_logits(model, images, views, autocast=autocast).softmax(1).cpu())
-            thumbnails.append(_thumbnails(images, mean, std))
-            labels.append(batch_labels.cpu())
-            seen += len(batch_labels)
-            if seen >= limit:
-                break
+        with inference_weights(model, precision):
+            for images, batch_labels in loader:
+                images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
+                with autocast_context(images.device, precision):
+                    feature = model.forward_head(model.forward_features(images), pre_logits=True)
+                features.append(feature.float().cpu())
+                if probabilities:
+                    probs.append(predict_logits(model, images, views, precision=precision).softmax(1).cpu())
+                thumbnails.append(_thumbnails(images, mean, std))
+                labels.append(batch_labels.cpu())
+                seen += len(batch_labels)
+                if seen >= limit:
+                    break
     finally:
         model.train(was_training)
     if not labels:

@@ -414,7 +414,7 @@ class _Trainer:
         written through the run folder."""
         config = self.config
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
-                                autocast=self.autocast())
+                                precision=self.dtype)
         lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
         if config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
@@ -503,7 +503,7 @@ class _Trainer:
                                   device=self.device, rank=self.group.rank, world_size=self.group.world_size,
                                   channels_last=config.channels_last, normalization=self.normalization)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
-                                    autocast=self.autocast(), views=views)
+                                    precision=self.dtype, views=views)
         run = Run(folder.directory, config, self.history, metrics, self.model, self.group.is_main)
         if self.group.is_main:
             save_weights(folder.weights, self.model, WeightsMetadata(
