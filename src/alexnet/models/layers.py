@@ -64,6 +64,14 @@ class LocalResponseNorm(nn.Module):
             return lrn_reference(x, self.size, self.alpha, self.beta, self.k, self.groups)
         dtype = x.dtype
         compute = _compute_dtype(dtype)
+        if torch.compiler.is_compiling():
+            # Inductor fuses the element-wise work into the window sum's neighbours and derives the
+            # backward itself; a graph cannot switch autocast off inside, nor trace the hand-written
+            # backward's, so the formula is given as plain operators in the compute dtype.
+            x = x.to(compute)
+            band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
+            d = _channel_sum(x * x, band, self.alpha, self.k).to(compute)
+            return (x * d.pow(-self.beta)).to(dtype)
         # The meta device (shapes without data: alexnet.summary) has no autocast to switch off.
         no_autocast = (torch.autocast(x.device.type, enabled=False) if x.device.type != "meta"
                        else contextlib.nullcontext())
@@ -160,7 +168,8 @@ def _channel_sum(t: torch.Tensor, band: torch.Tensor, scale: float = 1.0, offset
 def _lrn_forward(
     x: torch.Tensor, band: torch.Tensor, alpha: float, k: float, beta: float, keep_for_backward: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """y = x * d^-beta with d = k + alpha * band(x^2); also d^-beta and d^(-beta-1) for the backward.
+    """y = x * d^-beta with d = k + alpha * band(x^2); also d^-beta and x d^(-beta-1) = y / d for
+    the backward.
 
     Large fresh tensors cost page faults on CPU (about as much as the arithmetic), so results are
     written into buffers that are no longer needed."""
@@ -173,7 +182,7 @@ def _lrn_forward(
     if not keep_for_backward:
         return torch.mul(x, r, out=d), None, None
     y = x * r
-    return y, r, torch.div(r, d, out=d)
+    return y, r, torch.div(y, d, out=d)
 
 
 class _LocalResponseNormFunction(torch.autograd.Function):
@@ -182,21 +191,22 @@ class _LocalResponseNormFunction(torch.autograd.Function):
     dL/dx_i = g_i d_i^-b - 2 alpha b x_i sum_j B[j, i] g_j x_j d_j^(-b-1)
 
     i.e. one more window sum (with B transposed) instead of autograd's chain through pow and the
-    average pool."""
+    average pool; x_j d_j^(-b-1) is kept from the forward pass, so the backward makes four passes
+    over the maps."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, band: torch.Tensor, alpha: float, k: float, beta: float) -> torch.Tensor:
-        y, r, q = _lrn_forward(x, band, alpha, k, beta, keep_for_backward=True)
-        ctx.save_for_backward(x, r, q, band)
+        y, r, p = _lrn_forward(x, band, alpha, k, beta, keep_for_backward=True)
+        ctx.save_for_backward(x, r, p, band)
         ctx.alpha, ctx.beta = alpha, beta
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
-        x, r, q, band = ctx.saved_tensors
+        x, r, p, band = ctx.saved_tensors
         with torch.autocast(grad.device.type, enabled=False):
             grad = grad.to(x.dtype)
-            t = torch.mul(grad, x).mul_(q)  # g_j x_j d_j^(-b-1)
+            t = grad * p  # g_j x_j d_j^(-b-1)
             summed = _channel_sum(t, band.t())
             dx = torch.mul(grad, r, out=t).addcmul_(x, summed, value=-2.0 * ctx.alpha * ctx.beta)
         return dx, None, None, None, None
