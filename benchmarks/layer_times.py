@@ -18,7 +18,7 @@ from torch import nn
 
 from alexnet.benchmark import machine_description
 from alexnet.models import build_model
-from alexnet.perf import autocast_context, prepare_model, reuse_freed_memory, set_threads
+from alexnet.perf import autocast_context, inference_weights, prepare_model, reuse_freed_memory, set_threads
 
 
 def layer_times(model: nn.Module, images: torch.Tensor, autocast, passes: int) -> list[tuple[str, float]]:
@@ -77,7 +77,9 @@ def main() -> None:
     autocast = autocast_context(device, torch.bfloat16 if args.precision == "bf16" else None)
     print(f"# {machine_description()['cpu']}, {threads} threads, {args.model}, batch {args.batch_size}, "
           f"{args.precision} inference")
-    rows = layer_times(model, images, autocast, args.passes)
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    with inference_weights(model, dtype):  # as evaluate and predict run
+        rows = layer_times(model, images, autocast, args.passes)
     total = sum(seconds for _, seconds in rows)
     for name, seconds in rows:
         print(f"{name:<36} {seconds * 1000:8.1f} ms {seconds / total:6.1%}")

@@ -226,6 +226,26 @@ def test_bf16_autocast_agrees_with_fp32_on_top1():
     torch.testing.assert_close(bf16.float().softmax(1), fp32.softmax(1), rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
+def test_compiled_lrn_trains_in_bf16_as_eager_does():
+    """A compiled graph gets LRN as plain operators (autocast cannot be switched off inside it):
+    the same outputs and gradients as the eager layer's, to bf16 precision."""
+    torch.manual_seed(0)
+    layer = LocalResponseNorm(groups=2)
+    x = (torch.rand(2, 8, 5, 5) * 100).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 8, 5, 5)
+    results = []
+    for run in (layer, torch.compile(layer)):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = run(inputs.bfloat16())
+        y.float().backward(grad)
+        results.append((y.float(), inputs.grad))
+    (eager, eager_grad), (compiled, compiled_grad) = results
+    torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=0)
+    assert (compiled_grad - eager_grad).abs().max() < 2e-2 * eager_grad.abs().max()
+
+
 @pytest.mark.parametrize("name", ["alexnet_paper", "alexnet_small28", "alexnet_flowers_bn"])
 def test_inference_weights_cast_once_compute_exactly_what_autocast_does(name):
     """The bf16 copies are what autocast would cast to, so logits are bit-identical; batch norm

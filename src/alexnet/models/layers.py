@@ -71,7 +71,10 @@ class LocalResponseNorm(nn.Module):
             x = x.to(compute)
             band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
             d = _channel_sum(x * x, band, self.alpha, self.k).to(compute)
-            return (x * d.pow(-self.beta)).to(dtype)
+            # As in eager, two roots: Inductor's pow took 14 ms against their 5.4 ms for the paper's
+            # first LRN at batch 32 in bf16 (2-core Xeon with AMX).
+            r = torch.rsqrt(d * torch.sqrt(d)) if self.beta == 0.75 else d.pow(-self.beta)
+            return (x * r).to(dtype)
         # The meta device (shapes without data: alexnet.summary) has no autocast to switch off.
         no_autocast = (torch.autocast(x.device.type, enabled=False) if x.device.type != "meta"
                        else contextlib.nullcontext())
