@@ -7,8 +7,9 @@ is 256, mirrored half the time). The baseline is what torchvision's references a
 write: ``ImageFolder`` (PIL decoding) + ``transforms.v2`` (Resize 256, RandomCrop 224,
 RandomHorizontalFlip, ToImage, ToDtype, Normalize) and a ``DataLoader`` of batch 64. Ours is
 ``alexnet.data.build_loaders("folder", ...)`` with the ``paper`` augmentation without its PCA
-lighting (the baseline has none). Both run in this process (no workers) on one thread: images/s per
-core, which is what DataLoader workers multiply.
+lighting (the baseline has none). Both run in this process (no workers) on one thread, with freed
+memory kept for reuse as ``alexnet train`` runs: images/s per core, which is what DataLoader
+workers multiply.
 
     .venv/bin/python benchmarks/streaming.py [--images 256] [--seconds 10]
 """
@@ -29,6 +30,7 @@ from torchvision.io import decode_image, encode_jpeg
 from torchvision.transforms import v2
 
 from alexnet.data import build_loaders, dataset_info
+from alexnet.perf import reuse_freed_memory
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data"
 
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    reuse_freed_memory()  # as `alexnet train` does; for both pipelines
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     print(f"# {cpu}; torch {torch.__version__}, torchvision {torchvision.__version__}; one thread, no workers; "

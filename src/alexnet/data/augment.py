@@ -638,7 +638,7 @@ def normalize(
         std = (sum(w * s for w, s in zip(LUMA, std)),)
     mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(-1, 1, 1)
     std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(-1, 1, 1)
-    images = (images - mean_t) / std_t
+    images = torch.sub(images, mean_t).div_(std_t)  # one new tensor, in the input's memory format
     if channels != images.shape[-3]:
         images = images.expand(*images.shape[:-3], channels, *images.shape[-2:])
     return images

@@ -188,8 +188,10 @@ class StreamingDataset(Dataset):
             return None, label, f"{path} ({str(error).splitlines()[0][:120]})"
         # transforms.v2 draw from the global generator: seed it per (seed, epoch, image) so that an
         # epoch replays exactly whichever worker decodes the image, without touching the caller's RNG.
+        # Only the CPU generator: torch.manual_seed would also queue a CUDA seeding, formatting a
+        # stack trace each time on a CUDA build (a quarter of the loader's time per image).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.epoch, f"image:{index}"))
+            torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, f"image:{index}"))
             image = self.transform(image)
         return image, label, None
 
@@ -278,7 +280,10 @@ class StreamingLoader(BatchLoader):
                 self.skipped_files += failures
             if not len(labels):
                 continue
-            images = to_float(images.to(self.device, non_blocking=True))
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:  # in uint8, a quarter of the bytes; the float work keeps the layout
+                images = images.contiguous(memory_format=torch.channels_last)
+            images = to_float(images)
             if self.train:
                 images = photometric(images, self.augment, generator, self.pca)
             yield self.finish(images), labels.to(self.device, non_blocking=True)
