@@ -41,7 +41,7 @@ class LocalResponseNorm(nn.Module):
     this is 4-7x faster forward and backward than ``F.local_response_norm`` (which pads, runs a 3-D
     average pool and lets autograd differentiate ``pow``) on 2 CPU cores for a (32, 96, 55, 55)
     input in either memory format; ``benchmarks/`` and ``alexnet.perf`` say how it was measured.
-    bf16 input is computed in bf16 (``_compute_dtype`` says why), 2.5-4x faster again than in fp32
+    bf16 input is computed in bf16 (``_compute_dtype`` says why), 2.3-4x faster again than in fp32
     on a CPU with AMX, within bf16's own precision: about 1% of each output at worst.
 
     Exporting (``torch.jit.trace``, ``torch.export``, ``torch.onnx.export``) sees plain operators
