@@ -244,6 +244,11 @@ def test_compiled_lrn_trains_in_bf16_as_eager_does():
     (eager, eager_grad), (compiled, compiled_grad) = results
     torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=0)
     assert (compiled_grad - eager_grad).abs().max() < 2e-2 * eager_grad.abs().max()
+    # fp16 is computed in fp32 in the graph too: its squares would overflow past 256.
+    big = torch.full((1, 5, 2, 2), 300.0)
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = torch.compile(LocalResponseNorm())(big.half())
+    torch.testing.assert_close(y.float(), lrn_by_the_formula(big.double()).float(), rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize("name", ["alexnet_paper", "alexnet_small28", "alexnet_flowers_bn"])
@@ -271,12 +276,23 @@ def test_inference_weights_leave_the_parameters_as_they_were():
         raise RuntimeError("interrupted")
     with perf.inference_weights(model, None):  # fp32: nothing to cast
         assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    with pytest.raises(AlexNetError, match="resolve_precision"), perf.inference_weights(model, "bf16"):
+        pass
     for name, parameter in model.named_parameters():
         assert parameter is before[name][0] and torch.equal(parameter, before[name][1])
     nn.functional.cross_entropy(model(torch.randn(2, 1, 28, 28)), torch.tensor([0, 1])).backward()
     optimizer.step()
     assert all(parameter.grad is not None for parameter in model.parameters())
     assert not torch.equal(model.classifier[-1].weight, before["classifier.6.weight"][1])
+
+
+def test_inference_weights_leave_an_fp64_model_in_fp64():
+    """Autocast casts only fp32; so does the cast made once."""
+    model = build_model("alexnet_small28", init="default").double().eval()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad(), autocast_context("cpu", torch.bfloat16), perf.inference_weights(model, torch.bfloat16):
+        assert model.classifier[-1].weight.dtype == torch.float64
+        assert model(x).dtype == torch.float64
 
 
 @pytest.mark.slow

@@ -117,6 +117,7 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 def autocast_context(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on ``device``, or a context that does nothing for None."""
+    _check_dtype(dtype)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
@@ -134,15 +135,19 @@ def inference_weights(model: nn.Module, dtype: torch.dtype | None) -> Iterator[n
     bf16 values, the same kernels; ``tests/test_perf.py``); batch norm, LRN and the input are left
     to autocast as before. The copies are new parameters set on the layers, and the original ones
     are put back on leaving, even after an error: the model's own parameters are never modified,
-    so optimisers, DDP's gradient hooks and checkpoints holding them see no change. Does nothing
-    for fp32 (``dtype`` None), nor for a compiled model (its graphs are specialised to the
-    weights' dtype)."""
+    so optimisers, DDP's gradient hooks and checkpoints holding them see no change. Within,
+    though, ``state_dict()`` holds the copies and a weight tied between two layers is two copies:
+    save and tie outside. Only fp32 parameters are cast, as autocast casts only fp32 (an fp64
+    model stays fp64). Does nothing for fp32 (``dtype`` None), nor for a ``torch.compile`` wrapper:
+    a compiled model recompiles for weights of another dtype, so pass the module it wraps only if
+    that is meant (the benchmark times compiled inference so)."""
+    _check_dtype(dtype)
     originals: list[tuple[nn.Module, str, nn.Parameter]] = []
     if dtype is not None and not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)) and not nn.utils.parametrize.is_parametrized(module):
                 for name, parameter in module.named_parameters(recurse=False):
-                    if parameter.is_floating_point() and parameter.dtype != dtype:
+                    if parameter.dtype == torch.float32 and dtype != torch.float32:
                         originals.append((module, name, parameter))
     try:
         with torch.no_grad():
@@ -152,6 +157,12 @@ def inference_weights(model: nn.Module, dtype: torch.dtype | None) -> Iterator[n
     finally:
         for module, name, parameter in originals:
             setattr(module, name, parameter)
+
+
+def _check_dtype(dtype) -> None:
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise AlexNetError(f"precision {dtype!r} here is a torch dtype or None; turn a name such as "
+                           f"'auto' or 'bf16' into one with alexnet.perf.resolve_precision(name, device)")
 
 
 def physical_cores() -> int:

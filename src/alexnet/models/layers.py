@@ -64,20 +64,20 @@ class LocalResponseNorm(nn.Module):
             return lrn_reference(x, self.size, self.alpha, self.beta, self.k, self.groups)
         dtype = x.dtype
         compute = _compute_dtype(dtype)
-        if torch.compiler.is_compiling():
-            # Inductor fuses the element-wise work into the window sum's neighbours and derives the
-            # backward itself; a graph cannot switch autocast off inside, nor trace the hand-written
-            # backward's, so the formula is given as plain operators in the compute dtype.
-            x = x.to(compute)
-            band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
-            d = _channel_sum(x * x, band, self.alpha, self.k).to(compute)
-            # As in eager, two roots: Inductor's pow took 14 ms against their 5.4 ms for the paper's
-            # first LRN at batch 32 in bf16 (2-core Xeon with AMX).
-            r = torch.rsqrt(d * torch.sqrt(d)) if self.beta == 0.75 else d.pow(-self.beta)
-            return (x * r).to(dtype)
         # The meta device (shapes without data: alexnet.summary) has no autocast to switch off.
         no_autocast = (torch.autocast(x.device.type, enabled=False) if x.device.type != "meta"
                        else contextlib.nullcontext())
+        if torch.compiler.is_compiling():
+            # Inductor fuses the element-wise work around the window sum and derives the backward
+            # itself; it cannot trace the hand-written one, so the formula is given as plain operators.
+            with no_autocast:
+                x = x.to(compute)
+                band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
+                d = _channel_sum(x * x, band, self.alpha, self.k)
+                # As in eager, two roots: Inductor's pow took 14 ms against their 5.4 ms for the
+                # paper's first LRN at batch 32 in bf16 (2-core Xeon with AMX).
+                r = torch.rsqrt(d * torch.sqrt(d)) if self.beta == 0.75 else d.pow(-self.beta)
+                return (x * r).to(dtype)
         with no_autocast:
             x = x.to(compute)
             band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
