@@ -54,6 +54,18 @@ def write_idx(path: Path, array: torch.Tensor) -> None:
     path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
 
 
+def write_idx_dataset(root: Path, folder: str, train: int, test: int, level: int) -> Path:
+    """An MNIST-format dataset's IDX files in torchvision's layout, <root>/<folder>/raw/, which it
+    returns; image i is of class i % 10 and all of value ``level`` times its class."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = torch.arange(count) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", (labels * level).view(-1, 1, 1).expand(count, 28, 28))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return raw
+
+
 def write_cifar(root: Path, tv_class, per_batch: int) -> dict:
     """CIFAR's pickled batches: rows of 3072 bytes (red plane, green plane, blue plane)."""
     folder = root / tv_class.base_folder

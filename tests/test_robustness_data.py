@@ -28,6 +28,8 @@ from alexnet import AlexNetError
 from alexnet.data import StreamingLoader, build_loaders, index_folder, load_tensors
 from alexnet.data.images import decode
 
+from test_data import write_idx_dataset
+
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 NOBODY = 65534
 
@@ -236,21 +238,9 @@ def test_decompression_bombs_are_refused_from_the_header(tmp_path):
 # --- caches that cannot be written ------------------------------------------------------------
 
 
-def write_idx(path: Path, array: torch.Tensor) -> None:
-    """IDX: magic (0, 0, type 0x08 = ubyte, number of dimensions), big-endian sizes, the bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
-    path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
-
-
 def mnist_raw(root: Path, train: int = 30, test: int = 10) -> Path:
     """Small IDX files in torchvision's layout, <root>/MNIST/raw/; image i of class y is all 20y."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count in (("train", train), ("t10k", test)):
-        labels = torch.arange(count) % 10
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", (labels * 20).view(-1, 1, 1).expand(count, 28, 28))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return raw
+    return write_idx_dataset(root, "MNIST", train, test, level=20)
 
 
 def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch, caplog):

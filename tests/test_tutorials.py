@@ -60,16 +60,9 @@ def test_flowers_tutorial_trains_as_its_source(tmp_path, monkeypatch):
 
 def write_fashion_mnist(root: Path, train: int = 300, test: int = 40) -> Path:
     """Fashion-MNIST's IDX files, small, in torchvision's layout under ``root``; returns ``root``."""
-    import torch
+    from test_data import write_idx_dataset
 
-    from test_data import write_idx
-
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count in (("train", train), ("t10k", test)):
-        labels = torch.arange(count) % 10
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", (labels * 25).view(-1, 1, 1).expand(count, 28, 28))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    write_idx_dataset(root, "FashionMNIST", train, test, level=25)
     return root
 
 
