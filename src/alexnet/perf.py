@@ -130,11 +130,12 @@ def inference_weights(model: nn.Module, dtype: torch.dtype | None) -> Iterator[n
 
     Autocast casts every convolution's and linear layer's fp32 weights to bf16 again on every call
     (its cache lives only as long as one autocast region), which at batch 32 was 40% of
-    alexnet_owt's bf16 inference time on a 2-core Xeon with AMX: 51 -> 31 ms a batch. Cast once
-    here, autocast finds them in bf16 already and computes exactly what it would have (the same
-    bf16 values, the same kernels; ``tests/test_perf.py``); batch norm, LRN and the input are left
-    to autocast as before. The copies are new parameters set on the layers, and the original ones
-    are put back on leaving, even after an error: the model's own parameters are never modified,
+    alexnet_owt's bf16 inference time on a 2-core Xeon with AMX: 52 -> 32 ms a batch
+    (``benchmarks/fast_paths.py``). Cast once here, autocast finds them in bf16 already and
+    computes exactly what it would have (the same bf16 values, the same kernels;
+    ``tests/test_perf.py``); batch norm, LRN and the input are left to autocast as before. The
+    copies are new parameters set on the layers, and the original ones are put back on leaving,
+    even after an error: the model's own parameters are never modified,
     so optimisers, DDP's gradient hooks and checkpoints holding them see no change. Within,
     though, ``state_dict()`` holds the copies and a weight tied between two layers is two copies:
     save and tie outside. Only fp32 parameters are cast, as autocast casts only fp32 (an fp64

@@ -74,8 +74,8 @@ class LocalResponseNorm(nn.Module):
                 x = x.to(compute)
                 band = _lrn_band(x.shape[1], self.size, self.groups, x.device, compute)
                 d = _channel_sum(x * x, band, self.alpha, self.k)
-                # As in eager, two roots: Inductor's pow took 14 ms against their 5.4 ms for the
-                # paper's first LRN at batch 32 in bf16 (2-core Xeon with AMX).
+                # As in eager, two roots: Inductor's pow took 15 ms against their 5.3 ms for the
+                # paper's first LRN at batch 32 in bf16 (2-core Xeon with AMX; benchmarks/fast_paths.py).
                 r = torch.rsqrt(d * torch.sqrt(d)) if self.beta == 0.75 else d.pow(-self.beta)
                 return (x * r).to(dtype)
         with no_autocast:
