@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet.evaluation import TestViews, evaluate_model, test_loader
+from alexnet.evaluation import evaluate_model, test_loader
+from alexnet.inference import TestViews
 from alexnet.perf import prepare_model, resolve_device
 from alexnet.weights import load_weights
 

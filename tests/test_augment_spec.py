@@ -187,7 +187,7 @@ def test_bad_specs_name_the_bad_part_and_list_every_operation(spec, message):
 
 
 def test_a_training_config_refuses_a_bad_spec_and_keeps_a_good_one():
-    from alexnet.evaluation import TestViews
+    from alexnet.inference import TestViews
     from alexnet.training import TrainConfig
 
     with pytest.raises(AlexNetError, match=re.escape("'rotat=5' in augmentation 'paper,rotat=5'")):
@@ -203,7 +203,7 @@ def test_a_training_config_refuses_a_bad_spec_and_keeps_a_good_one():
 
 
 def test_weights_metadata_with_a_spec_gives_the_training_crop():
-    from alexnet.evaluation import TestViews
+    from alexnet.inference import TestViews
     from alexnet.weights import WeightsMetadata
 
     metadata = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"),

@@ -285,7 +285,7 @@ def test_pca_of_known_covariance_and_lighting_spread():
 
 
 def test_ten_crop_is_the_papers_ten_views():
-    from alexnet.evaluation import ten_crop_logits
+    from alexnet.inference import ten_crop_logits
 
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     views = ten_crop(images, (5, 5))

@@ -23,7 +23,7 @@ from alexnet.cli_predict import add_predict_command, add_weights_command
 from alexnet.data.augment import normalize, ten_crop
 from alexnet.data.images import decode
 from alexnet.errors import AlexNetError
-from alexnet.evaluation import TestViews
+from alexnet.inference import TestViews
 from alexnet.models import build_model
 from alexnet.predict import Prediction, predict
 from alexnet.pretrained import import_torchvision
@@ -364,7 +364,7 @@ def test_prediction_is_a_plain_record():
 def test_the_streaming_test_loader_prepares_images_exactly_as_predict_does(tmp_path):
     from alexnet.data import build_eval_loader
     from alexnet.data.images import decode
-    from alexnet.evaluation import TestViews
+    from alexnet.inference import TestViews
 
     for split in ("train", "val"):
         for label, name in enumerate(("cat", "rocket")):

@@ -18,7 +18,7 @@ import alexnet.data.preview
 from alexnet import AlexNetError, report
 from alexnet.cli import main
 from alexnet.data import build_loaders
-from alexnet.evaluation import predict_logits
+from alexnet.inference import predict_logits
 from alexnet.report import build_comparison, build_report, figures, predictions
 from alexnet.training import TrainConfig, train
 from alexnet.weights import load_weights

@@ -261,7 +261,7 @@ def test_paper_schedule_divides_by_ten_when_validation_error_stops_improving():
 
 
 def test_test_views_follow_the_training_recipe_and_travel_with_the_weights():
-    from alexnet.evaluation import TestViews
+    from alexnet.inference import TestViews
     from alexnet.weights import WeightsMetadata
 
     paper, fast = TestViews.from_config(TrainConfig(recipe="paper").resolved()), TestViews.from_config(TrainConfig().resolved())

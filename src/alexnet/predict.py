@@ -5,7 +5,8 @@
     ...     print(prediction.source, prediction.classes[0], prediction.probabilities[0])
 
 The preprocessing is the weights' own (``TestViews.preprocess``: resize, centre crop, channels,
-mean/std) and so are the test views (``predict_logits``); nothing about it is decided here.
+mean/std) and so are the test views; both come with ``inference.open_trained``, nothing about them
+is decided here.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from torch import nn
 
 from .data.images import decode
 from .errors import AlexNetError
-from .evaluation import TestViews, predict_logits
-from .perf import inference_weights, prepare_model, resolve_device, resolve_precision, to_channels_last
-from .runs import RunFolder
-from .weights import WeightsMetadata, load_weights
+from .inference import open_trained
+from .weights import WeightsMetadata
 
 ImageInput = str | os.PathLike | torch.Tensor
 
@@ -85,45 +84,19 @@ def predict(
         raise AlexNetError(f"top-k must be at least 1, got {top_k}")
     if batch_size < 1:
         raise AlexNetError(f"batch size must be at least 1, got {batch_size}")
-    torch_device = resolve_device(device)
-    model, metadata = _model_and_metadata(model_or_weights, torch_device)
-    views = TestViews.from_metadata(metadata)
-    dtype = resolve_precision(precision or metadata.precision, torch_device)
+    trained = open_trained(model_or_weights, device=device, precision=precision)
+    metadata = trained.metadata
     top_k = min(top_k, metadata.num_classes)
     predictions, skipped = Predictions(), []
-    was_training = model.training
-    model.eval()
-    try:
-        with inference_weights(model, dtype):
-            for batch in _batches(_images(inputs, skipped), batch_size):
-                images = torch.stack([views.preprocess(image, metadata.input_size, metadata.mean, metadata.std)
-                                      for _, image in batch])
-                images = to_channels_last(images.to(torch_device))
-                logits = predict_logits(model, images, views, precision=dtype)
-                probabilities, indices = logits.softmax(-1).topk(top_k, dim=-1)
-                for (source, _), row, classes in zip(batch, probabilities.tolist(), indices.tolist()):
-                    predictions.append(Prediction(source, tuple(metadata.class_names[i] for i in classes),
-                                                  tuple(row), tuple(classes)))
-    finally:
-        model.train(was_training)
+    with trained.running():
+        for batch in _batches(_images(inputs, skipped), batch_size):
+            logits = trained.logits(trained.batch([image for _, image in batch]))
+            probabilities, indices = logits.softmax(-1).topk(top_k, dim=-1)
+            for (source, _), row, classes in zip(batch, probabilities.tolist(), indices.tolist()):
+                predictions.append(Prediction(source, tuple(metadata.class_names[i] for i in classes),
+                                              tuple(row), tuple(classes)))
     predictions.skipped = skipped
     return predictions
-
-
-def _model_and_metadata(source, device: torch.device) -> tuple[nn.Module, WeightsMetadata]:
-    if isinstance(source, tuple):
-        model, metadata = source
-        if not isinstance(model, nn.Module) or not isinstance(metadata, WeightsMetadata):
-            raise AlexNetError("pass a weights file, a run folder, or a (model, WeightsMetadata) pair")
-        return model.to(device), metadata
-    path = Path(source)
-    if path.is_dir():
-        path = RunFolder(path).weights
-        if not path.is_file():
-            raise AlexNetError(f"{source} holds no model.safetensors: not a run folder, or its training has not "
-                               f"finished; pass a weights file or a finished run's folder")
-    model, metadata = load_weights(path, device=str(device))
-    return prepare_model(model, device), metadata
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import AlexNetError
-from .evaluation import TestViews
+from .inference import TestViews
 from .models import build_model
 from .weights import WeightsMetadata, save_weights
 

@@ -26,7 +26,7 @@ class WeightsMetadata:
     """What a weights file says about itself: enough to rebuild the model and use it as trained.
 
     The first block is required (the model cannot be rebuilt without it); the rest is what a run
-    adds. ``test_views`` is ``evaluation.TestViews.to_dict()``; files written before it was stored
+    adds. ``test_views`` is ``inference.TestViews.to_dict()``; files written before it was stored
     carry the legacy ``augment``/``flip_test``/``ten_crop`` keys it is derived from instead.
     """
 

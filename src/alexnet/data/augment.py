@@ -565,7 +565,7 @@ def geometric(
     """uint8 (B, C, H, W) -> float 0..1 (B, C, *output_size): crops, flips, affine, resize.
 
     Evaluation takes the centre crop of ``config.crop_fraction`` (the paper's ten views are cut
-    from whole images by ``evaluation.predict_logits``).
+    from whole images by ``inference.predict_logits``).
     """
     height, width = images.shape[-2:]
     if not train:

@@ -149,7 +149,7 @@ def sample_transform(config: AugmentConfig, *, train: bool, output_size: tuple[i
     """The per-image geometric part of ``config`` as ``transforms.v2`` on uint8 tensors."""
     height, width = output_size
     resized = round(min(height, width) / config.crop_fraction)  # shorter side before cropping: 256 for 224
-    if not train:  # (the paper's ten views are cut from whole images by evaluation.predict_logits)
+    if not train:  # (the paper's ten views are cut from whole images by inference.predict_logits)
         return v2.Compose([ResizeShorterSide(resized), v2.CenterCrop(output_size)])
     steps: list[v2.Transform] = []
     if config.random_resized_crop:

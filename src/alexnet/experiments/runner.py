@@ -314,7 +314,8 @@ def training_set_top1(folder: RunFolder) -> float:
     "overfitting" is the distance from this to the validation accuracy. (The running training
     accuracy of metrics.jsonl is taken with dropout on, on augmented images.)"""
     from ..data import build_eval_loader
-    from ..evaluation import TestViews, evaluate_model
+    from ..evaluation import evaluate_model
+    from ..inference import TestViews
     from ..perf import prepare_model, resolve_device, resolve_precision
     from ..training import TrainConfig
     from ..weights import load_weights

@@ -161,7 +161,8 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     import torch
 
     from ..data import build_loaders
-    from ..evaluation import TestViews, test_loader
+    from ..evaluation import test_loader
+    from ..inference import TestViews
     from ..perf import resolve_device, resolve_precision
     from . import predictions
 

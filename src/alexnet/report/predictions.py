@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AlexNetError
-from ..evaluation import predict_logits
+from ..inference import predict_logits
 from ..perf import autocast_context, inference_weights
 
 THUMBNAIL_SIDE = 64  # images are kept for display at most this large (10k RGB thumbnails: 123 MB)
@@ -64,7 +64,7 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
     """Run ``model`` over the first ``limit`` images of ``loader``.
 
     Probabilities are the softmax of the logits ``evaluate`` computes for ``views`` (the one
-    implementation, ``evaluation.predict_logits``), so they agree with ``evaluation.json``;
+    implementation, ``inference.predict_logits``), so they agree with ``evaluation.json``;
     features are FC7 of the image itself.
     """
     was_training = model.training

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from ..data import build_loaders, dataset_info, num_classes
 from ..errors import AlexNetError, quote
-from ..evaluation import Metrics, TestViews, evaluate_model, test_loader
+from ..evaluation import Metrics, evaluate_model, test_loader
+from ..inference import TestViews
 from ..models import build_model
 from ..perf import (
     autocast_context, optimizer_options, precision_name, prepare_model, resolve_device, resolve_precision,
