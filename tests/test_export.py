@@ -210,8 +210,10 @@ def test_unsupported_format(weights_file):
 
 
 def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(AlexNetError, match="no weights file or run folder at"):
+    with pytest.raises(AlexNetError, match="no weights file at .*nothing.safetensors"):
         export(tmp_path / "nothing.safetensors", "pt2")
+    with pytest.raises(AlexNetError, match="no weights file or run folder at .*nothing$"):
+        export(tmp_path / "nothing", "pt2")
     with pytest.raises(AlexNetError, match="holds no model.safetensors"):
         export(tmp_path, "pt2")
     from safetensors.torch import save_file

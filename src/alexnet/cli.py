@@ -9,6 +9,7 @@ from pathlib import Path
 from .cli_export import add_export_command, add_summary_command, parse_shape
 from .cli_predict import add_predict_command, add_weights_command
 from .errors import AlexNetError
+from .perf import PRECISIONS
 
 
 def _output_file(path: str | None) -> None:
@@ -268,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="average with mirrored images (default: as in training)")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+    evaluate.add_argument("--precision", default=None, choices=PRECISIONS,
                           help="default: the precision the run trained and tested in")
     evaluate.add_argument("--batch-size", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     benchmark.add_argument("--model", default="alexnet_owt")
     benchmark.add_argument("--batch-size", type=int, default=32)
-    benchmark.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    benchmark.add_argument("--precision", default="auto", choices=PRECISIONS,
                            help="auto: bf16 only where the hardware multiplies it natively")
     benchmark.add_argument("--compile", action="store_true", help="torch.compile (also times eager, and compiling)")
     benchmark.add_argument("--input", type=parse_shape, default=None, help="CxHxW (default: the model's own)")
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--data-dir")
     experiment.add_argument("--val-size", type=int, default=None, help="images held out (default: the dataset's)")
     experiment.add_argument("--threshold", type=float, default=0.25, help="relu: the training error timed (Figure 1; default: 0.25)")
-    experiment.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    experiment.add_argument("--precision", default="auto", choices=PRECISIONS)
     experiment.add_argument("--device", default="auto")
     experiment.set_defaults(run=_cmd_experiment)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import AlexNetError
+from .perf import PRECISIONS
 
 
 def add_predict_command(commands) -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def add_predict_command(commands) -> argparse.ArgumentParser:
     output.add_argument("--csv", metavar="FILE", help="write rows (path, rank, class, probability) to FILE")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="default: the precision the weights were tested in")
     parser.set_defaults(run=run_predict)
     return parser

@@ -20,6 +20,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from .errors import AlexNetError
 from .inference import TestViews, inference_mode, open_trained, predict_logits
 
+SPLITS = ("test", "val", "train")  # what evaluate measures: "train" is the training images, unaugmented
+
 
 @dataclass
 class Metrics:
@@ -134,19 +136,21 @@ def evaluate_model(
 def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], *, split: str = "test",
                 data_dir: str | Path | None = None, batch_size: int = 1000, val_size: int | None = None,
                 seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                channels_last: bool = True, normalization=None):
+                channels_last: bool = True, normalization=None, subset: float = 1.0):
     """A loader of one evaluation split prepared for ``views``; returns (loader, class names).
 
-    Builds only that split: the training set is read only to hold out the validation images.
+    ``split`` is ``test``, ``val``, or ``train``: the training images left after the validation
+    split, of which ``subset`` as training took them, unaugmented. Builds only that split: the
+    training set is read only to hold out the validation images.
     """
     from .data import build_eval_loader
 
-    if split not in ("test", "val"):
-        raise AlexNetError(f"split must be test or val, got {split!r}")
+    if split not in SPLITS:
+        raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     loader, classes, _ = build_eval_loader(
         dataset, split, data_dir=data_dir, batch_size=batch_size, output_shape=views.loader_shape(input_size),
         augment=views.loader_augment(), val_size=val_size, seed=seed, device=device, rank=rank,
-        world_size=world_size, channels_last=channels_last, normalization=normalization,
+        world_size=world_size, channels_last=channels_last, normalization=normalization, subset=subset,
     )
     return loader, classes
 
@@ -165,15 +169,17 @@ def evaluate(
     device: str = "auto",
     precision: str | None = None,
     batch_size: int = 1000,
+    subset: float = 1.0,
 ) -> Metrics:
     """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file.
 
     By default the dataset, the validation split, the test-time views (flip averaging, ten crops)
     and the precision are those the run used, so evaluating a run's weights reproduces the numbers
-    at the end of its training.
+    at the end of its training. ``split="train"`` measures how well the training images themselves
+    (``subset`` of them, as the run took them) are fitted.
     """
-    if split not in ("test", "val"):
-        raise AlexNetError(f"split must be test or val, got {split!r}")
+    if split not in SPLITS:
+        raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     trained = open_trained(source, device=device, precision=precision).with_views(ten_crop=ten_crop, flip=flip)
     metadata = trained.metadata
     name = dataset or metadata.dataset
@@ -184,7 +190,7 @@ def evaluate(
     loader, classes = test_loader(
         name, trained.views, trained.input_size, split=split, data_dir=data_dir, batch_size=batch_size,
         val_size=metadata.val_size, seed=metadata.seed, device=trained.device,
-        normalization=(metadata.mean, metadata.std),
+        normalization=(metadata.mean, metadata.std), subset=subset,
     )
     if len(classes) != metadata.num_classes:
         raise AlexNetError(f"{trained.source} predicts {metadata.num_classes} classes but {name} has "

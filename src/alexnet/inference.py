@@ -209,6 +209,20 @@ def read_trained_metadata(source: str | Path) -> WeightsMetadata:
     return read_metadata(weights_path(source))
 
 
+def trained_data_dir(metadata: WeightsMetadata | None, run: RunFolder | None) -> str | None:
+    """Where weights' dataset was found when they were trained: the metadata's ``data_dir``, or
+    (weights written before it was stored there, or none readable) the run folder's config.yaml."""
+    if metadata is not None and metadata.data_dir:
+        return metadata.data_dir
+    if run is None:
+        return None
+    try:
+        value = run.read_config().get("data_dir")
+    except AlexNetError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 @dataclass
 class TrainedModel:
     """Trained weights ready to use: the model on its device, what the weights say of themselves, how
@@ -235,18 +249,8 @@ class TrainedModel:
 
     @property
     def data_dir(self) -> str | None:
-        """Where the weights' dataset was found when they were trained: the metadata's ``data_dir``, or
-        (weights written before it was stored there) the run folder's config.yaml."""
-        if self.metadata.data_dir:
-            return self.metadata.data_dir
-        run = self.run
-        if run is None:
-            return None
-        try:
-            value = run.read_config().get("data_dir")
-        except AlexNetError:
-            return None
-        return value if isinstance(value, str) else None
+        """Where the weights' dataset was found when they were trained (:func:`trained_data_dir`)."""
+        return trained_data_dir(self.metadata, self.run)
 
     def with_views(self, *, ten_crop: bool | None = None, flip: bool | None = None) -> "TrainedModel":
         """The same model with a caller's choice of test views (None keeps the stored one)."""

@@ -313,25 +313,12 @@ def training_set_top1(folder: RunFolder) -> float:
     (the centre crop its augmentation tests on; no dropout, no augmentation): the paper's
     "overfitting" is the distance from this to the validation accuracy. (The running training
     accuracy of metrics.jsonl is taken with dropout on, on augmented images.)"""
-    from ..data import build_eval_loader
-    from ..evaluation import evaluate_model
-    from ..inference import TestViews
-    from ..perf import prepare_model, resolve_device, resolve_precision
+    from ..evaluation import evaluate
     from ..training import TrainConfig
-    from ..weights import load_weights
 
     config = TrainConfig.from_yaml(folder.config)
-    device = resolve_device(config.device)
-    model, metadata = load_weights(folder.weights, device=str(device))
-    prepare_model(model, device)
-    views = TestViews.from_metadata(metadata).choose(ten_crop=False, flip=False)
-    loader, classes, _ = build_eval_loader(
-        config.dataset, "train", data_dir=config.data_dir, batch_size=config.eval_batch_size,
-        output_shape=tuple(model.input_size), augment=views.loader_augment(), val_size=config.val_size,
-        seed=config.seed, subset=config.subset, device=device, normalization=(metadata.mean, metadata.std),
-    )
-    dtype = resolve_precision(metadata.precision, device)
-    metrics, _ = evaluate_model(model, loader, classes, device=device, precision=dtype)
+    metrics = evaluate(folder.directory, split="train", subset=config.subset, ten_crop=False, flip=False,
+                       data_dir=config.data_dir, device=config.device, batch_size=config.eval_batch_size)
     return metrics.top1
 
 

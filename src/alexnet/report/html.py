@@ -24,8 +24,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import AlexNetError
+from ..inference import trained_data_dir
 from ..runs import RunFolder
-from ..weights import WeightsMetadata, load_weights, read_metadata
+from ..weights import WeightsMetadata, read_metadata
 from . import figures
 
 REPORT_NAME = "report.html"
@@ -92,6 +93,12 @@ def read_run(run_dir: str | Path) -> RunFiles:
     return RunFiles(folder, config, history, evaluation, metadata, missing)
 
 
+def run_data_dir(run: RunFiles) -> str | None:
+    """Where the run found its dataset: its weights' ``data_dir``, else its config.yaml's (as
+    ``inference.TrainedModel.data_dir`` decides for every command that uses the weights)."""
+    return trained_data_dir(run.metadata, run.folder)
+
+
 # --- the figures ------------------------------------------------------------------------------
 
 
@@ -147,7 +154,7 @@ def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: 
             from ..data.preview import augment_preview
 
             out.mkdir(parents=True, exist_ok=True)  # the preview writes into an existing folder only
-            return augment_preview(dataset, out / "augmentation.png", data_dir=data_dir or run.config.get("data_dir"),
+            return augment_preview(dataset, out / "augmentation.png", data_dir=data_dir or run_data_dir(run),
                                    seed=run.config.get("seed", 0), extra=run.config.get("augment"))
 
         draw("augmentation", "Augmentation preview",
@@ -158,19 +165,16 @@ def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: 
 
 def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: int, pool_size: int) -> list[str]:
     """Filters (needs the weights), predictions, mistakes and neighbours (need the data too)."""
-    import torch
-
     from ..data import build_loaders
     from ..evaluation import test_loader
-    from ..inference import TestViews
-    from ..perf import resolve_device, resolve_precision
+    from ..inference import open_trained
     from . import predictions
 
-    torch_device = resolve_device(device)
-    try:
-        model, metadata = load_weights(run.weights, device=str(torch_device))
+    try:  # in the precision the run tested in, as `alexnet evaluate` computes
+        trained = open_trained(run.weights, device=device)
     except AlexNetError as error:
         return [f"the model could not be loaded ({error}): no predictions, filters or neighbours"]
+    model, metadata, torch_device = trained.model, trained.metadata, trained.device
     towers = getattr(model, "towers", 1)
     draw("filters", "First-layer filters",
          f"The {predictions.first_conv_weights(model).shape[0]} kernels of the first convolution (the paper's "
@@ -181,8 +185,8 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     classes = list(metadata.class_names)
     # The thumbnails and FC7 features are of the image a test sees: with the paper's ten views, the
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
-    views = TestViews.from_metadata(metadata).choose(ten_crop=False)
-    data_dir = data_dir or metadata.data_dir or run.config.get("data_dir")
+    views = trained.views.choose(ten_crop=False)
+    data_dir = data_dir or trained.data_dir
     common = dict(val_size=metadata.val_size, seed=metadata.seed, device=torch_device,
                   normalization=(metadata.mean, metadata.std))
     try:
@@ -191,9 +195,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     except AlexNetError as error:
         return [f"dataset {name!r} is not available here, so the figures of predictions, mistakes and "
                 f"nearest neighbours are left out. {error}"]
-    mean, std = metadata.mean, metadata.std
-    precision = metadata.precision  # the precision the run tested in, as `alexnet evaluate` computes
-    dtype = resolve_precision(precision, torch_device)
+    mean, std, dtype = metadata.mean, metadata.std, trained.precision
     try:
         test = predictions.collect_outputs(model, test_images, mean, std, limit=test_limit, views=views,
                                            precision=dtype)

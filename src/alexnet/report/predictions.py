@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AlexNetError
-from ..inference import predict_logits
-from ..perf import autocast_context, inference_weights
+from ..inference import inference_mode, predict_logits
+from ..perf import autocast_context
 
 THUMBNAIL_SIDE = 64  # images are kept for display at most this large (10k RGB thumbnails: 123 MB)
 
@@ -58,7 +58,6 @@ def _thumbnails(images: torch.Tensor, mean, std) -> np.ndarray:
     return images.permute(0, 2, 3, 1).contiguous().cpu().numpy().astype(np.float32)
 
 
-@torch.no_grad()
 def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabilities: bool = True,
                     views="centre", precision: torch.dtype | None = None) -> Outputs:
     """Run ``model`` over the first ``limit`` images of ``loader``.
@@ -67,26 +66,21 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
     implementation, ``inference.predict_logits``), so they agree with ``evaluation.json``;
     features are FC7 of the image itself.
     """
-    was_training = model.training
-    model.eval()
     thumbnails, labels, probs, features = [], [], [], []
     seen = 0
-    try:
-        with inference_weights(model, precision):
-            for images, batch_labels in loader:
-                images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
-                with autocast_context(images.device, precision):
-                    feature = model.forward_head(model.forward_features(images), pre_logits=True)
-                features.append(feature.float().cpu())
-                if probabilities:
-                    probs.append(predict_logits(model, images, views, precision=precision).softmax(1).cpu())
-                thumbnails.append(_thumbnails(images, mean, std))
-                labels.append(batch_labels.cpu())
-                seen += len(batch_labels)
-                if seen >= limit:
-                    break
-    finally:
-        model.train(was_training)
+    with inference_mode(model, precision):
+        for images, batch_labels in loader:
+            images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
+            with autocast_context(images.device, precision):
+                feature = model.forward_head(model.forward_features(images), pre_logits=True)
+            features.append(feature.float().cpu())
+            if probabilities:
+                probs.append(predict_logits(model, images, views, precision=precision).softmax(1).cpu())
+            thumbnails.append(_thumbnails(images, mean, std))
+            labels.append(batch_labels.cpu())
+            seen += len(batch_labels)
+            if seen >= limit:
+                break
     if not labels:
         raise AlexNetError("the loader gave no readable image")
     return Outputs(

@@ -12,10 +12,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import AlexNetError, quote
-from ..perf import check_device
+from ..perf import PRECISIONS, check_device
 from .recipes import RECIPES, get_recipe
 
-PRECISIONS = ("auto", "fp32", "bf16")
 # Fields whose None means "the recipe's value".
 RECIPE_FIELDS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import AlexNetError
-from ..runs import RunFolder
+from ..inference import weights_path
 from ..weights import WeightsMetadata, read_metadata
 
 FREEZE_HELP = "none | features | conv1-N (the first N convolutions and their norms)"
@@ -41,16 +41,10 @@ class Pretrained:
         return f"started from {self.source}: {len(self.loaded)} tensors loaded{replaced}"
 
 
-def weights_file(source: str | Path) -> Path:
-    """A weights file, or a run folder's ``model.safetensors``."""
-    path = Path(source)
-    return RunFolder(path).weights if path.is_dir() else path
-
-
 def load_pretrained(model: nn.Module, source: str | Path) -> Pretrained:
     """Copy the weights in ``source`` into ``model``; the classifier's last layer is kept new when
     the class counts differ. Refuses, naming the tensor, any other tensor that does not fit."""
-    path = weights_file(source)
+    path = weights_path(source)  # refuses a missing path or an unfinished run, saying what to pass
     metadata = read_metadata(path)
     try:
         trained = load_file(str(path))

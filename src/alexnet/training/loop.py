@@ -27,19 +27,18 @@ from tqdm import tqdm
 from ..data import build_loaders, dataset_info, num_classes
 from ..errors import AlexNetError, quote
 from ..evaluation import Metrics, evaluate_model, test_loader
-from ..inference import TestViews
+from ..inference import TestViews, read_trained_metadata
 from ..models import build_model
 from ..perf import (
     autocast_context, optimizer_options, precision_name, prepare_model, resolve_device, resolve_precision,
     set_threads,
 )
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
-from ..weights import WeightsMetadata, read_metadata, save_weights
+from ..weights import WeightsMetadata, save_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_FIELDS, TrainConfig
 from .finetune import (
     Pretrained, classifier_parameter_ids, describe_frozen, freeze, keep_frozen_norms_still, load_pretrained,
-    weights_file,
 )
 from .distributed import (
     ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
@@ -206,9 +205,12 @@ class _Trainer:
         return config, checkpoint
 
     def _settle_precision(self, config: TrainConfig) -> TrainConfig:
-        # `auto` is settled once, by rank 0, and recorded: every process and any resume compute alike.
-        device = resolve_device(config.device, self.group.local_rank)
-        precision = self.group.broadcast_object(precision_name(resolve_precision(config.precision, device)))
+        """The device and the precision, settled once for the run (``self.device``, ``self.dtype``).
+
+        `auto` is settled by rank 0 and recorded: every process and any resume compute alike."""
+        self.device = resolve_device(config.device, self.group.local_rank)
+        precision = self.group.broadcast_object(precision_name(resolve_precision(config.precision, self.device)))
+        self.dtype = resolve_precision(precision, self.device)  # fp32 or bf16 now: nothing to measure
         return dataclasses.replace(config, precision=precision)
 
     def _new_folder(self, config: TrainConfig) -> Path:
@@ -243,12 +245,10 @@ class _Trainer:
 
     def _build(self, config: TrainConfig, resuming: bool = False) -> None:
         group = self.group
-        self.config = config
-        self.device = resolve_device(config.device, group.local_rank)
+        self.config = config  # its device and precision settled by _settle_precision: self.device, self.dtype
         if self.device.type == "cpu":  # one thread per physical core while training; close() gives back the caller's
             self.threads_before = torch.get_num_threads()
             set_threads(config.threads)
-        self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
         group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
 
@@ -266,7 +266,7 @@ class _Trainer:
         self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
         if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
             self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
-            trained = self.pretrained.metadata if self.pretrained else read_metadata(weights_file(config.init_from))
+            trained = self.pretrained.metadata if self.pretrained else read_trained_metadata(config.init_from)
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
                 self.normalization = (tuple(trained.mean), tuple(trained.std))
         self.frozen = freeze(self.model, config.freeze)
