@@ -206,11 +206,14 @@ def test_weights_metadata_with_a_spec_gives_the_training_crop():
     from alexnet.inference import TestViews
     from alexnet.weights import WeightsMetadata
 
-    metadata = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"),
-                               input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), dataset="fashion-mnist",
-                               augment="crop=0.75,hflip,hue=0.1", flip_test=True)
-    again = WeightsMetadata.from_dict(metadata.to_dict())
-    assert again.augment == "crop=0.75,hflip,hue=0.1"
+    written = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"),
+                              input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), dataset="fashion-mnist").to_dict()
+    # a file written before the views were stored: the run's spec and switches stand for them
+    legacy = WeightsMetadata.from_dict({**written, "test_views": None, "augment": "crop=0.75,hflip,hue=0.1",
+                                        "flip_test": True})
+    assert legacy.test_views == {"crop_fraction": 0.75, "views": "mirror"}
+    again = WeightsMetadata.from_dict(legacy.to_dict())  # written again: the views, no legacy keys
+    assert "augment" not in legacy.to_dict() and again == legacy
     assert TestViews.from_metadata(again) == TestViews(0.75, "mirror")
 
 

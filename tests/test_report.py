@@ -117,6 +117,7 @@ def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
     for src in page.images:
         assert decode_image(src).size[0] > 100
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["views"] == "mirror" and not {"ten_crop", "flip"} & set(evaluation)  # no legacy keys
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     shown = keyed_values(page.tables["final-metrics"])
     for key in ("count", "top1", "top5", "top1_error", "top5_error", "loss", "macro_f1", "weighted_f1"):
@@ -138,12 +139,17 @@ def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
     assert f"alexnet evaluate {run_dir.resolve()}" in text
     assert str((run_dir / "model.safetensors").resolve()) in text
     assert "Not in this report" not in text
+    assert "image and mirror averaged" in text
 
 
 @needs_fashion
 def test_report_probabilities_are_those_evaluate_uses(run_dir):
     model, metadata = load_weights(run_dir / "model.safetensors")
     assert metadata.test_views["views"] == "mirror"  # the fast recipe averages each image with its mirror
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "model.safetensors"), framework="pt") as file:
+        assert not {"augment", "flip_test", "ten_crop"} & set(file.metadata())  # no legacy keys written
     data = build_loaders("fashion-mnist", batch_size=250, eval_batch_size=250, augment="none",
                          val_size=metadata.val_size, seed=metadata.seed)
     outputs = predictions.collect_outputs(model, data.test, metadata.mean, metadata.std, limit=300, views="mirror")

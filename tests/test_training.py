@@ -232,7 +232,8 @@ def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
     path = save_weights(  # what a paper-recipe run writes; 500 validation images keep this quick
         tmp_path / "model.safetensors", build_model("alexnet_small28"), WeightsMetadata(
             model="alexnet_small28", model_options={}, class_names=tuple(str(i) for i in range(10)),
-            input_size=(1, 28, 28), mean=(0.286,), std=(0.353,), dataset="fashion-mnist", ten_crop=True, val_size=500),
+            input_size=(1, 28, 28), mean=(0.286,), std=(0.353,), dataset="fashion-mnist", val_size=500,
+            test_views={"crop_fraction": 1.0, "views": "ten"}),
     )
     as_run = evaluate(path, split="val")
     assert as_run.loss == evaluate(path, split="val", ten_crop=True).loss
@@ -272,10 +273,12 @@ def test_test_views_follow_the_training_recipe_and_travel_with_the_weights():
     assert fast.choose(flip=False).views == "centre" and paper.choose(flip=True).views == "ten"
     assert paper.loader_shape((1, 28, 28)) == (1, 32, 32) and fast.loader_shape((1, 28, 28)) == (1, 28, 28)
     # weights written before the views were stored carry the preset and switches they come from
-    legacy = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"), input_size=(1, 28, 28),
-                             mean=(0.5,), std=(0.5,), dataset="fashion-mnist", augment="paper", ten_crop=True)
-    assert TestViews.from_metadata(legacy) == paper
-    stored = WeightsMetadata(**{**legacy.__dict__, "test_views": fast.to_dict()})
+    written = WeightsMetadata(model="alexnet_small28", model_options={}, class_names=("a", "b"), input_size=(1, 28, 28),
+                              mean=(0.5,), std=(0.5,), dataset="fashion-mnist").to_dict()
+    assert "test_views" in written and not {"augment", "ten_crop", "flip_test"} & set(written)
+    legacy = {**written, "test_views": None, "augment": "paper", "ten_crop": True, "flip_test": False}
+    assert TestViews.from_metadata(WeightsMetadata.from_dict(legacy)) == paper
+    stored = WeightsMetadata.from_dict({**legacy, "test_views": fast.to_dict()})  # stored views win
     assert TestViews.from_metadata(stored) == fast
     with pytest.raises(AlexNetError, match="test views must be one of centre, mirror, ten"):
         TestViews(1.0, "five")

@@ -63,16 +63,15 @@ class TestViews:
 
     @classmethod
     def from_metadata(cls, metadata) -> "TestViews":
-        """The views stored with weights (``WeightsMetadata``); weights written before they were
-        stored carry the run's augmentation preset and its ``ten_crop``/``flip_test`` switches."""
+        """The views stored with weights (``WeightsMetadata``, which translates those of older files);
+        weights that store none are tested on the centre of the whole image."""
         stored = metadata.test_views
-        if stored is not None:
-            try:
-                return cls(float(stored.get("crop_fraction", 1.0)), str(stored.get("views", "centre")))
-            except (TypeError, ValueError):
-                raise AlexNetError("the weights' test views are damaged; train or export them again") from None
-        views = "ten" if metadata.ten_crop else "mirror" if metadata.flip_test else "centre"
-        return cls(resolve_augment(metadata.augment, metadata.dataset).crop_fraction, views)
+        if stored is None:
+            return cls()
+        try:
+            return cls(float(stored.get("crop_fraction", 1.0)), str(stored.get("views", "centre")))
+        except (TypeError, ValueError):
+            raise AlexNetError("the weights' test views are damaged; train or export them again") from None
 
     def to_dict(self) -> dict:
         return {"crop_fraction": self.crop_fraction, "views": self.views}

@@ -27,7 +27,8 @@ class WeightsMetadata:
 
     The first block is required (the model cannot be rebuilt without it); the rest is what a run
     adds. ``test_views`` is ``inference.TestViews.to_dict()``; files written before it was stored
-    carry the legacy ``augment``/``flip_test``/``ten_crop`` keys it is derived from instead.
+    carry the legacy ``augment``/``flip_test``/``ten_crop`` keys instead, which ``from_dict``
+    translates into it (``LEGACY_KEYS``: read, never written).
     """
 
     model: str
@@ -41,10 +42,7 @@ class WeightsMetadata:
     val_size: int | None = None  # with seed: which training images were held out
     seed: int = 0
     precision: str = "auto"  # what the run tested in; evaluate repeats it
-    test_views: dict | None = None
-    augment: str | None = None  # the training augmentation preset
-    flip_test: bool = False
-    ten_crop: bool = False
+    test_views: dict | None = None  # None: the centre of the whole image (crop fraction 1)
     epochs: int | None = None
     test_top1: float | None = None  # fraction of the test split, as trained or as published
     test_top5: float | None = None
@@ -67,8 +65,27 @@ class WeightsMetadata:
             raise AlexNetError(f"{source} has damaged alexnet metadata ({problem}); train or export it again")
         known = {field.name for field in fields(cls)}
         kept = {key: value for key, value in values.items() if key in known}
+        if kept.get("test_views") is None and any(key in values for key in LEGACY_KEYS):
+            kept["test_views"] = _legacy_test_views(values, source)
         return cls(**{**kept, "class_names": tuple(values["class_names"]), "input_size": tuple(values["input_size"]),
                       "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+
+
+# The test views of files written before ``test_views`` was stored: the run's augmentation (whose
+# centre crop the test took) and its ten-crop and mirrored-test switches.
+LEGACY_KEYS = ("augment", "flip_test", "ten_crop")
+
+
+def _legacy_test_views(values: dict, source: str | Path) -> dict:
+    """``test_views`` of a file that carries the legacy keys instead (checked by ``_metadata_problem``)."""
+    from .data import resolve_augment
+
+    try:
+        crop_fraction = resolve_augment(values.get("augment"), values.get("dataset")).crop_fraction
+    except AlexNetError as error:
+        raise AlexNetError(f"{source} has damaged alexnet metadata ({error}); train or export it again") from None
+    views = "ten" if values.get("ten_crop") else "mirror" if values.get("flip_test") else "centre"
+    return {"crop_fraction": crop_fraction, "views": views}
 
 
 # Each key with the types its value may take (required, then optional).

@@ -298,12 +298,19 @@ def final_metrics(run: RunFiles) -> list[tuple[str, str, object, str]]:
 
 def _metrics_table(run: RunFiles) -> str:
     evaluation = run.evaluation or {}
-    views = ("ten crops" if evaluation.get("ten_crop")
-             else "image and mirror averaged" if evaluation.get("flip") else "centre crop")
+    views = {"ten": "ten crops", "mirror": "image and mirror averaged"}.get(evaluation_views(evaluation), "centre crop")
     body = "".join(f"<tr><th>{_e(label)}</th>{_number(value, kind, key)}</tr>"
                    for key, label, value, kind in final_metrics(run))
     note = f"<p>Test set of {_e(evaluation.get('dataset', '?'))}, {_e(views)}.</p>" if evaluation else ""
     return f'<table id="final-metrics">{body}</table>{note}'
+
+
+def evaluation_views(evaluation: dict) -> str:
+    """The test views (``inference.VIEWS``) an evaluation.json was measured over: its ``views``, or
+    in files written before it was stored, the legacy ``ten_crop``/``flip`` pair."""
+    if "views" in evaluation:
+        return str(evaluation["views"])
+    return "ten" if evaluation.get("ten_crop") else "mirror" if evaluation.get("flip") else "centre"
 
 
 def _per_class_table(evaluation: dict) -> str:

@@ -512,12 +512,11 @@ class _Trainer:
                 input_size=tuple(self.model.input_size), mean=tuple(self.normalization[0]),
                 std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
                 val_size=config.val_size, seed=config.seed, precision=config.precision, test_views=views.to_dict(),
-                augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
-                test_top1=metrics.top1,
+                epochs=self.epoch, test_top1=metrics.top1,
             ))
             write_text(folder.evaluation, json.dumps(
-                {"split": "test", "dataset": config.dataset, "views": views.views, "ten_crop": views.views == "ten",
-                 "flip": views.views == "mirror", "epochs": self.epoch, **metrics.to_dict()}, indent=2))
+                {"split": "test", "dataset": config.dataset, "views": views.views, "epochs": self.epoch,
+                 **metrics.to_dict()}, indent=2))
             self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
                      f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()})")
             self.log(f"weights: {run.weights_path}")
