@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from alexnet import AlexNetError, list_models
-from alexnet.evaluation import compute_metrics, evaluate
+from alexnet.evaluation import MetricAccumulator, evaluate
 from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
 from alexnet.training import loop
@@ -135,7 +135,9 @@ def test_metrics_on_a_hand_made_confusion_case():
     labels = torch.tensor([0, 0, 0, 1, 2, 2])
     predictions = torch.tensor([0, 0, 1, 1, 2, 0])
     logits = torch.nn.functional.one_hot(predictions, 3).float() * 5
-    metrics = compute_metrics(logits, labels, ["a", "b", "c"])
+    accumulator = MetricAccumulator(["a", "b", "c"])
+    accumulator.update(logits, labels)
+    metrics = accumulator.compute()
     assert metrics.confusion_matrix == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert metrics.top1 == pytest.approx(4 / 6)
     assert metrics.top5 == 1.0  # top-k with k = min(5, classes) covers every class

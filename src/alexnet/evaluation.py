@@ -101,13 +101,6 @@ class MetricAccumulator:
         )
 
 
-def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> Metrics:
-    """Metrics of one set of logits (N, classes) against labels (N,)."""
-    accumulator = MetricAccumulator(class_names, logits.device)
-    accumulator.update(logits, labels)
-    return accumulator.compute()
-
-
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import AlexNetError, quote

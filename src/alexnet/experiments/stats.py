@@ -21,7 +21,6 @@ T_95 = (
 T_95_LARGE = ((40, 2.021), (60, 2.000), (120, 1.980))  # used for up to that many degrees of freedom
 NORMAL_95 = 1.960
 
-VERDICTS = ("agrees", "disagrees", "inconclusive")
 RULE = ("agrees: the 95% confidence interval of the mean paired difference (Student's t over seeds) lies "
         "wholly on the side of zero the paper predicts; disagrees: wholly on the other side; inconclusive: "
         "it contains zero, or there are fewer than two seeds to measure a spread from")

@@ -360,7 +360,7 @@ SWITCHES: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
     "fc_norm": (str, FC_NORMALIZATIONS, "batch norm after each hidden FC layer, or none (the paper)"),
     "conv_widths": (parse_widths, None,
                     "kernels of each convolution, comma-separated, e.g. 16,32,64,64,96 (Section 3.2's comparison)"),
-    "remove_conv": (int, None, "leave out this convolution (1-5), keeping its pooling (Section 6.1's ablation)"),
+    "remove_conv": (int, None, "leave out this convolution (2 to 5, one that keeps the size of its maps), keeping its pooling (Section 6.1's ablation)"),
 }
 
 

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-Activation = Literal["relu", "tanh"]
-Normalization = Literal["lrn", "batch", "none"]
-Pooling = Literal["overlapping", "non-overlapping"]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 NORMALIZATIONS: tuple[str, ...] = ("lrn", "batch", "none")

@@ -14,7 +14,6 @@ import base64
 import html
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
