@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AlexNetError
+from ..formatting import format_difference, format_spread
 from ..runs import RunFolder, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
@@ -460,25 +461,6 @@ def results_markdown(results: dict) -> str:
                   f"agree: agrees; any disagrees: disagrees).", "",
               f"Where this setting differs: {results['transfer']}.", ""]
     return "\n".join(lines)
-
-
-def format_spread(spread: dict, unit: str) -> str:
-    scale, suffix = (100, "%") if unit == "%" else (1, "")
-    text = f"{spread['mean'] * scale:.2f}{suffix} ± {spread['std'] * scale:.2f}"
-    return (">= " + text) if any(spread.get("censored", [])) else text
-
-
-def format_difference(comparison: dict) -> str:
-    if comparison["mean"] is None:
-        return "n/a"
-    scale, suffix = (100, " points") if comparison["unit"] == "%" else (1, " epochs")
-    text = f"{comparison['mean'] * scale:+.2f}{suffix}"
-    if comparison["interval"]:
-        low, high = comparison["interval"]
-        text += f" [{low * scale:+.2f}, {high * scale:+.2f}]"
-    if comparison.get("ratio") is not None:
-        text += f", ratio {comparison['ratio']:.2f}x"
-    return (">= " + text) if comparison.get("lower_bound") else text
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlexNetError
+from ..formatting import format_difference, format_spread
 from .figures import plt, save_figure
-from .html import Figure, _figure_html, _page
+from .html import Figure, figure_html, page_html
 
 REPORT_NAME = "report.html"
 VERDICT_COLOURS = {"agrees": "#1a7f37", "disagrees": "#cf222e", "inconclusive": "#9a6700"}
@@ -122,8 +123,6 @@ def differences(results: dict):
 
 def build_experiment_report(directory: str | Path) -> Path:
     """Write ``report.html`` and ``figures/*.png`` into an experiment folder; returns the page's path."""
-    from ..experiments.runner import format_difference, format_spread
-
     directory = Path(directory)
     results = read_results(directory)
     drawn = []
@@ -160,7 +159,7 @@ def build_experiment_report(directory: str | Path) -> Path:
                       f"</b></p><p>Rule: {e(results['rule'])}.</p>"),
         ("Arms", arms_table),
         ("Comparisons", comparisons_table),
-        ("Figures", "\n".join(_figure_html(figure, directory) for figure in drawn)),
+        ("Figures", "\n".join(figure_html(figure, directory) for figure in drawn)),
         ("Where this setting differs from the paper's", f"<p>{e(results['transfer'])}.</p>"),
         ("Runs", f"<p>Each is an ordinary run folder (<code>alexnet report RUN_DIR</code>, <code>alexnet evaluate "
                  f"RUN_DIR</code>).</p><ul>{runs}</ul><p>Rerun: <code>alexnet experiment {e(results['experiment'])} "
@@ -170,5 +169,5 @@ def build_experiment_report(directory: str | Path) -> Path:
     subtitle = (f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
                 f"{results['seeds']} seeds; written {time.strftime('%Y-%m-%d %H:%M')} from {directory.resolve()}")
     path = directory / REPORT_NAME
-    path.write_text(_page(f"Experiment {results['experiment']}", subtitle, sections), encoding="utf-8")
+    path.write_text(page_html(f"Experiment {results['experiment']}", subtitle, sections), encoding="utf-8")
     return path

@@ -355,7 +355,8 @@ for prediction in predict("{_e(weights)}", ["photo.jpg"], top_k=5):
 <p>Rebuild this page: <code>alexnet report {_e(directory)}</code></p>"""
 
 
-def _page(title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> str:
+def page_html(title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A whole self-contained page: the title, a subtitle line, then (heading, HTML) sections."""
     body = "".join(f"<h2>{_e(heading)}</h2>\n{content}\n" for heading, content in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -367,7 +368,8 @@ def _relative(path: Path, page_dir: Path) -> str:
     return os.path.relpath(path.resolve(), page_dir.resolve())
 
 
-def _figure_html(figure: Figure, page_dir: Path) -> str:
+def figure_html(figure: Figure, page_dir: Path) -> str:
+    """A figure embedded as a data URI, captioned with its PNG's path relative to the page."""
     return (f'<figure id="figure-{_e(figure.key)}"><img alt="{_e(figure.title)}" src="{_data_uri(figure.path)}">'
             f"<figcaption><b>{_e(figure.title)}.</b> {_e(figure.caption)} "
             f"(<code>{_e(_relative(figure.path, page_dir))}</code>)</figcaption></figure>")
@@ -394,11 +396,11 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
         sections.append(("Not in this report", f'<div class="missing"><ul>{items}</ul></div>'))
     sections.append(("Final metrics", f'<div class="columns"><div>{_metrics_table(run)}</div>'
                      + (f"<div>{_per_class_table(run.evaluation)}</div>" if run.evaluation else "") + "</div>"))
-    sections.append(("Figures", "\n".join(_figure_html(figure, run.directory) for figure in drawn) or "<p>none</p>"))
+    sections.append(("Figures", "\n".join(figure_html(figure, run.directory) for figure in drawn) or "<p>none</p>"))
     sections.append(("Configuration", _config_table(config)))
     sections.append(("Weights and how to use them", _usage(run)))
     path = run.directory / REPORT_NAME
-    path.write_text(_page(f"Run {run.name}", subtitle, sections), encoding="utf-8")
+    path.write_text(page_html(f"Run {run.name}", subtitle, sections), encoding="utf-8")
     return path
 
 
@@ -444,7 +446,7 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
     histories = {label: run.history for label, run in zip(labels, runs) if run.history}
     if histories:
         path = figures.save_figure(figures.comparison_curves(histories), out.with_name(f"{out.stem}-curves.png"))
-        sections.append(("Curves", _figure_html(Figure(
+        sections.append(("Curves", figure_html(Figure(
             "curves", "Training curves", "Validation (solid) and training (dashed) loss and top-1 per epoch.", path),
             out.parent)))
     keys = sorted({key for run in runs for key in run.config}, key=str)  # YAML keys may be numbers too
@@ -460,6 +462,6 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
                     for label, run in zip(labels, runs))
     sections.append(("Runs", f"<ul>{links}</ul>"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections),
+    out.write_text(page_html(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections),
                    encoding="utf-8")
     return out
