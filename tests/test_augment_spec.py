@@ -13,7 +13,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -24,8 +23,8 @@ from alexnet.data import (
 )
 from alexnet.data import preview
 from alexnet.data.streaming import sample_transform
+from image_files import jpeg_bytes, png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 HAS_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
 needs_fashion_mnist = pytest.mark.skipif(not HAS_FASHION_MNIST, reason="dataset-fashion-mnist is not installed")
 # Every operation at once, but resized-crop (which crop excludes: both choose the training crops).
@@ -353,7 +352,7 @@ def test_streaming_applies_the_new_operations_and_replays(tmp_path):
         (tmp_path / label).mkdir()
         for index in range(3):
             image = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=_generator(index))
-            (tmp_path / label / f"{index}.png").write_bytes(encode_png(image).numpy().tobytes())
+            (tmp_path / label / f"{index}.png").write_bytes(png_bytes(image))
     transform = sample_transform(parse_augment("resized-crop=0.5-1,shift=2,scale=0.8-1.2"), train=True,
                                  output_size=(24, 24))
     kinds = [type(step) for step in transform.transforms]
@@ -442,8 +441,8 @@ def _photos(folder: Path) -> list[Path]:
     image = torch.stack([x, y, 1 - x * y]) * 255
     image[:, 20:45, 25:60] = torch.tensor([250.0, 30, 30]).view(3, 1, 1)
     png, jpeg = folder / "boxes.png", folder / "mirror.jpg"
-    png.write_bytes(encode_png(image.to(torch.uint8)).numpy().tobytes())
-    jpeg.write_bytes(encode_jpeg(image.flip(-1).to(torch.uint8)).numpy().tobytes())
+    png.write_bytes(png_bytes(image.to(torch.uint8)))
+    jpeg.write_bytes(jpeg_bytes(image.flip(-1).to(torch.uint8)))
     return [png, jpeg]
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torchvision.io import encode_jpeg, encode_png
 
 from alexnet import AlexNetError
 from alexnet.data import (
@@ -27,10 +26,9 @@ from alexnet.data import (
 from alexnet.data import build_eval_loader, datasets, flowers17
 from alexnet.data import loaders as loaders_module
 from alexnet.data.streaming import readable_class_names
+from image_files import jpeg_bytes, png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-# torchvision 0.29 deprecates its image codecs in favour of TorchCodec; the issue asks for torchvision.io
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 needs_fashion_mnist = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="Debian's dataset-fashion-mnist is not installed"
 )
@@ -179,7 +177,7 @@ def test_flowers17_archive(tmp_path, monkeypatch):
     archive = tmp_path / "17flowers.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         for index in range(1, flowers17.NUM_IMAGES + 1):
-            data = encode_jpeg(solid_image(colours[(index - 1) // 80]), quality=95).numpy().tobytes()
+            data = jpeg_bytes(solid_image(colours[(index - 1) // 80]), quality=95)
             member = tarfile.TarInfo(f"jpg/image_{index:04d}.jpg")
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
@@ -409,9 +407,9 @@ def _image_folder(root: Path) -> None:
             for i in range(count):
                 image = torch.randint(0, 256, (3, 30 + 4 * i, 40), dtype=torch.uint8, generator=generator)
                 if i % 2:
-                    (folder / f"{i}.png").write_bytes(encode_png(image).numpy().tobytes())
+                    (folder / f"{i}.png").write_bytes(png_bytes(image))
                 else:
-                    (folder / f"{i}.JPEG").write_bytes(encode_jpeg(image).numpy().tobytes())
+                    (folder / f"{i}.JPEG").write_bytes(jpeg_bytes(image))
     good = (root / "train" / "n02084071" / "0.JPEG").read_bytes()
     (root / "train" / "n02084071" / "broken.JPEG").write_bytes(good[: len(good) // 2])  # truncated
     (root / "train" / "n02121808" / "notes.txt").write_text("not an image")

@@ -39,6 +39,7 @@ from alexnet.data.streaming import StreamingLoader
 from alexnet.models import build_model
 from alexnet.training import TrainConfig, train
 from alexnet.training import distributed, loop
+from image_files import png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -216,7 +217,6 @@ def _folder(folder: str) -> tuple[list[tuple[str, int]], list[str]]:
 @needs_fashion
 def test_sharded_metrics_cover_every_image_once_and_bf16_allreduce(tmp_path):
     import torch.multiprocessing as multiprocessing
-    from torchvision.io import write_png
 
     from alexnet.data import build_loaders, load_tensors
     from alexnet.evaluation import evaluate_model
@@ -227,7 +227,7 @@ def test_sharded_metrics_cover_every_image_once_and_bf16_allreduce(tmp_path):
     for index in range(7):
         image, label = test.images[index], int(test.labels[index])
         (tmp_path / "files" / str(label)).mkdir(parents=True, exist_ok=True)
-        write_png(image.cpu(), str(tmp_path / "files" / str(label) / f"{index}.png"))
+        (tmp_path / "files" / str(label) / f"{index}.png").write_bytes(png_bytes(image))
     results = tmp_path / "results.pt"
     multiprocessing.spawn(_evaluate_in_group, args=(_free_port(), str(tmp_path / "files"), str(results)), nprocs=2)
     shared = torch.load(results, weights_only=False)

@@ -14,7 +14,6 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.models import AlexNet_Weights
 from torchvision.transforms.v2 import functional as TF
 
@@ -28,6 +27,7 @@ from alexnet.models import build_model
 from alexnet.predict import Prediction, predict
 from alexnet.pretrained import import_torchvision
 from alexnet.weights import WeightsMetadata, read_metadata
+from image_files import read_rgb  # tests/ is on the path (pytest's prepend import mode)
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = [DATA / name for name in ("astronaut.jpg", "chelsea.png", "coffee.webp", "rocket.jpg")]
@@ -64,7 +64,7 @@ def torchvision_probabilities(state: dict, paths: list[Path]) -> torch.Tensor:
     model = torchvision.models.alexnet(weights=None)
     model.load_state_dict(state)
     preset = TORCHVISION_WEIGHTS.transforms()
-    images = torch.stack([preset(decode_image(str(path), mode=ImageReadMode.RGB)) for path in paths])
+    images = torch.stack([preset(read_rgb(path)) for path in paths])
     with torch.no_grad():
         return model.eval()(images).softmax(-1)
 

@@ -22,15 +22,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from torchvision.io import encode_png
 
 from alexnet import AlexNetError
 from alexnet.data import StreamingLoader, build_loaders, index_folder, load_tensors
 from alexnet.data.images import decode
 
 from test_data import write_idx_dataset
+from image_files import jpeg_bytes, png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 NOBODY = 65534
 
 
@@ -62,7 +61,7 @@ def write_png(path: Path, width: int, height: int, *, bit_depth: int, colour_typ
 def solid_png(path: Path, colour, size=(24, 20)) -> None:
     image = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, *size).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(image).numpy().tobytes())
+    path.write_bytes(png_bytes(image))
 
 
 def class_tree(root: Path, classes=("cat", "dog"), per_class: int = 3) -> None:
@@ -277,7 +276,7 @@ def folder_run(tmp_path_factory) -> Path:
             image = (torch.rand(3, 40, 40, generator=generator) * 60 + 80 * label).to(torch.uint8)
             path = base / "data" / f"class{label}" / f"{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(encode_png(image).numpy().tobytes())
+            path.write_bytes(png_bytes(image))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
         run = train(TrainConfig(model="alexnet_small32", dataset="folder", data_dir=str(base / "data"), epochs=1,
@@ -540,11 +539,9 @@ def test_fuzzed_cifar_batches_are_refused_before_unpickling(monkeypatch, tv_clas
 def flowers_folder(tmp_path_factory) -> Path:
     """All 1,360 files of Flowers-17, each an 8x8 JPEG."""
     from alexnet.data import flowers17
-    from torchvision.io import encode_jpeg
-
     jpg = tmp_path_factory.mktemp("flowers") / "flowers17" / "jpg"
     jpg.mkdir(parents=True)
-    small = encode_jpeg(torch.full((3, 8, 8), 100, dtype=torch.uint8)).numpy().tobytes()
+    small = jpeg_bytes(torch.full((3, 8, 8), 100, dtype=torch.uint8))
     for index in range(1, flowers17.NUM_IMAGES + 1):
         (jpg / f"image_{index:04d}.jpg").write_bytes(small)
     return jpg
@@ -568,10 +565,9 @@ def test_fuzzed_flowers17_file_is_named(flowers_folder, content):
 
 
 def _damaged_images():
-    good_png = encode_png(torch.full((3, 12, 10), 50, dtype=torch.uint8)).numpy().tobytes()
-    from torchvision.io import encode_jpeg
+    good_png = png_bytes(torch.full((3, 12, 10), 50, dtype=torch.uint8))
 
-    good_jpeg = encode_jpeg(torch.full((3, 12, 10), 50, dtype=torch.uint8)).numpy().tobytes()
+    good_jpeg = jpeg_bytes(torch.full((3, 12, 10), 50, dtype=torch.uint8))
     return st.one_of(
         st.just(b""),
         st.binary(max_size=1024),
@@ -612,8 +608,8 @@ def test_fuzzed_images_in_a_folder_are_skipped_and_counted(tmp_path, blobs):
 
 def test_a_png_with_damaged_pixels_is_skipped_not_a_crash(tmp_path):
     # torchvision 0.29's decode_png dies with SIGSEGV on these; the loader must skip and count them.
-    good = encode_png(torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0),
-                                    dtype=torch.uint8)).numpy().tobytes()
+    good = png_bytes(torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.uint8))
     damaged = bytearray(good)
     damaged[len(good) // 2] ^= 0xFF  # inside the compressed pixels: the chunk's CRC no longer matches
     (tmp_path / "crc.png").write_bytes(bytes(damaged))

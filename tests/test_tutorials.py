@@ -10,6 +10,7 @@ import yaml
 
 from alexnet.cli import main
 from alexnet.data import flowers17
+from image_files import jpeg_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 
 
@@ -39,13 +40,12 @@ def test_cifar_tutorials_train_as_their_sources(fake_cifar10, tmp_path, model, r
 @pytest.mark.slow
 def test_flowers_tutorial_trains_as_its_source(tmp_path, monkeypatch):
     from test_data import solid_image
-    from torchvision.io import encode_jpeg
 
     jpg = tmp_path / "data" / "flowers17" / "jpg"  # the archive as it unpacks
     jpg.mkdir(parents=True)
     for index in range(1, flowers17.NUM_IMAGES + 1):
         colour = ((37 * ((index - 1) // 80)) % 256, 90, 200)  # one colour per class of 80
-        (jpg / f"image_{index:04d}.jpg").write_bytes(encode_jpeg(solid_image(colour), quality=90).numpy().tobytes())
+        (jpg / f"image_{index:04d}.jpg").write_bytes(jpeg_bytes(solid_image(colour), quality=90))
     monkeypatch.setattr(flowers17, "STORED_SIZE", 16)
     out = tmp_path / "runs"
     # the Keras Flowers-17 article: Adam at batch 64 for one epoch, a fifth held out (validation_split=0.2: 204 of 1,020)

@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -22,26 +21,35 @@ def decode(path: str) -> torch.Tensor:
     normalised as uint8; an animated GIF gives its first frame. Grey, palette, alpha (dropped) and
     CMYK images come as RGB.
     """
-    found = check_header(path)
-    if found is not None and found not in TORCHVISION_FORMATS:  # PNG, BMP, TIFF, ...
-        return _decode_pillow(path)
-    image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    if check_header(path) is None:  # not a format Pillow knows (HEIC), or not an image
+        return _decode_torchvision(path)
+    return _decode_pillow(path)
+
+
+# Pillow decodes every format it knows (JPEG with libjpeg-turbo, WebP, GIF, AVIF, PNG, BMP, TIFF, ...):
+# torchvision 0.29 deprecates its own decoders in favour of TorchCodec. Pillow's JPEG and WebP pixels
+# equal torchvision's (the same libraries: 0 of 255 apart on tests/data's photographs), and it
+# raises on a damaged PNG where torchvision 0.29's decode_png kills the process (SIGSEGV).
+# torchvision's decoder is kept for what Pillow cannot open: HEIC, and files that are no image (to
+# refuse them as it always has).
+TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def _decode_torchvision(path: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    with warnings.catch_warnings():  # the deprecation above: nothing else reads HEIC for us
+        warnings.filterwarnings("ignore", message=TORCHVISION_DEPRECATION, category=DeprecationWarning)
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
     if image.dim() == 4:  # (frames, 3, H, W)
         image = image[0]
-    if image.dtype != torch.uint8:  # 10- and 12-bit AVIF and HEIC decode to uint16
+    if image.dtype != torch.uint8:  # 10- and 12-bit HEIC decode to uint16
         image = TF.to_dtype(image, torch.uint8, scale=True)  # 0..65535 to 0..255: the high byte
     return image
 
 
-# What torchvision's decode_image reads (libjpeg-turbo, libwebp, giflib; CMYK JPEG included); PNG is
-# left to Pillow: torchvision 0.29's decode_png kills the process (SIGSEGV) on a PNG whose compressed
-# pixels are damaged (one changed byte will do), where it should raise; Pillow raises. Formats only
-# Pillow reads (BMP, TIFF, ...) go to Pillow too; those Pillow does not know (AVIF, HEIC) to torchvision.
-TORCHVISION_FORMATS = ("JPEG", "WEBP", "GIF")
-
-
 def _decode_pillow(path: str) -> torch.Tensor:
-    with Image.open(path) as image:  # the first frame of a multi-page TIFF
+    with Image.open(path) as image:  # the first frame of a multi-page TIFF or an animated GIF
         if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
             grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
             array = np.repeat(grey[:, :, None], 3, axis=2)
@@ -55,7 +63,7 @@ def check_header(path: str) -> str | None:
     when its header declares more than ``Image.MAX_IMAGE_PIXELS``.
 
     ``Image.open`` reads only the header. Files Pillow cannot identify are left for torchvision to
-    accept or refuse (it reads the same formats, HEIC aside).
+    accept or refuse (HEIC).
     """
     limit = Image.MAX_IMAGE_PIXELS
     try:

@@ -1,6 +1,6 @@
 """The streaming path for folders too big for memory (ImageNet): DataLoader workers decode and crop.
 
-Workers decode with ``torchvision.io`` and apply the geometric part of the ``AugmentConfig`` with
+Workers decode with ``data.images.decode`` (Pillow) and apply the geometric part of the ``AugmentConfig`` with
 ``transforms.v2``, one image at a time; the main process moves the uint8 batch to the device and
 applies the photometric part and normalisation with the same batch functions as the in-memory path.
 
