@@ -1,16 +1,24 @@
-# Two commands set everything up: `make run` trains the default model, `make test` runs the tests.
+# Two commands set everything up: `make run` trains the default model, `make test` runs the tests
+# (`make test-fast`: all but those marked slow, for the inner loop).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install data clean
+.PHONY: run test test-fast install data clean
 
 run: $(STAMP) data
 	$(BIN)/alexnet train $(ARGS)
 
+# Two workers, each on its share of the CPUs (tests/conftest.py); a test file stays on one worker,
+# so its module fixtures (a trained run) are made once.
+XDIST := -n 2 --dist loadfile
+
 test: $(STAMP) data
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP) data
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

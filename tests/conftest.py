@@ -1,9 +1,29 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the split of the machine between pytest-xdist workers."""
+
+import os
 
 import pytest
 import torchvision
 
 from test_data import write_cifar  # tests/ is on the path (pytest's prepend import mode)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``), worker i runs on every N-th CPU this process may use, and
+    ``alexnet.perf.set_threads`` (one thread per physical core it may run on) gives torch as many
+    threads: N workers with all the cores each would oversubscribe them N times over, several times
+    slower on a CPU than sharing them out."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if count > len(cpus):
+        return
+    os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count])
+    from alexnet.perf import set_threads
+
+    set_threads()
 
 
 @pytest.fixture
