@@ -97,11 +97,16 @@ def _given_values(args: argparse.Namespace) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1:
-        return _launch_torchrun(args.nproc)
     from .training import TrainConfig, train
 
     values = _given_values(args)
+    if args.nproc is not None and args.nproc != 1:  # refused here once, not in each of N processes
+        from .training.loop import check_before_launch
+
+        check_before_launch(None if args.resume else TrainConfig.from_dict(values), resume=args.resume,
+                            overrides=values if args.resume else None, processes=args.nproc)
+        if args.nproc > 1:
+            return _launch_torchrun(args.nproc)
     if args.resume:  # what is given with --resume changes the run, where it may (RESUMABLE_FIELDS)
         run = train(resume=args.resume, overrides=values)
     else:
@@ -126,8 +131,13 @@ def _write_report(directory) -> None:
 
 
 def _launch_torchrun(nproc: int) -> int:
-    """``--nproc N``: the same command under torchrun on this machine (one process per device)."""
+    """``--nproc N``: the same command under torchrun on this machine (one process per device).
+
+    torchrun runs in a session of its own, so that a Ctrl-C reaches it once, passed on from here
+    (see ``alexnet.processes``); it then stops its ranks, which save, and this waits for it."""
     import subprocess
+
+    from .processes import STOP_GRACE_SECONDS, ForwardedSignals, signals_blocked
 
     argv = sys.argv[1:]
     cleaned, skip = [], False
@@ -141,9 +151,35 @@ def _launch_torchrun(nproc: int) -> int:
         if item.startswith("--nproc="):
             continue
         cleaned.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "alexnet", *cleaned]
-    return subprocess.call(command)
+    start = "from alexnet.training.distributed import run_torchrun; run_torchrun()"
+    command = [sys.executable, "-c", start, "--standalone", f"--nproc-per-node={nproc}", "-m", "alexnet", *cleaned]
+    started: list[subprocess.Popen] = []
+    with ForwardedSignals.installed(lambda: [process.pid for process in started]) as forward:
+        with signals_blocked():  # a signal meanwhile is passed on once torchrun has a pid
+            started.append(subprocess.Popen(command, start_new_session=True))
+        code = _wait_for(started[0], forward, STOP_GRACE_SECONDS)
+    if forward.signum is not None:
+        from .training.loop import Interrupted
+
+        raise Interrupted(forward.signum)
+    return code
+
+
+def _wait_for(process, forward, grace: float) -> int:
+    """``process``'s exit status; after a signal was passed on, killed if not ended within ``grace`` s."""
+    import subprocess
+    import time
+
+    stopped_at = None
+    while True:
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if forward.signum is not None:
+            stopped_at = stopped_at or time.monotonic()
+            if time.monotonic() - stopped_at > grace:
+                process.kill()
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -254,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)")
     train.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
-    train.add_argument("--nproc", type=int, default=0, help="processes on this machine (launches torchrun)")
+    train.add_argument("--nproc", type=int, default=None, help="processes on this machine (launches torchrun)")
     _add_config_flags(train)
     train.set_defaults(run=_cmd_train)
 

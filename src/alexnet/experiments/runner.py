@@ -7,18 +7,21 @@ finished: a finished arm is read back, a stopped one continues from its checkpoi
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AlexNetError
+from ..processes import STOP_GRACE_SECONDS, STOP_SIGNALS, ForwardedSignals, signals_blocked, start_child
 from ..runs import RunFolder, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
@@ -181,32 +184,94 @@ def _train_all(tasks: list[_Task], options: ExperimentOptions, log) -> dict[str,
         log(f"  {task.name}: test top-1 error {outcome['test_top1_error']:.2%}" + note)
 
     if jobs == 1:
-        for task in tasks:
-            record(task, _run_task(task))
-        return measured
+        with _stop_on_signals():
+            for task in tasks:
+                record(task, _run_task(task))
+    else:
+        _train_in_workers(tasks, jobs, record)
+    return measured
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM (and Ctrl-C) outside training, while a run is measured, stops the experiment as a
+    Ctrl-C does, with its message and exit status, instead of killing it without a word. (Training
+    puts its own handlers in place while it runs: it saves first.)"""
+    from ..training.loop import Interrupted
+
+    def interrupt(signum: int, frame) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {each: signal.signal(each, interrupt) for each in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
+def _train_in_workers(tasks: list[_Task], jobs: int, record: Callable[[_Task, dict | str], None]) -> None:
+    """Run the tasks in ``jobs`` worker processes at a time (a fresh interpreter each, in a session of
+    its own; see ``alexnet.processes``). A Ctrl-C or SIGTERM is passed on to the running workers,
+    which save their position; no new one starts, and the ones running are waited for (killed after
+    ``STOP_GRACE_SECONDS``) before ``Interrupted`` is raised: nothing of ours outlives the experiment."""
+    from ..training.loop import Interrupted
+
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
     waiting = list(reversed(tasks))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running: dict[concurrent.futures.Future, _Task] = {}
-        try:
-            while waiting or running:
-                # At most `jobs` runs handed out: the pool queues more than it runs, and a queued run
-                # would start after a Ctrl-C that the running ones stopped and saved for.
-                while waiting and len(running) < jobs:
-                    task = waiting.pop()
-                    running[pool.submit(_run_task, task)] = task
-                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as error:  # a worker that died (killed, out of memory)
-                        outcome = f"{type(error).__name__}: {error}"
+    running: dict = {}  # the receiving end of a worker's pipe -> (process, task)
+
+    def children() -> list[int]:
+        return [process.pid for process, _ in running.values() if process.pid]
+
+    with ForwardedSignals.installed(children) as forward:
+        stopped_at = None
+        while (waiting and forward.signum is None) or running:
+            while waiting and forward.signum is None and len(running) < jobs:
+                task = waiting.pop()
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, args=(task, sender), name=f"alexnet {task.name}")
+                with signals_blocked():
+                    process.start()
+                sender.close()
+                running[receiver] = (process, task)
+            if forward.signum is not None and stopped_at is None:
+                stopped_at = time.monotonic()
+            if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
+                for process, _ in running.values():
+                    process.kill()
+            for receiver in multiprocessing.connection.wait(list(running), timeout=1.0):
+                process, task = running.pop(receiver)
+                try:
+                    outcome = receiver.recv()
+                except (EOFError, OSError):  # the worker died before it could answer
+                    outcome = None
+                receiver.close()
+                process.join()
+                if outcome is None and forward.signum is None:
+                    code = process.exitcode
+                    cause = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
+                    outcome = f"its process ended without an answer ({cause}; out of memory?)"
+                if outcome is not None:
                     record(task, outcome)
-        except KeyboardInterrupt:
-            waiting.clear()  # the running ones got the same Ctrl-C and save their position
-            raise
-    return measured
+        if forward.signum is not None:
+            raise Interrupted(forward.signum)
+
+
+def _worker(task: _Task, sender) -> None:
+    """A worker process: one task, its outcome sent back; None when a signal stopped it."""
+    try:
+        with _stop_on_signals():
+            start_child(new_session=True)
+            outcome = _run_task(task)
+    except KeyboardInterrupt:
+        outcome = None
+    with contextlib.suppress(OSError):
+        sender.send(outcome)
+    sender.close()
 
 
 def _run_task(task: _Task) -> dict | str:

@@ -229,12 +229,7 @@ class _Trainer:
         elif folder.holds_run():
             self.lock.release()
             self.lock = None
-            if folder.last.is_file():
-                raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
-                                   f"{folder.directory}, or choose another --name")
-            raise AlexNetError(
-                f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
-                f"--resume {folder.directory} (same configuration), or choose another --name")
+            _refuse_taken(folder)
         folder.checkpoints.mkdir(exist_ok=True)
         folder.remove_stale_temporaries()
         return folder.directory
@@ -680,6 +675,60 @@ def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dic
             f"--resume: {', '.join(RESUMABLE_FIELDS)}"
         )
     return dataclasses.replace(trained, **{key: value for key, (value, _) in changes.items()})
+
+
+def _refuse_taken(folder: RunFolder) -> None:
+    """Refuse to start a new run in a folder that holds one, saying how to continue it."""
+    if folder.last.is_file():
+        raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
+                           f"{folder.directory}, or choose another --name")
+    raise AlexNetError(
+        f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
+        f"--resume {folder.directory} (same configuration), or choose another --name")
+
+
+def check_before_launch(config: TrainConfig | None, *, resume: str | Path | None = None,
+                        overrides: dict | None = None, processes: int = 1) -> None:
+    """What ``train`` would refuse before its first step, checked without creating or locking
+    anything: for ``alexnet train --nproc N``, which would otherwise start N processes to print the
+    same refusal N times. The settings, the batch's split over ``processes``, the run folder (free,
+    not holding a run; or, with ``resume``, a run that is not finished)."""
+    if processes < 1:
+        raise AlexNetError(f"--nproc must be at least 1 (processes on this machine), got {processes}")
+    if resume is None:
+        if overrides:
+            raise AlexNetError("configuration overrides apply only when continuing a run (--resume)")
+        config = (config or TrainConfig()).resolved()
+        per_process_batch(config.batch_size, processes)
+        if config.name:
+            folder = RunFolder(Path(config.out) / config.name)
+            if folder.directory.exists() and not folder.directory.is_dir():
+                raise AlexNetError(f"cannot create the run folder {folder.directory}: a file is in the way; "
+                                   f"choose another --out or --name")
+            if folder.holds_run():
+                _check_free(folder)
+                _refuse_taken(folder)
+        return
+    folder = RunFolder(Path(resume))
+    if not folder.config.is_file():
+        raise AlexNetError(f"{folder.directory} is not a run folder (no config.yaml); pass the folder "
+                           f"that `alexnet train` printed")
+    _check_free(folder)
+    written = TrainConfig.from_yaml(folder.config)
+    checkpoint = load_checkpoint(folder.last) if folder.last.is_file() else None
+    trained = written
+    if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
+        trained = TrainConfig.from_dict(checkpoint["config"])
+    config = _continued_config(trained, written, overrides or {}).resolved()
+    if checkpoint is not None:
+        _check_not_finished(folder, config, checkpoint["epoch"], stops_early(checkpoint["history"], config.early_stopping))
+    per_process_batch(config.batch_size, processes)
+
+
+def _check_free(folder: RunFolder) -> None:
+    """Refuse a folder another process is training in (the lock is taken and let go at once)."""
+    if folder.lock_file.exists():
+        folder.lock().release()
 
 
 def best_epoch(history: list[dict]) -> int:
