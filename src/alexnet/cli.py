@@ -12,22 +12,11 @@ from .errors import AlexNetError
 
 
 def _output_file(path: str | None) -> None:
-    """Make sure an output path can be written before any work is done, not after: its folder is
-    created if missing, and a folder in its place or a folder that cannot be made is refused."""
-    import os
+    """An output path checked before any work is done, not after (``runs.check_output``)."""
+    from .runs import check_output
 
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise AlexNetError(f"--out {path} is a folder; give a file name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AlexNetError(f"--out {path}: cannot create the folder {target.parent} "
-                           f"({error.strerror or error}); choose another place") from None
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise AlexNetError(f"--out {path}: not writable; choose another place")
+    if path is not None:
+        check_output(path, "--out")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -196,8 +185,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_metrics(metrics))
     if args.out:
+        from .runs import write_text
 
-        Path(args.out).write_text(json.dumps(metrics.to_dict(), indent=2))
+        write_text(Path(args.out), json.dumps(metrics.to_dict(), indent=2))
     return 0
 
 
@@ -251,20 +241,31 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_comparison, build_experiment_report, build_report, is_experiment_folder
 
-    _output_file(args.out)
+    from .runs import RunFolder, atomic_write
+
+    own_report = (len(args.run_dirs) == 1 and args.out is not None
+                  and _same_path(args.out, RunFolder(args.run_dirs[0]).report))
+    if not own_report:  # the run's own report.html is where `report RUN_DIR` writes anyway
+        _output_file(args.out)
     if len(args.run_dirs) == 1 and is_experiment_folder(args.run_dirs[0]):
         print(f"wrote {build_experiment_report(args.run_dirs[0])}")
         return 0
-    if len(args.run_dirs) == 1 and args.out is None:
+    if len(args.run_dirs) == 1 and (args.out is None or own_report):
         path = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device)
     elif len(args.run_dirs) == 1:
-        import shutil
-
-        path = shutil.copyfile(build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device), args.out)
+        page = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device).read_bytes()
+        path = Path(args.out)
+        atomic_write(path, lambda file: file.write(page))
     else:
         path = build_comparison(args.run_dirs, args.out or "comparison.html")
     print(f"wrote {path}")
     return 0
+
+
+def _same_path(first: str | Path, second: str | Path) -> bool:
+    import os
+
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -377,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (caf\xe9.png) is printed as the bytes it is, as ls prints it,
+        # instead of raising UnicodeEncodeError halfway through the output.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
         from .perf import reuse_freed_memory

@@ -3,7 +3,11 @@ image files (a streamed folder, Flowers-17, the previews) decodes through here."
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import select
+import stat
 import warnings
 
 import numpy as np
@@ -22,10 +26,65 @@ def decode(path: str) -> torch.Tensor:
     normalised as uint8; an animated GIF gives its first frame. Grey, palette, alpha (dropped) and
     CMYK images come as RGB.
     """
+    if not _regular_file(path):  # a pipe (`<(cat a.png)`), a FIFO, a device: read once, then decoded
+        return decode_bytes(read_stream(path))
     found = check_header(path)
     if found is not None and found not in TORCHVISION_FORMATS:  # PNG, BMP, TIFF, ...
         return _decode_pillow(path)
-    image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    return _as_rgb8(decode_image(read_file(path), mode=ImageReadMode.RGB))
+
+
+def decode_bytes(data: bytes) -> torch.Tensor:
+    """An image file's bytes as (3, H, W) uint8 RGB, with ``decode``'s checks and conversions."""
+    found = check_header(io.BytesIO(data))
+    if found is not None and found not in TORCHVISION_FORMATS:
+        return _decode_pillow(io.BytesIO(data))
+    return _as_rgb8(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB))
+
+
+# A pipe is read to its end before decoding: a header check that reads it first would consume what
+# the decoder needs. A FIFO nobody writes to would block for ever, and a device (/dev/zero) never ends.
+STREAM_WAIT_SECONDS = 10.0  # the longest wait for the next bytes of a pipe or FIFO
+STREAM_BYTES = 256 * 2**20  # the most read from one: a 9,459 x 9,459 image (the pixel limit) as BMP is 268 MB
+
+
+def read_stream(path: str) -> bytes:
+    """All the bytes of a pipe, FIFO or device; raises ``ValueError`` (the reason) when nothing comes
+    within ``STREAM_WAIT_SECONDS``, or when more than ``STREAM_BYTES`` do."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer: no wait to open
+    try:
+        poller = select.poll()
+        poller.register(handle, select.POLLIN)
+        chunks, size = [], 0
+        while True:
+            if not poller.poll(STREAM_WAIT_SECONDS * 1000):
+                raise ValueError(f"nothing was written to it for {STREAM_WAIT_SECONDS:g} s (a pipe or FIFO "
+                                 f"without a writer?)")
+            try:
+                chunk = os.read(handle, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > STREAM_BYTES:
+                raise ValueError(f"more than {STREAM_BYTES // 2**20} MB, more than an image; is it a device?")
+    finally:
+        os.close(handle)
+    if not size:
+        raise ValueError("empty: nothing was written to it")
+    return b"".join(chunks)
+
+
+def _regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # missing or unreadable: the decoder's own error says which
+
+
+def _as_rgb8(image: torch.Tensor) -> torch.Tensor:
     if image.dim() == 4:  # (frames, 3, H, W)
         image = image[0]
     if image.dtype != torch.uint8:  # 10- and 12-bit AVIF and HEIC decode to uint16
@@ -40,7 +99,7 @@ def decode(path: str) -> torch.Tensor:
 TORCHVISION_FORMATS = ("JPEG", "WEBP", "GIF")
 
 
-def _decode_pillow(path: str) -> torch.Tensor:
+def _decode_pillow(path) -> torch.Tensor:
     with Image.open(path) as image:  # the first frame of a multi-page TIFF
         if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
             grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
@@ -50,7 +109,7 @@ def _decode_pillow(path: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
 
 
-def check_header(path: str) -> str | None:
+def check_header(path) -> str | None:
     """Pillow's name for the format of image ``path`` (None: not one Pillow knows); raises ``ValueError``
     when its header declares more than ``Image.MAX_IMAGE_PIXELS``.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from ..processes import STOP_GRACE_SECONDS, STOP_SIGNALS, ForwardedSignals, signals_blocked, start_child
-from ..runs import RunFolder, write_text
+from ..runs import RunFolder, check_output, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
 
@@ -120,7 +120,7 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
         for config in seeds:
             config.resolved()  # a bad option is refused before anything trains
     folder = experiment_folder(name, options)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_output(folder / "results.json", "--out")  # a read-only place is refused before training, not after
     epochs = options.epochs or claim.epochs
     subset = options.subset or claim.subset
     log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "

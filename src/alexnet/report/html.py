@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import AlexNetError
-from ..runs import RunFolder
+from ..runs import RunFolder, write_text
 from ..weights import WeightsMetadata, load_weights, read_metadata
 from . import figures
 
@@ -451,7 +451,5 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
                     f"<code>{_e(run.directory.resolve() / REPORT_NAME)}</code></a></li>"
                     for label, run in zip(labels, runs))
     sections.append(("Runs", f"<ul>{links}</ul>"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections),
-                   encoding="utf-8")
+    write_text(out, _page(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections))
     return out
