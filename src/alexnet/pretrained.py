@@ -20,7 +20,7 @@ import torch
 from .errors import AlexNetError
 from .inference import TestViews
 from .models import build_model
-from .weights import WeightsMetadata, save_weights
+from .weights import WeightsMetadata, check_finite, save_weights
 
 MODEL = "alexnet_owt"  # torchvision's single-tower AlexNet ("one weird trick"), tensor for tensor
 
@@ -51,6 +51,7 @@ def import_torchvision(file: str | os.PathLike | None = None, *, download: bool 
     state, origin = _state_dict(weights, file, download)
     model = build_model(MODEL, num_classes=len(weights.meta["categories"]))
     check_fits(state, model.state_dict(), origin)
+    check_finite(state, origin)
     model.load_state_dict(state)
     return save_weights(out, model, imagenet_metadata(weights))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+import torch
 from torch import nn
 
 from .errors import AlexNetError
@@ -157,7 +158,20 @@ def load_weights(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Weig
     options.setdefault("in_chans", metadata.input_size[0])
     model = build_model(metadata.model, **options)  # options it does not take: AlexNetError
     try:
-        model.load_state_dict(load_file(str(path), device=device))
+        state = load_file(str(path), device=device)
+        check_finite(state, path)
+        model.load_state_dict(state)
     except (SafetensorError, RuntimeError) as error:
         raise AlexNetError(f"weights in {path} do not fit model {metadata.model!r}: {error}") from None
     return model.to(device).eval(), metadata
+
+
+def check_finite(state: dict, origin: str | Path) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor: a network with one
+    computes NaN for every image, and its "predictions" would be read as if they meant something."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise AlexNetError(f"{origin}: tensor {name!r} holds {count:,} NaN or infinite value"
+                               f"{'s' * (count != 1)} of {tensor.numel():,}; these weights are damaged (a "
+                               f"diverged training run?). Use another copy, or an earlier checkpoint")

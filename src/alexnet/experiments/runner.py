@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from ..processes import STOP_GRACE_SECONDS, STOP_SIGNALS, ForwardedSignals, signals_blocked, start_child
-from ..runs import RunFolder, check_output, write_text
+from ..runs import RunFolder, RunLock, check_output, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
 
@@ -51,11 +51,21 @@ class ExperimentOptions:
         """A copy naming its model (the data's paper-faithful network when none is given)."""
         return self if self.model else dataclasses.replace(self, model=default_model(self.dataset))
 
+    def budget(self, claim: Claim) -> tuple[int, float]:
+        """(epochs, subset): the ones given, else the claim's own (None only means "not given")."""
+        return (claim.epochs if self.epochs is None else self.epochs,
+                claim.subset if self.subset is None else self.subset)
+
     def check(self) -> None:
         if self.seeds < 1:
             raise AlexNetError(f"--seeds must be at least 1, got {self.seeds}")
         if self.jobs is not None and self.jobs < 1:
             raise AlexNetError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.epochs is not None and self.epochs < 1:
+            raise AlexNetError(f"--epochs must be at least 1, got {self.epochs} (leave it out for the claim's own)")
+        if self.subset is not None and not 0 < self.subset <= 1:
+            raise AlexNetError(f"--subset must be a fraction in (0, 1], got {self.subset} (leave it out for the "
+                               f"claim's own)")
         if not 0 < self.threshold < 1:
             raise AlexNetError(f"--threshold must be a training error in (0, 1), got {self.threshold}")
 
@@ -82,8 +92,7 @@ def arm_configs(claim: Claim, options: ExperimentOptions) -> dict[str, list]:
     from ..training import TrainConfig
 
     options = options.resolved()
-    epochs = options.epochs or claim.epochs
-    subset = options.subset or claim.subset
+    epochs, subset = options.budget(claim)
     folder = experiment_folder(claim.name, options) / "runs"
     configs: dict[str, list] = {}
     for arm in claim.arms:
@@ -121,21 +130,53 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
             config.resolved()  # a bad option is refused before anything trains
     folder = experiment_folder(name, options)
     check_output(folder / "results.json", "--out")  # a read-only place is refused before training, not after
-    epochs = options.epochs or claim.epochs
-    subset = options.subset or claim.subset
-    log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
-        f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
-
-    tasks = _tasks(claim, configs)
-    measured = _train_all(tasks, options, log)
-    results = summarise(claim, options, measured)
-    write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text(folder / "results.md", results_markdown(results))
-    failed = [task.name for task in tasks if task.name not in measured]
+    epochs, subset = options.budget(claim)
+    with _experiment_lock(folder):
+        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
+            f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
+        tasks = _tasks(claim, configs)
+        measured = _train_all(tasks, options, log)
+        failed = [task.name for task in tasks if task.name not in measured]
+        results = {**summarise(claim, options, measured), "runs": len(tasks), "runs_finished": len(tasks) - len(failed)}
+        kept = failed and (not measured or _complete_results(folder))
+        if not kept:  # a rerun that failed never replaces complete results with a partial or empty table
+            write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
+            write_text(folder / "results.md", results_markdown(results))
     if failed:
+        note = (f"; {folder / 'results.md'} is left as it was" if kept and (folder / "results.md").is_file()
+                else f"; {folder / 'results.md'} shows the {len(measured)} that did, marked partial" if not kept else "")
         raise AlexNetError(f"experiment {name}: {len(failed)} run(s) did not finish ({', '.join(failed)}); their "
-                           f"messages are above. Run the same command again to continue: finished arms are kept")
+                           f"messages are above{note}. Run the same command again to continue: finished arms are "
+                           f"kept")
     return folder
+
+
+@contextlib.contextmanager
+def _experiment_lock(folder: Path):
+    """One experiment at a time in a folder: a second one would find the first's runs locked, and
+    write results of the few runs it could take as if they were the experiment's."""
+    try:
+        lock = RunLock(folder / ".lock").acquire()
+    except AlexNetError:
+        raise AlexNetError(f"{folder} is in use by another `alexnet experiment` (see {folder / '.lock'}); wait for "
+                           f"it to finish, or give this one another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _complete_results(folder: Path) -> bool:
+    """Whether ``folder`` holds the results of an experiment all of whose runs finished."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(results, dict):
+        return False
+    if "runs" not in results:  # written before partial results were marked: only complete ones were written
+        return True
+    return results.get("runs_finished") == results["runs"]
 
 
 # --- training the arms ----------------------------------------------------------------------------
@@ -498,7 +539,7 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
     return {
         "experiment": claim.name, "section": claim.section, "statement": claim.statement, "paper": claim.paper,
         "dataset": options.dataset, "model": options.model, "seeds": options.seeds,
-        "epochs": options.epochs or claim.epochs, "subset": options.subset or claim.subset,
+        "epochs": options.budget(claim)[0], "subset": options.budget(claim)[1],
         "threshold": options.threshold if any(m.key == "epochs_to_error" for m in claim.measures) else None,
         "rule": RULE, "transfer": claim.transfer, "verdict": overall,
         "arms": arms, "comparisons": comparisons,
@@ -512,6 +553,9 @@ def results_markdown(results: dict) -> str:
              f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
              f"{results['seeds']} seeds (0..{results['seeds'] - 1}, the same for every arm). "
              f"**Verdict: {results['verdict']}.**", ""]
+    if results.get("runs_finished", results.get("runs")) != results.get("runs"):
+        lines += [f"**Partial: {results['runs_finished']} of {results['runs']} runs finished**; the spreads and "
+                  f"intervals are over those alone. Run the same command again to finish the others.", ""]
     measure_keys = []
     for arm in results["arms"].values():
         for key in arm["measures"]:

@@ -149,7 +149,7 @@ class _Trainer:
         self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
         try:
             config, checkpoint = self._open(config, resume, overrides)
-            self._build(config, resuming=checkpoint is not None)
+            self._build(config, checkpoint)
             if checkpoint is not None:
                 self._restore(checkpoint)
             self.writer = self._tensorboard()
@@ -236,8 +236,9 @@ class _Trainer:
 
     # -- building model, data, optimiser -------------------------------------------------------
 
-    def _build(self, config: TrainConfig, resuming: bool = False) -> None:
+    def _build(self, config: TrainConfig, checkpoint: dict | None = None) -> None:
         group = self.group
+        resuming = checkpoint is not None
         self.config = config
         self.device = resolve_device(config.device, group.local_rank)
         if self.device.type == "cpu":  # one thread per physical core while training; close() gives back the caller's
@@ -259,7 +260,9 @@ class _Trainer:
         # standardised to unit scale, which PyTorch's default initialisation expects.
         raw_scale = self.model.init == "paper"
         self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
-        if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
+        if resuming and "normalization" in checkpoint:  # as trained, whatever became of an --init-from source
+            self.normalization = tuple(tuple(values) for values in checkpoint["normalization"])
+        elif config.init_from:  # fine-tuning: the features expect the inputs they were trained on
             self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
             trained = self.pretrained.metadata if self.pretrained else read_metadata(weights_file(config.init_from))
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
@@ -572,6 +575,8 @@ class _Trainer:
             "history": self.history, "best_top1": self.best_top1,
             "rng": rng_state(),
             "config": json.loads(json.dumps(self.config.__dict__)),
+            # the inputs' mean/std: resuming a fine-tuned run needs no --init-from source any more
+            "normalization": [list(self.normalization[0]), list(self.normalization[1])],
         })
 
     def _restore(self, state: dict) -> None:
