@@ -76,13 +76,13 @@ def build_for_summary(source: str, switches: dict):
     override either."""
     import torch
 
+    from .inference import weights_path
     from .models import build_model
-    from .runs import RunFolder
     from .weights import read_metadata
 
     path = Path(source)
     if path.is_dir() or path.is_file():
-        metadata = read_metadata(RunFolder(path).weights if path.is_dir() else path)
+        metadata = read_metadata(weights_path(path))
         options = {**metadata.model_options, "num_classes": metadata.num_classes,
                    "in_chans": metadata.input_size[0], **switches}
         name = metadata.model

@@ -27,7 +27,8 @@ from torch import nn
 
 from .data import load_tensors, normalize
 from .errors import AlexNetError
-from .runs import RunFolder, check_output
+from .inference import weights_path
+from .runs import check_output
 from .weights import WeightsMetadata, load_weights
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}  # format -> file suffix
@@ -181,15 +182,7 @@ def _resolve(source, metadata: WeightsMetadata | None) -> tuple[nn.Module, Weigh
     if isinstance(source, nn.Module):
         model = copy.deepcopy(source).float().cpu().eval()  # the caller's model is left as it was
         return model, metadata or _module_metadata(model), None
-    path = Path(source)
-    if path.is_dir():
-        weights = RunFolder(path).weights
-        if not weights.is_file():
-            raise AlexNetError(f"{path} holds no model.safetensors: pass a finished run folder or a weights file")
-    elif path.is_file():
-        weights = path
-    else:
-        raise AlexNetError(f"no weights file or run folder at {path}")
+    weights = weights_path(source)  # a run still training, a checkpoint, a .pth: refused saying what to pass
     model, stored = load_weights(weights)  # a file that is not ours: AlexNetError saying so
     return model.float().eval(), metadata or stored, weights
 

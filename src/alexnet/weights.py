@@ -101,6 +101,9 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"no weights file at {path}")
+    problem = format_problem(path)
+    if problem:
+        raise AlexNetError(problem)
     try:
         with safe_open(str(path), framework="pt") as file:
             raw = file.metadata() or {}
@@ -116,6 +119,33 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
             f"`alexnet train`. Load plain state dicts with build_model(...).load_state_dict(...)."
         )
     return WeightsMetadata.from_dict(metadata, path)
+
+
+# What a file that is not safetensors is, from its first bytes: safetensors starts with the length of
+# its JSON header (8 bytes, little-endian), then "{". Without this, safetensors calls a zip or pickle
+# "header too large", which says nothing of what to do.
+_IMPORT = "alexnet weights import torchvision --file FILE"
+
+
+def format_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a safetensors weights file, naming what it is and what to pass instead;
+    None when it looks like one (or cannot be read: the reader's own error says why)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(9)
+    except OSError:
+        return None
+    if len(head) == 9 and head[8:9] == b"{":
+        return None
+    expected = "alexnet reads weights as .safetensors (model.safetensors of a run, or a file of `alexnet export`'s source)"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch.save: a zip, or a pickle (legacy)
+        return (f"{path} is a PyTorch file (torch.save), not safetensors: {expected}. A checkpoint "
+                f"(checkpoints/last.pt) belongs to its run folder: pass the folder. torchvision's AlexNet (.pth): "
+                f"convert it with `{_IMPORT}`")
+    if head[:1] == b"\x08":  # protobuf field 1 (ir_version) first: an ONNX model
+        return (f"{path} looks like an ONNX model (an export), not safetensors: {expected}. Pass the weights it "
+                f"was exported from")
+    return f"{path} is not a safetensors weights file: {expected}; for torchvision's AlexNet use `{_IMPORT}`"
 
 
 def _metadata_problem(metadata: dict) -> str | None:

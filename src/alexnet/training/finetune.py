@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import AlexNetError
-from ..runs import RunFolder
+from ..inference import weights_path
 from ..weights import WeightsMetadata, check_finite, read_metadata
 
 FREEZE_HELP = "none | features | conv1-N (the first N convolutions and their norms)"
@@ -42,9 +42,9 @@ class Pretrained:
 
 
 def weights_file(source: str | Path) -> Path:
-    """A weights file, or a run folder's ``model.safetensors``."""
-    path = Path(source)
-    return RunFolder(path).weights if path.is_dir() else path
+    """A weights file, or a run folder's ``model.safetensors`` (``inference.weights_path``: a run still
+    training, or a file of another format, is refused saying so)."""
+    return weights_path(source)
 
 
 def load_pretrained(model: nn.Module, source: str | Path) -> Pretrained:
