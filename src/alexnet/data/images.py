@@ -101,12 +101,29 @@ TORCHVISION_FORMATS = ("JPEG", "WEBP", "GIF")
 
 def _decode_pillow(path) -> torch.Tensor:
     with Image.open(path) as image:  # the first frame of a multi-page TIFF
-        if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
-            grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        if image.mode.startswith("I") or image.mode == "F":  # 16- or 32-bit grey, integer or float
+            grey = _grey_to_8_bits(np.asarray(image), image.mode)
             array = np.repeat(grey[:, :, None], 3, axis=2)
         else:  # 16-bit RGB comes as RGB of its high bytes; palette, grey, alpha and CMYK convert like torchvision's
             array = np.array(image.convert("RGB"))  # a writable copy, as torch.from_numpy wants
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+def _grey_to_8_bits(values: np.ndarray, mode: str) -> np.ndarray:
+    """Grey pixels of more than 8 bits as 0..255. 16-bit ("I;16"): the high byte, as for uint16 above.
+    Float ("F"): 0..1, as scientific TIFFs store intensities (Pillow's convert would clip them to
+    black), or 0..255 when they go beyond 1. 32-bit integers ("I"): scaled by the bits their largest
+    value needs (8 or 16 as such; beyond that, the top 8 of them), not clipped to white."""
+    if mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        return (values * scale).round().clip(0, 255).astype(np.uint8)
+    values = values.astype(np.int64).clip(min=0)
+    if mode.startswith("I;16"):
+        return (values >> 8).astype(np.uint8)
+    bits = int(values.max(initial=0)).bit_length()
+    shift = 0 if bits <= 8 else 8 if bits <= 16 else bits - 8
+    return (values >> shift).clip(0, 255).astype(np.uint8)
 
 
 def check_header(path) -> str | None:

@@ -311,11 +311,13 @@ class _Trainer:
         if self.stretched:
             self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
-                     f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
+                     f"(lr {self._learning_rate():.3g})")
         if self.restarted:
             self.log(f"no checkpoint in {self.folder.checkpoints} (the run stopped before its first one): "
                      f"starting it over from epoch 1 with its configuration")
-        if self.epoch or self.step:
+        if self.epoch >= config.epochs:  # every epoch trained, stopped before its final test
+            self.log(f"all {self.epoch} epochs trained; testing them (the run stopped before its final test)")
+        elif self.epoch or self.step:
             restarts = elastic_restart_count()
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
                      + (f" (torchrun restart {restarts})" if restarts else ""))
@@ -414,7 +416,7 @@ class _Trainer:
         config = self.config
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 precision=self.dtype)
-        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
+        lr = self._learning_rate()  # the epoch's (its last step's, when it varies)
         if config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
@@ -475,6 +477,12 @@ class _Trainer:
             self.scheduler.step()
         return loss_sum / count, correct, count
 
+    def _learning_rate(self) -> float:
+        """The rate shown and logged: the new layers' when fine-tuning (the pretrained ones learn at
+        ``backbone_lr_scale`` times it, 0 when they are kept still), else the one rate."""
+        groups = self.optimizer.param_groups
+        return next((group["lr"] for group in groups if group.get("rate") == "full"), groups[0]["lr"])
+
     def _check_finite(self, window: list[torch.Tensor]) -> None:
         losses = torch.stack(window)
         finite = torch.isfinite(losses)
@@ -484,7 +492,7 @@ class _Trainer:
         step = self.step - len(window) + first + 1
         raise NonFiniteLoss(
             f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, step {step} "
-            f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}). Training stopped; the last "
+            f"(learning rate {self._learning_rate():.3g}). Training stopped; the last "
             f"good checkpoint and the metrics are in {self.folder.directory}. Try a lower learning rate, "
             f"e.g. --lr {self.config.lr / 10:g}, and check the data (--strict stops at an unreadable image)."
         )
@@ -620,7 +628,8 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
         groups.setdefault((decays, id(parameter) in head or not config.init_from), []).append(parameter)
     param_groups = [
         {"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale}
+         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale,
+         "rate": "full" if full_rate else "backbone"}
         for (decays, full_rate), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
     ]
     fast = optimizer_options(device)  # one fused step over all parameters
@@ -789,6 +798,10 @@ def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:
     images = loader.num_images
     per_step = config.batch_size * config.accumulation_steps
     subset = f" ({config.subset:g} of the training set)" if config.subset < 1 else ""
+    if images < world_size * config.accumulation_steps:  # no batch size helps: too few images are left
+        held_out = f" after --val-size {config.val_size} held out for validation" if config.val_size else ""
+        return (f"{images} training images{subset} are left{held_out}: not one per process and micro-batch; "
+                f"hold out fewer with a smaller --val-size" + (", or use a larger --subset" if config.subset < 1 else ""))
     advice = f"a --batch-size of at most {images // (world_size * config.accumulation_steps) * world_size}"
     if config.subset < 1:
         whole = images / config.subset
