@@ -3,6 +3,7 @@ fine-tuned run whose source is gone, experiments with zero budgets, failed rerun
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -55,7 +56,16 @@ def test_weights_with_a_nan_are_refused_on_import_and_on_load_naming_the_tensor(
 @pytest.mark.slow
 def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
     source = train(TrainConfig(**TINY, out=str(tmp_path / "sources"), name="source"))
-    tuned = train(TrainConfig(**{**TINY, "lr": 0.01}, init_from=str(source.directory), out=str(tmp_path), name="tuned"))
+    # killed after its last epoch, before the final test: resuming tests it, and says so
+    RunFolder(source.directory).weights.unlink()
+    RunFolder(source.directory).evaluation.unlink()
+    train(resume=source.directory)
+    assert "all 1 epochs trained; testing them" in RunFolder(source.directory).log.read_text()
+    assert "continuing from epoch 2" not in RunFolder(source.directory).log.read_text()
+
+    tuned = train(TrainConfig(**{**TINY, "lr": 0.01}, init_from=str(source.directory), backbone_lr_scale=0.0,
+                              out=str(tmp_path), name="tuned"))
+    assert tuned.history[0]["lr"] > 0  # the new classifier's rate, not the still backbone's 0
     mean = torch.load(RunFolder(tuned.directory).last, weights_only=True)["normalization"][0]
     shutil.rmtree(tmp_path / "sources")  # the source deleted (or the project moved)
     resumed = train(resume=tuned.directory, overrides={"epochs": 2})
@@ -101,3 +111,75 @@ def test_a_failed_rerun_keeps_complete_results_and_two_experiments_cannot_share_
     with RunLock(folder / ".lock").acquire():  # another experiment is running in this folder
         with pytest.raises(AlexNetError, match=r"is in use by another `alexnet experiment`.*another --out"):
             run_experiment("lrn", options, log=lambda line: None)
+
+
+# -- smaller: wrong formats, runs still training, library messages, TIFFs, tiny training sets ---------------
+
+
+def test_wrong_format_weights_are_named_with_what_to_pass(tmp_path, capsys):
+    from alexnet.inference import weights_path
+
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "state.pth")  # a zip, as torch.save writes
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(50))  # ir_version first
+    (tmp_path / "notes.safetensors").write_text("not weights at all")
+    for name, message in (("state.pth", "is a PyTorch file (torch.save), not safetensors"),
+                          ("model.onnx", "looks like an ONNX model (an export), not safetensors"),
+                          ("notes.safetensors", "is not a safetensors weights file")):
+        with pytest.raises(AlexNetError, match=re.escape(message)) as refused:
+            weights_path(tmp_path / name)
+        assert "header too large" not in str(refused.value)
+    assert main(["predict", str(tmp_path / "state.pth"), str(Path(__file__).parent / "data" / "chelsea.png")]) == 2
+    assert "alexnet weights import torchvision --file" in capsys.readouterr().err
+
+
+def test_a_run_still_training_says_so_from_every_command(tmp_path, capsys):
+    run = RunFolder(tmp_path / "training")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("model: alexnet_small28\n")
+    image = str(Path(__file__).parent / "data" / "chelsea.png")
+    for argv in (["evaluate", str(run.directory)], ["summary", str(run.directory)],
+                 ["predict", str(run.directory), image], ["export", str(run.directory), "--format", "pt2"]):
+        assert main(argv) == 2, argv
+        assert "its training has not finished" in capsys.readouterr().err, argv
+    with pytest.raises(AlexNetError, match="its training has not finished"):
+        train(TrainConfig(**TINY, init_from=str(run.directory), out=str(tmp_path), name="tuned"))
+
+
+def test_library_refusals_are_shown_without_colour_codes_and_cut_at_a_sentence():
+    from alexnet.errors import reason
+
+    long = "\x1b[1mWeights only load failed.\x1b[0m " + "This file can still be loaded. " * 20 + "Do it."
+    shown = reason(RuntimeError(long), limit=120)
+    assert "\x1b" not in shown and shown.startswith("Weights only load failed. This file")
+    assert shown.endswith(". ...") and len(shown) <= 124
+
+
+def test_a_refused_pickle_is_described_without_colour_codes(tmp_path):
+    torch.save({"code": print}, tmp_path / "code.pth")  # a global weights_only refuses
+    with pytest.raises(AlexNetError, match="is not a readable PyTorch weights file") as refused:
+        import_torchvision(tmp_path / "code.pth", out=tmp_path / "x.safetensors")
+    assert "\x1b" not in str(refused.value)
+
+
+def test_float_and_32_bit_tiffs_keep_their_range(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from alexnet.data.images import decode
+
+    ramp = np.linspace(0, 1, 48 * 64).reshape(48, 64)
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float.tif")  # 0..1 intensities
+    Image.fromarray((ramp * 1_000_000).astype(np.int32), mode="I").save(tmp_path / "int32.tif")
+    for name in ("float.tif", "int32.tif"):
+        image = decode(str(tmp_path / name))
+        assert image.dtype == torch.uint8 and image.shape == (3, 48, 64)
+        assert int(image.min()) == 0 and int(image.max()) >= 200, name  # not black
+        assert float((image == 255).float().mean()) < 0.05, name  # not saturated white
+        assert 100 < float(image.float().mean()) < 155, name
+
+
+@needs_fashion
+def test_a_val_size_that_leaves_no_training_image_says_to_hold_out_fewer(tmp_path):
+    with pytest.raises(AlexNetError, match=r"0 training images are left after --val-size 60000 held out.*smaller "
+                                           r"--val-size"):
+        train(TrainConfig(val_size=60000, epochs=1, quiet=True, out=str(tmp_path), name="none"))

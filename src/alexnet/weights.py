@@ -137,7 +137,7 @@ def format_problem(path: str | Path) -> str | None:
         return None
     if len(head) == 9 and head[8:9] == b"{":
         return None
-    expected = "alexnet reads weights as .safetensors (model.safetensors of a run, or a file of `alexnet export`'s source)"
+    expected = "alexnet reads weights from .safetensors files (a run's model.safetensors, or one `weights import` wrote)"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch.save: a zip, or a pickle (legacy)
         return (f"{path} is a PyTorch file (torch.save), not safetensors: {expected}. A checkpoint "
                 f"(checkpoints/last.pt) belongs to its run folder: pass the folder. torchvision's AlexNet (.pth): "
