@@ -21,7 +21,6 @@ two processes on two shared cores.
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys

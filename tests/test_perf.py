@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from alexnet import AlexNetError, build_model, perf

@@ -20,7 +20,6 @@ from alexnet.cli import main
 from alexnet.data import build_loaders
 from alexnet.inference import predict_logits
 from alexnet.report import build_comparison, build_report, figures, predictions
-from alexnet.training import TrainConfig, train
 from alexnet.weights import load_weights
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

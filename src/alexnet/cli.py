@@ -13,22 +13,11 @@ from .perf import PRECISIONS
 
 
 def _output_file(path: str | None) -> None:
-    """Make sure an output path can be written before any work is done, not after: its folder is
-    created if missing, and a folder in its place or a folder that cannot be made is refused."""
-    import os
+    """An output path checked before any work is done, not after (``runs.check_output``)."""
+    from .runs import check_output
 
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise AlexNetError(f"--out {path} is a folder; give a file name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AlexNetError(f"--out {path}: cannot create the folder {target.parent} "
-                           f"({error.strerror or error}); choose another place") from None
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise AlexNetError(f"--out {path}: not writable; choose another place")
+    if path is not None:
+        check_output(path, "--out")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -98,11 +87,16 @@ def _given_values(args: argparse.Namespace) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1:
-        return _launch_torchrun(args.nproc)
     from .training import TrainConfig, train
 
     values = _given_values(args)
+    if args.nproc is not None and args.nproc != 1:  # refused here once, not in each of N processes
+        from .training.loop import check_before_launch
+
+        check_before_launch(None if args.resume else TrainConfig.from_dict(values), resume=args.resume,
+                            overrides=values if args.resume else None, processes=args.nproc)
+        if args.nproc > 1:
+            return _launch_torchrun(args.nproc)
     if args.resume:  # what is given with --resume changes the run, where it may (RESUMABLE_FIELDS)
         run = train(resume=args.resume, overrides=values)
     else:
@@ -127,8 +121,13 @@ def _write_report(directory) -> None:
 
 
 def _launch_torchrun(nproc: int) -> int:
-    """``--nproc N``: the same command under torchrun on this machine (one process per device)."""
+    """``--nproc N``: the same command under torchrun on this machine (one process per device).
+
+    torchrun runs in a session of its own, so that a Ctrl-C reaches it once, passed on from here
+    (see ``alexnet.processes``); it then stops its ranks, which save, and this waits for it."""
     import subprocess
+
+    from .processes import STOP_GRACE_SECONDS, ForwardedSignals, signals_blocked
 
     argv = sys.argv[1:]
     cleaned, skip = [], False
@@ -142,9 +141,35 @@ def _launch_torchrun(nproc: int) -> int:
         if item.startswith("--nproc="):
             continue
         cleaned.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "alexnet", *cleaned]
-    return subprocess.call(command)
+    start = "from alexnet.training.distributed import run_torchrun; run_torchrun()"
+    command = [sys.executable, "-c", start, "--standalone", f"--nproc-per-node={nproc}", "-m", "alexnet", *cleaned]
+    started: list[subprocess.Popen] = []
+    with ForwardedSignals.installed(lambda: [process.pid for process in started]) as forward:
+        with signals_blocked():  # a signal meanwhile is passed on once torchrun has a pid
+            started.append(subprocess.Popen(command, start_new_session=True))
+        code = _wait_for(started[0], forward, STOP_GRACE_SECONDS)
+    if forward.signum is not None:
+        from .training.loop import Interrupted
+
+        raise Interrupted(forward.signum)
+    return code
+
+
+def _wait_for(process, forward, grace: float) -> int:
+    """``process``'s exit status; after a signal was passed on, killed if not ended within ``grace`` s."""
+    import subprocess
+    import time
+
+    stopped_at = None
+    while True:
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if forward.signum is not None:
+            stopped_at = stopped_at or time.monotonic()
+            if time.monotonic() - stopped_at > grace:
+                process.kill()
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -161,8 +186,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_metrics(metrics))
     if args.out:
+        from .runs import write_text
 
-        Path(args.out).write_text(json.dumps(metrics.to_dict(), indent=2))
+        write_text(Path(args.out), json.dumps(metrics.to_dict(), indent=2))
     return 0
 
 
@@ -216,20 +242,31 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_comparison, build_experiment_report, build_report, is_experiment_folder
 
-    _output_file(args.out)
+    from .runs import RunFolder, atomic_write
+
+    own_report = (len(args.run_dirs) == 1 and args.out is not None
+                  and _same_path(args.out, RunFolder(args.run_dirs[0]).report))
+    if not own_report:  # the run's own report.html is where `report RUN_DIR` writes anyway
+        _output_file(args.out)
     if len(args.run_dirs) == 1 and is_experiment_folder(args.run_dirs[0]):
         print(f"wrote {build_experiment_report(args.run_dirs[0])}")
         return 0
-    if len(args.run_dirs) == 1 and args.out is None:
+    if len(args.run_dirs) == 1 and (args.out is None or own_report):
         path = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device)
     elif len(args.run_dirs) == 1:
-        import shutil
-
-        path = shutil.copyfile(build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device), args.out)
+        page = build_report(args.run_dirs[0], data_dir=args.data_dir, device=args.device).read_bytes()
+        path = Path(args.out)
+        atomic_write(path, lambda file: file.write(page))
     else:
         path = build_comparison(args.run_dirs, args.out or "comparison.html")
     print(f"wrote {path}")
     return 0
+
+
+def _same_path(first: str | Path, second: str | Path) -> bool:
+    import os
+
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -255,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (default: the small AlexNet on Fashion-MNIST)")
     train.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
-    train.add_argument("--nproc", type=int, default=0, help="processes on this machine (launches torchrun)")
+    train.add_argument("--nproc", type=int, default=None, help="processes on this machine (launches torchrun)")
     _add_config_flags(train)
     train.set_defaults(run=_cmd_train)
 
@@ -342,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (caf\xe9.png) is printed as the bytes it is, as ls prints it,
+        # instead of raising UnicodeEncodeError halfway through the output.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
         from .perf import reuse_freed_memory

@@ -97,14 +97,13 @@ def build_for_summary(source: str, switches: dict):
 
 def _check_plot_path(path: str) -> None:
     """Refuse a --plot name that cannot be drawn or written before any work."""
+    from .runs import check_output
+
     target = Path(path)
     if target.suffix.lower() not in PLOT_SUFFIXES:
         raise AlexNetError(f"--plot {path}: {target.suffix or 'no suffix'} is not a picture format; end the name in "
                            f"{', '.join(PLOT_SUFFIXES)}")
-    if target.is_dir():
-        raise AlexNetError(f"--plot {path} is a folder; give a file name")
-    if not target.parent.is_dir():
-        raise AlexNetError(f"--plot {path}: the folder {target.parent} does not exist")
+    check_output(target, "--plot")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 from .errors import AlexNetError
 from .perf import PRECISIONS
+from .runs import check_output, write_text
 
 
 def add_predict_command(commands) -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     if args.csv:
-        _check_writable(args.csv)
+        check_output(args.csv, "--csv", inputs=tuple(args.inputs))
     predictions = predict(args.weights, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                           device=args.device, precision=args.precision)
     for skipped in predictions.skipped:
@@ -70,15 +72,13 @@ def format_predictions(predictions) -> str:
 def write_csv(predictions, path: str | Path) -> Path:
     """Rows (path, rank, class, probability), rank 1 the most probable; every row names its image."""
     path = Path(path)
-    try:
-        with path.open("w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["path", "rank", "class", "probability"])
-            for prediction in predictions:
-                for rank, (name, probability) in enumerate(zip(prediction.classes, prediction.probabilities), 1):
-                    writer.writerow([prediction.source, rank, name, f"{probability:.6f}"])
-    except OSError as error:
-        raise AlexNetError(f"cannot write {path} ({error.strerror or error}); choose another place") from None
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["path", "rank", "class", "probability"])
+    for prediction in predictions:
+        for rank, (name, probability) in enumerate(zip(prediction.classes, prediction.probabilities), 1):
+            writer.writerow([prediction.source, rank, name, f"{probability:.6f}"])
+    write_text(path, rows.getvalue())  # whole or not at all; names that are not UTF-8 as their bytes
     return path
 
 
@@ -103,19 +103,10 @@ def run_weights_import(args: argparse.Namespace) -> int:
     from .pretrained import import_torchvision
     from .weights import read_metadata
 
-    _check_writable(args.out)
+    check_output(args.out, "--out", inputs=(args.file,) if args.file else ())
     path = import_torchvision(args.file, download=args.download, out=args.out)
     metadata = read_metadata(path)
     print(f"wrote {path}: {metadata.model}, {metadata.num_classes} ImageNet classes, "
           f"input {'x'.join(map(str, metadata.input_size))}; published top-1 {metadata.test_top1:.2%}, "
           f"top-5 {metadata.test_top5:.2%} (ImageNet val, centre crop)")
     return 0
-
-
-def _check_writable(path: str) -> None:
-    """Refuse an output path that cannot be written before any work is done."""
-    target = Path(path)
-    if target.is_dir():
-        raise AlexNetError(f"{path} is a folder; give a file name")
-    if not target.parent.is_dir():
-        raise AlexNetError(f"{path}: the folder {target.parent} does not exist; create it or choose another place")

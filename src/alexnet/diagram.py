@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AlexNetError
+from .runs import save_figure
 from .summary import LayerRow, Summary
 
 # What follows a convolution or FC layer, as the picture names it.
@@ -149,7 +150,7 @@ def draw_network(summary: Summary, path: str | Path, towers: int = 1) -> Path:
                   "sees both towers. " + legend.replace("maps", "maps per tower"))
     figure.text(0.5, 0.985 - 0.3 / figure.get_figheight(), legend, ha="center", fontsize=8.5, color="#444444")
     try:
-        figure.savefig(path, format=path.suffix.lstrip(".").lower() or None)
-    except (OSError, ValueError) as error:
+        save_figure(figure, path)
+    except ValueError as error:  # a format matplotlib does not write
         raise AlexNetError(f"cannot write {path} ({error}); choose another --plot") from None
     return path

@@ -1,5 +1,6 @@
 """The one exception type a user of the toolkit has to know about, and how its messages quote values."""
 
+import re
 import reprlib
 
 
@@ -20,3 +21,18 @@ def quote(value: object) -> str:
     """``repr(value)``, cut short: what an error message may show of a value a user gave."""
     text = _QUOTE.repr(value)
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def reason(error: BaseException, limit: int = 240) -> str:
+    """What a library's exception says, fit for one line of ours: terminal colour codes removed
+    (torch's ``weights_only`` refusal is printed bold), lines joined, and, when too long, cut at the
+    end of a sentence rather than in the middle of one."""
+    text = " ".join(_ANSI.sub("", str(error)).split()) or type(error).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("; "), cut.rfind(": "))
+    return (cut[:end + 1] if end > limit // 3 else cut.rsplit(" ", 1)[0]) + " ..."

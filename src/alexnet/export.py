@@ -28,6 +28,7 @@ from torch import nn
 from .data import load_tensors, normalize
 from .errors import AlexNetError
 from .inference import weights_path
+from .runs import check_output
 from .weights import WeightsMetadata, load_weights
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}  # format -> file suffix
@@ -90,9 +91,8 @@ def export(
         if weights is None:
             raise AlexNetError("exporting a model object needs out= (the file to write)")
         out = weights.with_suffix(FORMATS[format])
-    out = Path(out)
-    if out.is_dir():
-        raise AlexNetError(f"{out} is a folder; give a file name to export to")
+    # the format's own suffix (a pt2 archive named .onnx is no ONNX file); not a run's or an input's file
+    out = check_output(out, "--out", inputs=(weights,) if weights else (), suffixes=(FORMATS[format],))
 
     images, image_source = check_images(metadata)
     with torch.no_grad():
@@ -100,21 +100,27 @@ def export(
     example = images[:2] if dynamic_batch else images[:1]
     writer = {"onnx": _write_onnx, "torchscript": _write_torchscript, "pt2": _write_pt2}[format]
     text = json.dumps(metadata.to_dict())
-    _write_atomically(out, lambda path: writer(model, example, dynamic_batch, path, text))
+    checked: list = []
 
-    run = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner}[format](out)
-    with torch.no_grad():
-        if dynamic_batch:
-            got = run(images)
-        else:  # the file was traced for one image: feed them one at a time
-            got = torch.cat([run(image[None]) for image in images])
-    difference = (got - expected).abs().max().item()
-    tolerance = RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
-    agreement = (got.argmax(1) == expected.argmax(1)).float().mean().item()
-    if not math.isfinite(difference) or difference > tolerance:
-        raise AlexNetError(f"the exported model differs from PyTorch's: max abs diff {difference:.3g} over "
-                           f"{len(images)} {image_source} (tolerance {tolerance:.1g}, top-1 agreement "
-                           f"{agreement:.0%}); {out} is not to be used")
+    def write_and_check(path: Path) -> None:  # the file is checked before it takes out's name
+        writer(model, example, dynamic_batch, path, text)
+        run = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner}[format](path)
+        with torch.no_grad():
+            if dynamic_batch:
+                got = run(images)
+            else:  # the file was traced for one image: feed them one at a time
+                got = torch.cat([run(image[None]) for image in images])
+        difference = (got - expected).abs().max().item()
+        tolerance = RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
+        agreement = (got.argmax(1) == expected.argmax(1)).float().mean().item()
+        if not math.isfinite(difference) or difference > tolerance:
+            raise AlexNetError(f"the exported model differs from PyTorch's: max abs diff {difference:.3g} over "
+                               f"{len(images)} {image_source} (tolerance {tolerance:.1g}, top-1 agreement "
+                               f"{agreement:.0%}); nothing was written to {out}")
+        checked.append((difference, tolerance, agreement))
+
+    _write_atomically(out, write_and_check)
+    difference, tolerance, agreement = checked[0]
     return ExportResult(out, format, dynamic_batch, metadata, len(images), image_source, difference, tolerance,
                         agreement)
 
@@ -176,7 +182,7 @@ def _resolve(source, metadata: WeightsMetadata | None) -> tuple[nn.Module, Weigh
     if isinstance(source, nn.Module):
         model = copy.deepcopy(source).float().cpu().eval()  # the caller's model is left as it was
         return model, metadata or _module_metadata(model), None
-    weights = weights_path(source)
+    weights = weights_path(source)  # a run still training, a checkpoint, a .pth: refused saying what to pass
     model, stored = load_weights(weights)  # a file that is not ours: AlexNetError saying so
     return model.float().eval(), metadata or stored, weights
 
@@ -209,7 +215,8 @@ def _require_onnx():
 
 
 def _write_atomically(out: Path, write) -> None:
-    """``write(temporary_path)`` next to ``out``, then renamed over it: no half-written file."""
+    """``write(temporary_path)`` next to ``out``, then renamed over it: no half-written file, and
+    none at all when ``write`` raises (the old ``out``, if any, stays as it was)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         # the format's own suffix: torch.export.save warns about any other

@@ -28,7 +28,7 @@ from .errors import AlexNetError
 from .perf import autocast_context, inference_weights, prepare_model, resolve_device, resolve_precision, \
     to_channels_last
 from .runs import RunFolder
-from .weights import WeightsMetadata, load_weights, read_metadata
+from .weights import WeightsMetadata, format_problem, load_weights, read_metadata
 
 VIEWS = ("centre", "mirror", "ten")
 
@@ -186,13 +186,20 @@ def weights_path(source: str | Path) -> Path:
     not finished (it has checkpoints but no final weights yet)."""
     path = Path(source)
     if path.is_dir():
-        weights = RunFolder(path).weights
-        if not weights.is_file():
-            raise AlexNetError(f"{path} holds no model.safetensors: not a run folder, or its training has not "
-                               f"finished; pass a weights file or a finished run's folder")
-        return weights
+        folder = RunFolder(path)
+        if folder.weights.is_file():
+            return folder.weights
+        if folder.holds_run():
+            raise AlexNetError(f"{path} holds no model.safetensors yet: its training has not finished (the weights "
+                               f"are written after the final test). Wait for it, or continue a stopped run with "
+                               f"alexnet train --resume {path}")
+        raise AlexNetError(f"{path} holds no model.safetensors and is not a run folder (no config.yaml); pass a "
+                           f"weights file or a finished run's folder")
     if not path.exists():
         raise AlexNetError(f"no {'weights file' if path.suffix else 'weights file or run folder'} at {path}")
+    problem = format_problem(path)  # a checkpoint, a .pth, an export: what it is, and what to pass
+    if problem:
+        raise AlexNetError(problem)
     return path
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .data.images import decode
+from .data.streaming import files_under
 from .errors import AlexNetError
 from .inference import open_trained
 from .weights import WeightsMetadata
@@ -100,12 +101,10 @@ def predict(
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Every file under ``folder``, recursively, in sorted order; hidden files and folders left out."""
-    found = []
-    for root, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
-    return found
+    """Every file under ``folder``, recursively, in sorted order; hidden files left out. Symbolic
+    links are followed as training's folders follow them (``files_under``): one that leads to
+    ``folder``, above it or into a loop is refused."""
+    return [Path(path) for path in files_under(Path(folder), Path(folder), root_name="the folder")]
 
 
 def _images(inputs, skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.Tensor]]:

@@ -17,10 +17,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import AlexNetError
+from .errors import AlexNetError, reason
 from .inference import TestViews
 from .models import build_model
-from .weights import WeightsMetadata, save_weights
+from .weights import WeightsMetadata, check_finite, save_weights
 
 MODEL = "alexnet_owt"  # torchvision's single-tower AlexNet ("one weird trick"), tensor for tensor
 
@@ -51,6 +51,7 @@ def import_torchvision(file: str | os.PathLike | None = None, *, download: bool 
     state, origin = _state_dict(weights, file, download)
     model = build_model(MODEL, num_classes=len(weights.meta["categories"]))
     check_fits(state, model.state_dict(), origin)
+    check_finite(state, origin)
     model.load_state_dict(state)
     return save_weights(out, model, imagenet_metadata(weights))
 
@@ -119,8 +120,7 @@ def _load(path: Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, a weights_only refusal, a damaged file
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise AlexNetError(f"{path} is not a readable PyTorch weights file ({reason})") from None
+        raise AlexNetError(f"{path} is not a readable PyTorch weights file ({reason(error)})") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise AlexNetError(f"{path} does not hold a state dict (tensor names to tensors), as torchvision's "
                            f"{hub_cache_file().name} does")

@@ -254,6 +254,70 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "log.txt", "model.safetensors", "evaluation.json", "report.html",
+             ".lock", ELASTIC_RUN_ID_FILE)
+
+
+def check_output(path: str | os.PathLike, flag: str, *, inputs: tuple = (), suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output file a user named (``flag`` in the messages) that cannot
+    or must not be written: a wrong suffix (``suffixes``, when given), a folder, a folder that cannot
+    be made or written to (tried with a temporary file there: permissions, a read-only mount,
+    /proc), one of the command's ``inputs`` or a file inside an input folder, a file of a run folder
+    (its weights, checkpoints, settings). The missing folder is created. Returns the path; write it
+    with ``atomic_write``/``write_text``, which leave the old file whole when the write fails."""
+    target = Path(path)
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise AlexNetError(f"{flag} {path}: {target.suffix or 'no suffix'} does not name this format; end the name "
+                           f"in {' or '.join(suffixes)}")
+    if target.is_dir():
+        raise AlexNetError(f"{flag} {path} is a folder; give a file name")
+    if target.exists() and not target.is_file():
+        raise AlexNetError(f"{flag} {path} is not a regular file (a pipe or a device?); give a file name")
+    for item in inputs:
+        source = Path(item)
+        if target.exists() and source.exists() and (
+                os.path.samefile(target, source) or (source.is_dir() and _inside(target, source))):
+            raise AlexNetError(f"{flag} {path} is one of the inputs ({item}); writing it would destroy it. "
+                               f"Choose another name")
+    run = _run_folder_of(target)
+    if run is not None:
+        raise AlexNetError(f"{flag} {path} is a file of the run folder {run}; writing it would replace the run's "
+                           f"own. Choose a name outside the run folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AlexNetError(f"{flag} {path}: cannot create the folder {target.parent} "
+                           f"({error.strerror or error}); choose another place") from None
+    try:  # what a write would meet: permissions, a read-only mount, a filesystem of no files (/proc)
+        handle, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise AlexNetError(f"{flag} {path}: cannot write in {target.parent} ({error.strerror or error}); choose "
+                           f"another place") from None
+    if target.exists() and not os.access(target, os.W_OK):
+        raise AlexNetError(f"{flag} {path}: the file is read-only; choose another name")
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    return True
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The run folder ``path`` is one of the files of (itself, or under checkpoints/), else None."""
+    parent = path.parent
+    if path.name in RUN_FILES and RunFolder(parent).config.is_file():
+        return parent
+    if parent.name == "checkpoints" and RunFolder(parent.parent).config.is_file():
+        return parent.parent
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -261,8 +325,17 @@ def _umask() -> int:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``, atomically."""
-    atomic_write(path, lambda file: file.write(text.encode()))
+    """Replace ``path`` with ``text``, atomically. (Names that are not UTF-8, as Python holds them,
+    are written as the bytes they were.)"""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8", "surrogateescape")))
+
+
+def save_figure(figure, path: Path, **options) -> None:
+    """A matplotlib figure saved to ``path`` atomically, in the format its suffix names: a full disk
+    leaves no empty or half-drawn file, only an ``AlexNetError``."""
+    path = Path(path)
+    kind = path.suffix.lstrip(".").lower() or None
+    atomic_write(path, lambda file: figure.savefig(file, format=kind, **options))
 
 
 def append_text(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+import torch
 from torch import nn
 
 from .errors import AlexNetError
@@ -117,6 +118,9 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"no weights file at {path}")
+    problem = format_problem(path)
+    if problem:
+        raise AlexNetError(problem)
     try:
         with safe_open(str(path), framework="pt") as file:
             raw = file.metadata() or {}
@@ -132,6 +136,33 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
             f"`alexnet train`. Load plain state dicts with build_model(...).load_state_dict(...)."
         )
     return WeightsMetadata.from_dict(metadata, path)
+
+
+# What a file that is not safetensors is, from its first bytes: safetensors starts with the length of
+# its JSON header (8 bytes, little-endian), then "{". Without this, safetensors calls a zip or pickle
+# "header too large", which says nothing of what to do.
+_IMPORT = "alexnet weights import torchvision --file FILE"
+
+
+def format_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a safetensors weights file, naming what it is and what to pass instead;
+    None when it looks like one (or cannot be read: the reader's own error says why)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(9)
+    except OSError:
+        return None
+    if len(head) == 9 and head[8:9] == b"{":
+        return None
+    expected = "alexnet reads weights from .safetensors files (a run's model.safetensors, or one `weights import` wrote)"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch.save: a zip, or a pickle (legacy)
+        return (f"{path} is a PyTorch file (torch.save), not safetensors: {expected}. A checkpoint "
+                f"(checkpoints/last.pt) belongs to its run folder: pass the folder. torchvision's AlexNet (.pth): "
+                f"convert it with `{_IMPORT}`")
+    if head[:1] == b"\x08":  # protobuf field 1 (ir_version) first: an ONNX model
+        return (f"{path} looks like an ONNX model (an export), not safetensors: {expected}. Pass the weights it "
+                f"was exported from")
+    return f"{path} is not a safetensors weights file: {expected}; for torchvision's AlexNet use `{_IMPORT}`"
 
 
 def _metadata_problem(metadata: dict) -> str | None:
@@ -174,7 +205,20 @@ def load_weights(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Weig
     options.setdefault("in_chans", metadata.input_size[0])
     model = build_model(metadata.model, **options)  # options it does not take: AlexNetError
     try:
-        model.load_state_dict(load_file(str(path), device=device))
+        state = load_file(str(path), device=device)
+        check_finite(state, path)
+        model.load_state_dict(state)
     except (SafetensorError, RuntimeError) as error:
         raise AlexNetError(f"weights in {path} do not fit model {metadata.model!r}: {error}") from None
     return model.to(device).eval(), metadata
+
+
+def check_finite(state: dict, origin: str | Path) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor: a network with one
+    computes NaN for every image, and its "predictions" would be read as if they meant something."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise AlexNetError(f"{origin}: tensor {name!r} holds {count:,} NaN or infinite value"
+                               f"{'s' * (count != 1)} of {tensor.numel():,}; these weights are damaged (a "
+                               f"diverged training run?). Use another copy, or an earlier checkpoint")

@@ -9,6 +9,7 @@ import torch
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
+from ..runs import check_output, save_figure
 from .augment import AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment
 from .datasets import dataset_info, load_tensors, locate
 from .images import decode
@@ -99,14 +100,14 @@ def augment_preview(
     images of ``dataset``, one per class, or the files ``images`` (shorter side resized to 128 and
     the centre cut square; ``dataset`` then only says whose rules apply, as mnist's presets mirror
     nothing). ``extra`` (a spec or config) adds a last column, e.g. the run's own. ``out`` must name
-    an image file (its suffix gives the format) in an existing folder.
+    an image file (its suffix gives the format); its folder is made if missing.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = _check_request(count, Path(out))
+    out = _check_request(count, Path(out), images)
     columns = preview_columns(augment, dataset, extra)  # a bad spec is refused before any image is read
     if images:
         paths = [Path(path) for path in images]
@@ -147,9 +148,7 @@ def augment_preview(
     figure.suptitle("\n".join(textwrap.wrap(title, max(40, int(figsize[0] * 14)))), fontsize=9)
     figure.tight_layout()
     try:
-        figure.savefig(out, dpi=120)
-    except OSError as error:  # the folder vanished or filled up while the images were drawn
-        raise AlexNetError(f"cannot write {out} ({error.strerror or error}); choose another place") from None
+        save_figure(figure, out, dpi=120)  # a full disk or a vanished folder: an AlexNetError, no empty file
     finally:
         plt.close(figure)
     return out
@@ -161,7 +160,7 @@ def _wrap(title: str, width: int = 20) -> str:
     return "\n".join(lines).replace(", ", ",")
 
 
-def _check_request(count: int, out: Path) -> Path:
+def _check_request(count: int, out: Path, images=None) -> Path:
     """Refuse what would fail only after the images were loaded and drawn."""
     from matplotlib.figure import Figure
 
@@ -175,7 +174,4 @@ def _check_request(count: int, out: Path) -> Path:
         raise AlexNetError(f"{out}: {given} is not an image format; end the name in .png (or .{', .'.join(formats)})")
     if out.is_dir():
         raise AlexNetError(f"{out} is a folder; give a file name such as {out / 'augment-preview.png'}")
-    if not out.parent.is_dir():
-        problem = "is a file" if out.parent.exists() else "does not exist"
-        raise AlexNetError(f"{out}: the folder {out.parent} {problem}; create the folder first or choose another")
-    return out
+    return check_output(out, "--out", inputs=tuple(images or ()))

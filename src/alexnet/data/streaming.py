@@ -50,13 +50,12 @@ def index_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tup
     training = classes is None
     if classes is None:
         classes = class_folders(root)
-    root_real = os.path.realpath(root)
     samples = []
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():  # a validation or test folder may lack a class
             continue
-        files = _files_under(folder, root, root_real)
+        files = files_under(folder, root)
         if training and not files:
             raise AlexNetError(
                 f"class folder {folder} has no files; put its images there, or remove the folder if it is no class"
@@ -77,19 +76,27 @@ def class_folders(root: Path) -> list[str]:
         raise AlexNetError(f"cannot list {root} ({error.strerror or error}); make it readable") from None
 
 
-def _files_under(folder: Path, root: Path, root_real: str) -> list[str]:
-    """Files under ``folder`` in ``sorted(folder.rglob("*"))`` order, following safe links."""
+def files_under(folder: Path, root: Path, *, root_name: str = "the data folder") -> list[str]:
+    """Every regular file under ``folder`` (hidden files and folders aside), in ``sorted(folder.rglob("*"))``
+    order, following symbolic links that are safe: the one folder walker of training data and of
+    ``predict``.
+
+    A link that leads to ``root`` (``root_name`` in the message), to a folder above it, or back to
+    a folder it is inside of is refused with an ``AlexNetError``: walking it would read the whole
+    filesystem, or never end. ``root`` itself, as given, may be ``folder``. A FIFO, socket or
+    device is no file here: reading one as an image would block or never end."""
     files = []
+    root_real = os.path.realpath(root)
     # Each folder still to list, with the real paths of the folders it is inside of: a link to one
     # of those is a loop. An explicit stack, as a deep tree must not hit Python's recursion limit.
     pending = [(str(folder), ())]
     while pending:
         directory, inside = pending.pop()
         real = os.path.realpath(directory)
-        if real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep):
+        if directory != str(root) and (real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep)):
             raise AlexNetError(
-                f"{directory} leads to {real}, the data folder {root} or a folder above it: the whole "
-                f"filesystem would be read as images; point the link at the class's own images"
+                f"{directory} leads to {real}, {root_name} {root} or a folder above it: the whole "
+                f"filesystem would be read as images; point the link at the images themselves"
             )
         if real in inside:
             raise AlexNetError(
@@ -105,7 +112,8 @@ def _files_under(folder: Path, root: Path, root_real: str) -> list[str]:
             ) from None
         for entry in entries:
             if _is_dir(entry):
-                pending.append((entry.path, (*inside, real)))
+                if not entry.name.startswith("."):  # .git, .ipynb_checkpoints: no images of the set
+                    pending.append((entry.path, (*inside, real)))
             elif not entry.name.startswith(".") and _is_file(entry):
                 files.append(entry.path)
     files.sort(key=lambda path: path.split(os.sep))  # pathlib's order: part by part

@@ -7,12 +7,14 @@ finished: a finished arm is read back, a stopped one continues from its checkpoi
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from ..formatting import format_difference, format_spread
-from ..runs import RunFolder, write_text
+from ..processes import STOP_GRACE_SECONDS, STOP_SIGNALS, ForwardedSignals, signals_blocked, start_child
+from ..runs import RunFolder, RunLock, check_output, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
 
@@ -49,11 +52,21 @@ class ExperimentOptions:
         """A copy naming its model (the data's paper-faithful network when none is given)."""
         return self if self.model else dataclasses.replace(self, model=default_model(self.dataset))
 
+    def budget(self, claim: Claim) -> tuple[int, float]:
+        """(epochs, subset): the ones given, else the claim's own (None only means "not given")."""
+        return (claim.epochs if self.epochs is None else self.epochs,
+                claim.subset if self.subset is None else self.subset)
+
     def check(self) -> None:
         if self.seeds < 1:
             raise AlexNetError(f"--seeds must be at least 1, got {self.seeds}")
         if self.jobs is not None and self.jobs < 1:
             raise AlexNetError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.epochs is not None and self.epochs < 1:
+            raise AlexNetError(f"--epochs must be at least 1, got {self.epochs} (leave it out for the claim's own)")
+        if self.subset is not None and not 0 < self.subset <= 1:
+            raise AlexNetError(f"--subset must be a fraction in (0, 1], got {self.subset} (leave it out for the "
+                               f"claim's own)")
         if not 0 < self.threshold < 1:
             raise AlexNetError(f"--threshold must be a training error in (0, 1), got {self.threshold}")
 
@@ -80,8 +93,7 @@ def arm_configs(claim: Claim, options: ExperimentOptions) -> dict[str, list]:
     from ..training import TrainConfig
 
     options = options.resolved()
-    epochs = options.epochs or claim.epochs
-    subset = options.subset or claim.subset
+    epochs, subset = options.budget(claim)
     folder = experiment_folder(claim.name, options) / "runs"
     configs: dict[str, list] = {}
     for arm in claim.arms:
@@ -118,22 +130,54 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
         for config in seeds:
             config.resolved()  # a bad option is refused before anything trains
     folder = experiment_folder(name, options)
-    folder.mkdir(parents=True, exist_ok=True)
-    epochs = options.epochs or claim.epochs
-    subset = options.subset or claim.subset
-    log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
-        f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
-
-    tasks = _tasks(claim, configs)
-    measured = _train_all(tasks, options, log)
-    results = summarise(claim, options, measured)
-    write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text(folder / "results.md", results_markdown(results))
-    failed = [task.name for task in tasks if task.name not in measured]
+    check_output(folder / "results.json", "--out")  # a read-only place is refused before training, not after
+    epochs, subset = options.budget(claim)
+    with _experiment_lock(folder):
+        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
+            f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
+        tasks = _tasks(claim, configs)
+        measured = _train_all(tasks, options, log)
+        failed = [task.name for task in tasks if task.name not in measured]
+        results = {**summarise(claim, options, measured), "runs": len(tasks), "runs_finished": len(tasks) - len(failed)}
+        kept = failed and (not measured or _complete_results(folder))
+        if not kept:  # a rerun that failed never replaces complete results with a partial or empty table
+            write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
+            write_text(folder / "results.md", results_markdown(results))
     if failed:
+        note = (f"; {folder / 'results.md'} is left as it was" if kept and (folder / "results.md").is_file()
+                else f"; {folder / 'results.md'} shows the {len(measured)} that did, marked partial" if not kept else "")
         raise AlexNetError(f"experiment {name}: {len(failed)} run(s) did not finish ({', '.join(failed)}); their "
-                           f"messages are above. Run the same command again to continue: finished arms are kept")
+                           f"messages are above{note}. Run the same command again to continue: finished arms are "
+                           f"kept")
     return folder
+
+
+@contextlib.contextmanager
+def _experiment_lock(folder: Path):
+    """One experiment at a time in a folder: a second one would find the first's runs locked, and
+    write results of the few runs it could take as if they were the experiment's."""
+    try:
+        lock = RunLock(folder / ".lock").acquire()
+    except AlexNetError:
+        raise AlexNetError(f"{folder} is in use by another `alexnet experiment` (see {folder / '.lock'}); wait for "
+                           f"it to finish, or give this one another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _complete_results(folder: Path) -> bool:
+    """Whether ``folder`` holds the results of an experiment all of whose runs finished."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(results, dict):
+        return False
+    if "runs" not in results:  # written before partial results were marked: only complete ones were written
+        return True
+    return results.get("runs_finished") == results["runs"]
 
 
 # --- training the arms ----------------------------------------------------------------------------
@@ -182,32 +226,94 @@ def _train_all(tasks: list[_Task], options: ExperimentOptions, log) -> dict[str,
         log(f"  {task.name}: test top-1 error {outcome['test_top1_error']:.2%}" + note)
 
     if jobs == 1:
-        for task in tasks:
-            record(task, _run_task(task))
-        return measured
+        with _stop_on_signals():
+            for task in tasks:
+                record(task, _run_task(task))
+    else:
+        _train_in_workers(tasks, jobs, record)
+    return measured
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM (and Ctrl-C) outside training, while a run is measured, stops the experiment as a
+    Ctrl-C does, with its message and exit status, instead of killing it without a word. (Training
+    puts its own handlers in place while it runs: it saves first.)"""
+    from ..training.loop import Interrupted
+
+    def interrupt(signum: int, frame) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {each: signal.signal(each, interrupt) for each in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
+def _train_in_workers(tasks: list[_Task], jobs: int, record: Callable[[_Task, dict | str], None]) -> None:
+    """Run the tasks in ``jobs`` worker processes at a time (a fresh interpreter each, in a session of
+    its own; see ``alexnet.processes``). A Ctrl-C or SIGTERM is passed on to the running workers,
+    which save their position; no new one starts, and the ones running are waited for (killed after
+    ``STOP_GRACE_SECONDS``) before ``Interrupted`` is raised: nothing of ours outlives the experiment."""
+    from ..training.loop import Interrupted
+
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
     waiting = list(reversed(tasks))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running: dict[concurrent.futures.Future, _Task] = {}
-        try:
-            while waiting or running:
-                # At most `jobs` runs handed out: the pool queues more than it runs, and a queued run
-                # would start after a Ctrl-C that the running ones stopped and saved for.
-                while waiting and len(running) < jobs:
-                    task = waiting.pop()
-                    running[pool.submit(_run_task, task)] = task
-                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as error:  # a worker that died (killed, out of memory)
-                        outcome = f"{type(error).__name__}: {error}"
+    running: dict = {}  # the receiving end of a worker's pipe -> (process, task)
+
+    def children() -> list[int]:
+        return [process.pid for process, _ in running.values() if process.pid]
+
+    with ForwardedSignals.installed(children) as forward:
+        stopped_at = None
+        while (waiting and forward.signum is None) or running:
+            while waiting and forward.signum is None and len(running) < jobs:
+                task = waiting.pop()
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, args=(task, sender), name=f"alexnet {task.name}")
+                with signals_blocked():
+                    process.start()
+                sender.close()
+                running[receiver] = (process, task)
+            if forward.signum is not None and stopped_at is None:
+                stopped_at = time.monotonic()
+            if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
+                for process, _ in running.values():
+                    process.kill()
+            for receiver in multiprocessing.connection.wait(list(running), timeout=1.0):
+                process, task = running.pop(receiver)
+                try:
+                    outcome = receiver.recv()
+                except (EOFError, OSError):  # the worker died before it could answer
+                    outcome = None
+                receiver.close()
+                process.join()
+                if outcome is None and forward.signum is None:
+                    code = process.exitcode
+                    cause = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
+                    outcome = f"its process ended without an answer ({cause}; out of memory?)"
+                if outcome is not None:
                     record(task, outcome)
-        except KeyboardInterrupt:
-            waiting.clear()  # the running ones got the same Ctrl-C and save their position
-            raise
-    return measured
+        if forward.signum is not None:
+            raise Interrupted(forward.signum)
+
+
+def _worker(task: _Task, sender) -> None:
+    """A worker process: one task, its outcome sent back; None when a signal stopped it."""
+    try:
+        with _stop_on_signals():
+            start_child(new_session=True)
+            outcome = _run_task(task)
+    except KeyboardInterrupt:
+        outcome = None
+    with contextlib.suppress(OSError):
+        sender.send(outcome)
+    sender.close()
 
 
 def _run_task(task: _Task) -> dict | str:
@@ -421,7 +527,7 @@ def summarise(claim: Claim, options: ExperimentOptions, measured: dict[str, dict
     return {
         "experiment": claim.name, "section": claim.section, "statement": claim.statement, "paper": claim.paper,
         "dataset": options.dataset, "model": options.model, "seeds": options.seeds,
-        "epochs": options.epochs or claim.epochs, "subset": options.subset or claim.subset,
+        "epochs": options.budget(claim)[0], "subset": options.budget(claim)[1],
         "threshold": options.threshold if any(m.key == "epochs_to_error" for m in claim.measures) else None,
         "rule": RULE, "transfer": claim.transfer, "verdict": overall,
         "arms": arms, "comparisons": comparisons,
@@ -435,6 +541,9 @@ def results_markdown(results: dict) -> str:
              f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
              f"{results['seeds']} seeds (0..{results['seeds'] - 1}, the same for every arm). "
              f"**Verdict: {results['verdict']}.**", ""]
+    if results.get("runs_finished", results.get("runs")) != results.get("runs"):
+        lines += [f"**Partial: {results['runs_finished']} of {results['runs']} runs finished**; the spreads and "
+                  f"intervals are over those alone. Run the same command again to finish the others.", ""]
     measure_keys = []
     for arm in results["arms"].values():
         for key in arm["measures"]:

@@ -20,11 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..errors import AlexNetError
 from ..inference import trained_data_dir
-from ..runs import RunFolder
+from ..runs import RunFolder, write_text
 from ..weights import WeightsMetadata, read_metadata
 from . import figures
 
@@ -461,7 +460,5 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
                     f"<code>{_e(run.directory.resolve() / REPORT_NAME)}</code></a></li>"
                     for label, run in zip(labels, runs))
     sections.append(("Runs", f"<ul>{links}</ul>"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page_html(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections),
-                   encoding="utf-8")
+    write_text(out, page_html(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections))
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AlexNetError
+from ..errors import AlexNetError, reason
 from ..runs import atomic_write
 
 # What every checkpoint written by `alexnet train` holds; anything else is not one of ours.
@@ -27,7 +27,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, corrupt, or not a checkpoint at all
         raise AlexNetError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error)[:200]}); it may "
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {reason(error)}); it may "
             f"be truncated or corrupt. If the run folder has another checkpoint (best.pt), copy it "
             f"to {path.name} and resume again."
         ) from None

@@ -183,6 +183,8 @@ class TrainConfig:
                 f"name must be a plain folder name (no '/' or '..'), got {quote(self.name)}; the run "
                 f"folder is created inside --out, so choose where it goes with --out"
             )
+        for key in ("name", "out", "data_dir", "init_from"):  # written to config.yaml and printed in advice
+            _check_text(key, getattr(self, key))
         if self.optimizer is not None:
             _choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule is not None:
@@ -289,3 +291,17 @@ def _matches(value: object, hint: object) -> bool:
         if isinstance(origin, type) and isinstance(value, origin):
             return True
     return False
+
+
+def _check_text(key: str, value: str | None) -> None:
+    """Refuse a path that is not text (bytes that are not UTF-8, as a shell's ``$'caf\\xe9'`` gives):
+    it could not be stored in config.yaml, and the ``--resume`` advice would name a folder no one
+    can type."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "replace").decode()
+        raise AlexNetError(f"{key} {shown!r} is not UTF-8 text (a byte such as \\xe9 of another encoding); "
+                           f"use a name of UTF-8 characters, e.g. 'cafe' or 'caf\u00e9'") from None

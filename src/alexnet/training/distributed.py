@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import AlexNetError
+from ..processes import start_child, stop_with_parent
 # A run folder started under torchrun holds the job's TORCHELASTIC_RUN_ID (RunFolder.elastic_run_id),
 # so that a restarted group finds the folder again when its name was made up from the time.
 from ..runs import ELASTIC_RUN_ID_FILE, RunFolder
@@ -67,6 +68,9 @@ def init_process_group(device: str = "auto") -> ProcessGroup:
     if world_size == 1:
         return ProcessGroup()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    # torchrun starts each rank in a session of its own: were torchrun killed (SIGKILL, out of
+    # memory), its ranks would otherwise train on to the end as orphans. SIGTERM: they save first.
+    stop_with_parent()
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if not dist.is_initialized():
         if use_cuda:
@@ -150,3 +154,19 @@ def restarted_run_folder(out: str | Path, name: str | None) -> Path | None:
     if folder is not None and RunFolder(folder).last.is_file():
         return folder
     return None
+
+
+def run_torchrun() -> None:
+    """torchrun's command line (``sys.argv[1:]``), as ``alexnet train --nproc N`` runs it: a child
+    that stops with that command however it ends (``alexnet.processes``), and that, stopped by a
+    signal, exits with 128 + its number instead of torchrun's traceback of ``SignalException``."""
+    import sys
+
+    start_child()
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main
+
+    try:
+        main()
+    except SignalException as stopped:
+        sys.exit(128 + int(stopped.sigval))

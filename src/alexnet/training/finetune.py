@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import AlexNetError
 from ..inference import weights_path
-from ..weights import WeightsMetadata, read_metadata
+from ..weights import WeightsMetadata, check_finite, read_metadata
 
 FREEZE_HELP = "none | features | conv1-N (the first N convolutions and their norms)"
 
@@ -50,6 +50,7 @@ def load_pretrained(model: nn.Module, source: str | Path) -> Pretrained:
         trained = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise AlexNetError(f"cannot read the weights in {path} ({error})") from None
+    check_finite(trained, path)
     state = model.state_dict()
     head = {f"{name}.{key}" for name, module in model.named_modules() if module is model.get_classifier()
             for key in module.state_dict()}

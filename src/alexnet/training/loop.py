@@ -148,7 +148,7 @@ class _Trainer:
         self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
         try:
             config, checkpoint = self._open(config, resume, overrides)
-            self._build(config, resuming=checkpoint is not None)
+            self._build(config, checkpoint)
             if checkpoint is not None:
                 self._restore(checkpoint)
             self.writer = self._tensorboard()
@@ -231,20 +231,16 @@ class _Trainer:
         elif folder.holds_run():
             self.lock.release()
             self.lock = None
-            if folder.last.is_file():
-                raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
-                                   f"{folder.directory}, or choose another --name")
-            raise AlexNetError(
-                f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
-                f"--resume {folder.directory} (same configuration), or choose another --name")
+            _refuse_taken(folder)
         folder.checkpoints.mkdir(exist_ok=True)
         folder.remove_stale_temporaries()
         return folder.directory
 
     # -- building model, data, optimiser -------------------------------------------------------
 
-    def _build(self, config: TrainConfig, resuming: bool = False) -> None:
+    def _build(self, config: TrainConfig, checkpoint: dict | None = None) -> None:
         group = self.group
+        resuming = checkpoint is not None
         self.config = config  # its device and precision settled by _settle_precision: self.device, self.dtype
         if self.device.type == "cpu":  # one thread per physical core while training; close() gives back the caller's
             self.threads_before = torch.get_num_threads()
@@ -264,7 +260,9 @@ class _Trainer:
         # standardised to unit scale, which PyTorch's default initialisation expects.
         raw_scale = self.model.init == "paper"
         self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
-        if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
+        if resuming and "normalization" in checkpoint:  # as trained, whatever became of an --init-from source
+            self.normalization = tuple(tuple(values) for values in checkpoint["normalization"])
+        elif config.init_from:  # fine-tuning: the features expect the inputs they were trained on
             self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
             trained = self.pretrained.metadata if self.pretrained else read_trained_metadata(config.init_from)
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
@@ -313,11 +311,13 @@ class _Trainer:
         if self.stretched:
             self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
-                     f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
+                     f"(lr {self._learning_rate():.3g})")
         if self.restarted:
             self.log(f"no checkpoint in {self.folder.checkpoints} (the run stopped before its first one): "
                      f"starting it over from epoch 1 with its configuration")
-        if self.epoch or self.step:
+        if self.epoch >= config.epochs:  # every epoch trained, stopped before its final test
+            self.log(f"all {self.epoch} epochs trained; testing them (the run stopped before its final test)")
+        elif self.epoch or self.step:
             restarts = elastic_restart_count()
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
                      + (f" (torchrun restart {restarts})" if restarts else ""))
@@ -416,7 +416,7 @@ class _Trainer:
         config = self.config
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 precision=self.dtype)
-        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (its last step's, when it varies)
+        lr = self._learning_rate()  # the epoch's (its last step's, when it varies)
         if config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
@@ -477,6 +477,12 @@ class _Trainer:
             self.scheduler.step()
         return loss_sum / count, correct, count
 
+    def _learning_rate(self) -> float:
+        """The rate shown and logged: the new layers' when fine-tuning (the pretrained ones learn at
+        ``backbone_lr_scale`` times it, 0 when they are kept still), else the one rate."""
+        groups = self.optimizer.param_groups
+        return next((group["lr"] for group in groups if group.get("rate") == "full"), groups[0]["lr"])
+
     def _check_finite(self, window: list[torch.Tensor]) -> None:
         losses = torch.stack(window)
         finite = torch.isfinite(losses)
@@ -486,7 +492,7 @@ class _Trainer:
         step = self.step - len(window) + first + 1
         raise NonFiniteLoss(
             f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, step {step} "
-            f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}). Training stopped; the last "
+            f"(learning rate {self._learning_rate():.3g}). Training stopped; the last "
             f"good checkpoint and the metrics are in {self.folder.directory}. Try a lower learning rate, "
             f"e.g. --lr {self.config.lr / 10:g}, and check the data (--strict stops at an unreadable image)."
         )
@@ -576,6 +582,8 @@ class _Trainer:
             "history": self.history, "best_top1": self.best_top1,
             "rng": rng_state(),
             "config": json.loads(json.dumps(self.config.__dict__)),
+            # the inputs' mean/std: resuming a fine-tuned run needs no --init-from source any more
+            "normalization": [list(self.normalization[0]), list(self.normalization[1])],
         })
 
     def _restore(self, state: dict) -> None:
@@ -619,7 +627,8 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
         groups.setdefault((decays, id(parameter) in head or not config.init_from), []).append(parameter)
     param_groups = [
         {"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale}
+         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale,
+         "rate": "full" if full_rate else "backbone"}
         for (decays, full_rate), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
     ]
     fast = optimizer_options(device)  # one fused step over all parameters
@@ -681,6 +690,60 @@ def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dic
     return dataclasses.replace(trained, **{key: value for key, (value, _) in changes.items()})
 
 
+def _refuse_taken(folder: RunFolder) -> None:
+    """Refuse to start a new run in a folder that holds one, saying how to continue it."""
+    if folder.last.is_file():
+        raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
+                           f"{folder.directory}, or choose another --name")
+    raise AlexNetError(
+        f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
+        f"--resume {folder.directory} (same configuration), or choose another --name")
+
+
+def check_before_launch(config: TrainConfig | None, *, resume: str | Path | None = None,
+                        overrides: dict | None = None, processes: int = 1) -> None:
+    """What ``train`` would refuse before its first step, checked without creating or locking
+    anything: for ``alexnet train --nproc N``, which would otherwise start N processes to print the
+    same refusal N times. The settings, the batch's split over ``processes``, the run folder (free,
+    not holding a run; or, with ``resume``, a run that is not finished)."""
+    if processes < 1:
+        raise AlexNetError(f"--nproc must be at least 1 (processes on this machine), got {processes}")
+    if resume is None:
+        if overrides:
+            raise AlexNetError("configuration overrides apply only when continuing a run (--resume)")
+        config = (config or TrainConfig()).resolved()
+        per_process_batch(config.batch_size, processes)
+        if config.name:
+            folder = RunFolder(Path(config.out) / config.name)
+            if folder.directory.exists() and not folder.directory.is_dir():
+                raise AlexNetError(f"cannot create the run folder {folder.directory}: a file is in the way; "
+                                   f"choose another --out or --name")
+            if folder.holds_run():
+                _check_free(folder)
+                _refuse_taken(folder)
+        return
+    folder = RunFolder(Path(resume))
+    if not folder.config.is_file():
+        raise AlexNetError(f"{folder.directory} is not a run folder (no config.yaml); pass the folder "
+                           f"that `alexnet train` printed")
+    _check_free(folder)
+    written = TrainConfig.from_yaml(folder.config)
+    checkpoint = load_checkpoint(folder.last) if folder.last.is_file() else None
+    trained = written
+    if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
+        trained = TrainConfig.from_dict(checkpoint["config"])
+    config = _continued_config(trained, written, overrides or {}).resolved()
+    if checkpoint is not None:
+        _check_not_finished(folder, config, checkpoint["epoch"], stops_early(checkpoint["history"], config.early_stopping))
+    per_process_batch(config.batch_size, processes)
+
+
+def _check_free(folder: RunFolder) -> None:
+    """Refuse a folder another process is training in (the lock is taken and let go at once)."""
+    if folder.lock_file.exists():
+        folder.lock().release()
+
+
 def best_epoch(history: list[dict]) -> int:
     """The (first) epoch, counted from 1, with the highest validation top-1."""
     return max(range(len(history)), key=lambda index: (history[index]["val_top1"], -index)) + 1
@@ -734,6 +797,10 @@ def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:
     images = loader.num_images
     per_step = config.batch_size * config.accumulation_steps
     subset = f" ({config.subset:g} of the training set)" if config.subset < 1 else ""
+    if images < world_size * config.accumulation_steps:  # no batch size helps: too few images are left
+        held_out = f" after --val-size {config.val_size} held out for validation" if config.val_size else ""
+        return (f"{images} training images{subset} are left{held_out}: not one per process and micro-batch; "
+                f"hold out fewer with a smaller --val-size" + (", or use a larger --subset" if config.subset < 1 else ""))
     advice = f"a --batch-size of at most {images // (world_size * config.accumulation_steps) * world_size}"
     if config.subset < 1:
         whole = images / config.subset

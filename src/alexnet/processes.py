@@ -1,0 +1,120 @@
+"""Processes that start processes: every one of ours stops when its parent is told to stop, or dies.
+
+``alexnet experiment --jobs N`` trains its runs in worker processes and ``alexnet train --nproc N``
+runs torchrun, which starts the ranks. Each child runs in a session of its own, so that a Ctrl-C
+at the terminal reaches the parent alone and each child gets exactly one signal, the one its parent
+passes on (``ForwardedSignals``): two would make a training process stop at once instead of after
+its step, and make torchrun abandon the shutdown of its ranks halfway. Each child also asks the
+kernel to send it SIGTERM when its parent dies however it dies (``stop_with_parent``), so that a
+``kill -9`` of the parent leaves no orphan training on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+# How long a parent waits, after passing a signal on, for its children to save and end before it
+# kills them: a training step and a checkpoint write. torchrun's own wait for its ranks is 30 s.
+STOP_GRACE_SECONDS = 60.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send this process ``signum`` when its parent dies (Linux; elsewhere nothing).
+
+    Called first thing in a child: if the parent is already gone by then (a ``kill -9`` in the
+    moment between the two), the child stops itself the same way."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl (a libc without it): the parent's own forwarding still holds
+        return
+    if os.getppid() != parent or parent == 1:
+        os.kill(os.getpid(), signum)
+
+
+def start_child(new_session: bool = False) -> None:
+    """First thing in a child we started: its own session (``new_session``; where its parent could
+    not give it one), stopping with its parent, and the stop signals its parent blocked while
+    starting it unblocked (one sent meanwhile is delivered now, not lost)."""
+    if new_session:
+        own_session()
+    stop_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """The stop signals held back while a child is started: it inherits the mask, and a signal sent
+    before it has its own session and handlers waits for them instead of killing it half-started."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def own_session() -> None:
+    """Leave the parent's session and process group: a Ctrl-C at the terminal no longer reaches this
+    process directly, only through the parent (``ForwardedSignals``)."""
+    with contextlib.suppress(OSError):  # already a session leader
+        os.setsid()
+
+
+class ForwardedSignals:
+    """While installed, SIGINT and SIGTERM are recorded (``signum``) and passed on to ``children()``,
+    each signal once: the children stop as they would on their own (a training process saves its
+    position first). A second Ctrl-C is passed on too (a training process then stops at once)."""
+
+    def __init__(self, children: Callable[[], list[int]]) -> None:
+        self.children = children
+        self.signum: int | None = None
+        self.count = 0
+
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        elif signum != signal.SIGINT:
+            return  # a SIGTERM after the first signal changes nothing: the children are stopping
+        self.count += 1
+        for pid in self.children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls, children: Callable[[], list[int]]) -> Iterator["ForwardedSignals"]:
+        forward = cls(children)
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield forward
+            return
+        previous = {each: signal.signal(each, forward) for each in STOP_SIGNALS}
+        try:
+            yield forward
+        finally:
+            for each, handler in previous.items():
+                signal.signal(each, handler)
+
+
+def end_within(pids: list[int], alive: Callable[[int], bool], seconds: float = STOP_GRACE_SECONDS) -> list[int]:
+    """Wait up to ``seconds`` for the processes ``pids`` to end, then SIGKILL those left; returns the
+    ones that had to be killed."""
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    killed = [pid for pid in pids if alive(pid)]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return killed
