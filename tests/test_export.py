@@ -320,7 +320,8 @@ def test_summary_plot(tmp_path, capsys):
 
     assert run_summary(["alexnet_paper", "--plot", str(tmp_path / "paper.png")]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"wrote {tmp_path / 'paper.png'}")
-    width, height = Image.open(tmp_path / "paper.png").size
+    with Image.open(tmp_path / "paper.png") as picture:
+        width, height = picture.size
     assert width > 2 * height > 1000  # ten columns side by side
     run_summary(["alexnet_small28", "--towers", "1", "--plot", str(tmp_path / "small.svg")])
     svg = (tmp_path / "small.svg").read_text()

@@ -61,6 +61,7 @@ class RunFolder:
     best = property(lambda self: self.directory / "checkpoints" / "best.pt")
     weights = property(lambda self: self.directory / "model.safetensors")
     evaluation = property(lambda self: self.directory / "evaluation.json")
+    report = property(lambda self: self.directory / "report.html")
     lock_file = property(lambda self: self.directory / ".lock")
     # the torchrun job that started the run (TORCHELASTIC_RUN_ID), for a restarted group to find it
     elastic_run_id = property(lambda self: self.directory / ELASTIC_RUN_ID_FILE)
