@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
     train.add_argument("--nproc", type=int, default=0, help="processes on this machine (launches torchrun)")
     _add_config_flags(train)
+    train.add_argument("--keep-head", dest="head", action="store_const", const="keep", default=argparse.SUPPRESS,
+                       help="fine-tune: keep the trained classifier (same --head keep)")
+    train.add_argument("--new-head", dest="head", action="store_const", const="new", default=argparse.SUPPRESS,
+                       help="fine-tune: start a new classifier (same --head new)")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="top-1/top-5, per-class scores, confusion matrix")

@@ -265,11 +265,9 @@ class _Trainer:
         raw_scale = self.model.init == "paper"
         self.normalization = (info.mean, (1 / 255,) * len(info.mean) if raw_scale else info.std)
         if config.init_from:  # fine-tuning: the features expect the inputs they were trained on
-            self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
-            trained = self.pretrained.metadata if self.pretrained else read_metadata(weights_file(config.init_from))
+            trained = read_metadata(weights_file(config.init_from))
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
                 self.normalization = (tuple(trained.mean), tuple(trained.std))
-        self.frozen = freeze(self.model, config.freeze)
         self.data = build_loaders(
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
@@ -281,6 +279,9 @@ class _Trainer:
         if self.model.num_classes != len(self.data.classes):  # the two ways of counting must agree
             raise AlexNetError(f"{config.dataset}: {len(self.data.classes)} classes in the data, "
                                f"{self.model.num_classes} counted from its folders; check --data-dir")
+        if config.init_from and not resuming:  # the class names decide whether the classifier is kept
+            self.pretrained = load_pretrained(self.model, config.init_from, self.data.classes, config.head)
+        self.frozen = freeze(self.model, config.freeze)
         prepare_model(self.model, self.device, channels_last=config.channels_last)  # compile: in _wrap, after DDP
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         if self.steps_per_epoch == 0:
