@@ -73,7 +73,7 @@ def main() -> None:
     task_a = write_task(work / "task-a", TASK_A, 1.0, seed=0)
     common = dict(model="alexnet_small28", dataset="folder", quiet=True, precision="fp32", out=str(work / "runs"))
     pretrained = train(TrainConfig(**common, data_dir=str(task_a), epochs=args.pretrain_epochs, name="task-a"))
-    print(f"task A: {pretrained.test_metrics.top1:.2%} test top-1 after {args.pretrain_epochs} epochs")
+    print(f"task A: {pretrained.test_metrics.top1:.2%} test top-1 after {args.pretrain_epochs} epochs", flush=True)
     arms = {"scratch": {}, "fine-tuned": {"init_from": str(pretrained.directory)},
             "frozen features": {"init_from": str(pretrained.directory), "freeze": "features"}}
     results: dict[str, list[float]] = {name: [] for name in arms}

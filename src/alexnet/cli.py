@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="average with mirrored images (default: as in training)")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+    evaluate.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
                           help="default: the precision the run trained and tested in")
     evaluate.add_argument("--batch-size", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     benchmark.add_argument("--model", default="alexnet_owt")
     benchmark.add_argument("--batch-size", type=int, default=32)
-    benchmark.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    benchmark.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                            help="auto: bf16 only where the hardware multiplies it natively")
     benchmark.add_argument("--compile", action="store_true", help="torch.compile (also times eager, and compiling)")
     benchmark.add_argument("--input", type=parse_shape, default=None, help="CxHxW (default: the model's own)")
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except AlexNetError as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM during training (which saved first)
         import signal
 

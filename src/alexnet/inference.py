@@ -25,8 +25,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from .data.augment import AugmentConfig, normalize, resize_shorter_side, resolve_augment, ten_crop, to_float
 from .errors import AlexNetError
-from .perf import autocast_context, inference_weights, prepare_model, resolve_device, resolve_precision, \
-    to_channels_last
+from .perf import autocast_context, inference_weights, prepare_model, recorded_precision, resolve_device, \
+    resolve_precision, to_channels_last
 from .runs import RunFolder
 from .weights import WeightsMetadata, load_weights, read_metadata
 
@@ -296,5 +296,6 @@ def open_trained(
         path = weights_path(source)
         model, metadata = load_weights(path, device=str(torch_device))
     prepare_model(model, torch_device)
-    dtype = resolve_precision(precision or metadata.precision, torch_device)
+    dtype = resolve_precision(precision, torch_device) if precision else recorded_precision(metadata.precision,
+                                                                                            torch_device)
     return TrainedModel(model, metadata, torch_device, dtype, TestViews.from_metadata(metadata), path)

@@ -163,7 +163,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     from ..data import build_loaders
     from ..evaluation import test_loader
     from ..inference import TestViews
-    from ..perf import resolve_device, resolve_precision
+    from ..perf import recorded_precision, resolve_device
     from . import predictions
 
     torch_device = resolve_device(device)
@@ -193,7 +193,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
                 f"nearest neighbours are left out. {error}"]
     mean, std = metadata.mean, metadata.std
     precision = metadata.precision  # the precision the run tested in, as `alexnet evaluate` computes
-    dtype = resolve_precision(precision, torch_device)
+    dtype = recorded_precision(precision, torch_device)
     try:
         test = predictions.collect_outputs(model, test_images, mean, std, limit=test_limit, views=views,
                                            precision=dtype)
