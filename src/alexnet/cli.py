@@ -170,7 +170,8 @@ def format_metrics(metrics) -> str:
     lines = [
         f"images {metrics.count}   top-1 {metrics.top1:.2%} (error {metrics.top1_error:.2%})   "
         f"top-5 {metrics.top5:.2%} (error {metrics.top5_error:.2%})   loss {metrics.loss:.4f}",
-        f"macro F1 {metrics.macro_f1:.4f}   weighted F1 {metrics.weighted_f1:.4f}",
+        f"balanced accuracy {metrics.balanced_accuracy:.2%}   macro F1 {metrics.macro_f1:.4f}   "
+        f"weighted F1 {metrics.weighted_f1:.4f}",
         "",
     ]
     width = max(12, *(len(name) for name in metrics.class_names))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +36,9 @@ class Metrics:
     weighted_f1: float
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
     class_names: list[str]
+    # The mean of the per-class recalls (classes with images): top-1 as if every class had as many
+    # images, which an imbalanced set's top-1 is not (sklearn's balanced_accuracy_score).
+    balanced_accuracy: float = float("nan")
 
     @property
     def top1_error(self) -> float:
@@ -50,7 +53,9 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Metrics":
-        return cls(**{key: values[key] for key in cls.__dataclass_fields__})
+        """From ``to_dict``'s mapping; keys added since (balanced accuracy) may be missing from older files."""
+        return cls(**{key: values[key] for key, field in cls.__dataclass_fields__.items()
+                      if key in values or field.default is MISSING})
 
 
 class MetricAccumulator:
@@ -96,7 +101,17 @@ class MetricAccumulator:
             weighted_f1=float(values["weighted_f1"]),
             confusion_matrix=confusion.tolist(),
             class_names=self.class_names,
+            balanced_accuracy=balanced_accuracy(confusion),
         )
+
+
+def balanced_accuracy(confusion: torch.Tensor) -> float:
+    """The mean recall over the classes that have images, from a confusion matrix (rows: true class)."""
+    support = confusion.sum(1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float((confusion.diagonal()[present].double() / support[present]).mean())
 
 
 def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> Metrics:
@@ -134,7 +149,7 @@ def evaluate_model(
 def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], *, split: str = "test",
                 data_dir: str | Path | None = None, batch_size: int = 1000, val_size: int | None = None,
                 seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                channels_last: bool = True, normalization=None):
+                channels_last: bool = True, normalization=None, test_size: int | None = None):
     """A loader of one evaluation split prepared for ``views``; returns (loader, class names).
 
     Builds only that split: the training set is read only to hold out the validation images.
@@ -146,7 +161,7 @@ def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int]
     loader, classes, _ = build_eval_loader(
         dataset, split, data_dir=data_dir, batch_size=batch_size, output_shape=views.loader_shape(input_size),
         augment=views.loader_augment(), val_size=val_size, seed=seed, device=device, rank=rank,
-        world_size=world_size, channels_last=channels_last, normalization=normalization,
+        world_size=world_size, channels_last=channels_last, normalization=normalization, test_size=test_size,
     )
     return loader, classes
 
@@ -185,6 +200,9 @@ def evaluate(
         name, trained.views, trained.input_size, split=split, data_dir=data_dir, batch_size=batch_size,
         val_size=metadata.val_size, seed=metadata.seed, device=trained.device,
         normalization=(metadata.mean, metadata.std),
+        # a flat folder's test split apart from validation; weights from before it was held out say
+        # nothing, and their test was the validation images
+        test_size=(metadata.test_size or 0) if name == metadata.dataset else None,
     )
     if len(classes) != metadata.num_classes:
         raise AlexNetError(f"{trained.source} predicts {metadata.num_classes} classes but {name} has "

@@ -183,7 +183,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
     views = TestViews.from_metadata(metadata).choose(ten_crop=False)
     data_dir = data_dir or metadata.data_dir or run.config.get("data_dir")
-    common = dict(val_size=metadata.val_size, seed=metadata.seed, device=torch_device,
+    common = dict(val_size=metadata.val_size, test_size=metadata.test_size, seed=metadata.seed, device=torch_device,
                   normalization=(metadata.mean, metadata.std))
     try:
         test_images, _ = test_loader(name, views, tuple(model.input_size), data_dir=data_dir, batch_size=500,
@@ -275,6 +275,7 @@ def final_metrics(run: RunFiles) -> list[tuple[str, str, object, str]]:
     rows = []
     evaluation = run.evaluation or {}
     for key, label, kind in (("count", "test images", "int"), ("top1", "top-1 accuracy", "percent"),
+                             ("balanced_accuracy", "balanced accuracy (mean per-class recall)", "percent"),
                              ("top1_error", "top-1 error", "percent"), ("top5", "top-5 accuracy", "percent"),
                              ("top5_error", "top-5 error", "percent"), ("loss", "test loss", "float"),
                              ("macro_f1", "macro F1", "float"), ("weighted_f1", "weighted F1", "float")):
@@ -300,7 +301,9 @@ def _metrics_table(run: RunFiles) -> str:
              else "image and mirror averaged" if evaluation.get("flip") else "centre crop")
     body = "".join(f"<tr><th>{_e(label)}</th>{_number(value, kind, key)}</tr>"
                    for key, label, value, kind in final_metrics(run))
-    note = f"<p>Test set of {_e(evaluation.get('dataset', '?'))}, {_e(views)}.</p>" if evaluation else ""
+    tested = ("Validation images of {}, {} (there is no test split apart from them, so these figures are of "
+              "images the run's early stopping and schedule saw).") if evaluation.get("split") == "val" else "Test set of {}, {}."
+    note = f"<p>{tested.format(_e(evaluation.get('dataset', '?')), _e(views))}</p>" if evaluation else ""
     return f'<table id="final-metrics">{body}</table>{note}'
 
 
@@ -396,7 +399,8 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
 
 # --- several runs -----------------------------------------------------------------------------
 
-COMPARED = (("top1", "test top-1", "percent"), ("top5", "test top-5", "percent"), ("loss", "test loss", "float"),
+COMPARED = (("top1", "test top-1", "percent"), ("balanced_accuracy", "balanced accuracy", "percent"),
+            ("top5", "test top-5", "percent"), ("loss", "test loss", "float"),
             ("macro_f1", "macro F1", "float"), ("best_val_top1", "best val top-1", "percent"),
             ("epochs", "epochs", "int"), ("training_seconds", "training time", "seconds"))
 

@@ -218,7 +218,7 @@ class TrainConfig:
             raise AlexNetError(f"backbone_lr_scale must be 0 or a positive number, got {self.backbone_lr_scale}")
         if not re.fullmatch(r"none|features|conv1-[1-9]\d*", self.freeze):
             raise AlexNetError(f"freeze must be none, features or conv1-N (the first N convolutions), got {quote(self.freeze)}")
-        if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale is not None
+        if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale not in (None, 1.0)
                                        or self.head != "auto"):
             raise AlexNetError("--freeze, --backbone-lr-scale, --keep-head and --new-head apply to fine-tuning: "
                                "give --init-from WEIGHTS|RUN_DIR")

@@ -57,6 +57,9 @@ NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host
 # one epoch, and NaN in its third.
 DIVERGENCE_FACTOR = 2.0
 DIVERGENCE_STEPS = 10
+# A training set whose largest class has this many times the images of its smallest is imbalanced
+# enough for top-1 to flatter a classifier that neglects the small classes: the run says so.
+IMBALANCE_RATIO = 5
 # A run that has taken this many steps and still classifies its training and validation images at
 # chance (not 2 standard errors above 1/classes) has stopped learning; fewer steps may not have started.
 CHANCE_MIN_STEPS = 100
@@ -305,13 +308,17 @@ class _Trainer:
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
             augment=config.augment, val_size=config.val_size, subset=config.subset,
-            flipped_copies=config.flipped_copies, seed=config.seed,
+            flipped_copies=config.flipped_copies, seed=config.seed, test_size=config.test_size, sampler=config.sampler,
             device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
             channels_last=config.channels_last, normalization=self.normalization,
         )
         if self.model.num_classes != len(self.data.classes):  # the two ways of counting must agree
             raise AlexNetError(f"{config.dataset}: {len(self.data.classes)} classes in the data, "
                                f"{self.model.num_classes} counted from its folders; check --data-dir")
+        self.class_weights = None
+        if config.class_weights == "balanced":  # sklearn's "balanced": images / (classes * class count)
+            counts = torch.tensor(self.data.class_counts, dtype=torch.float32).clamp(min=1)
+            self.class_weights = (counts.sum() / (len(counts) * counts)).to(self.device)
         if config.init_from and not resuming:  # the class names decide whether the classifier is kept
             self.pretrained = load_pretrained(self.model, config.init_from, self.data.classes, config.head)
         self.frozen = freeze(self.model, config.freeze)
@@ -345,6 +352,17 @@ class _Trainer:
                  + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
         if self.pretrained:
             self.log(self.pretrained.describe())
+        counts = self.data.class_counts
+        if counts and min(counts) and max(counts) >= IMBALANCE_RATIO * min(counts):
+            largest, smallest = counts.index(max(counts)), counts.index(min(counts))
+            balanced = config.class_weights == "balanced" or config.sampler == "balanced"
+            self.log(f"warning: the training classes are imbalanced: {self.data.classes[largest]!r} has "
+                     f"{max(counts)} images, {self.data.classes[smallest]!r} {min(counts)} ({max(counts) / min(counts):.0f}x); "
+                     + ("the loss is balanced (--class-weights/--sampler balanced)" if balanced else
+                        "consider --class-weights balanced or --sampler balanced, and read balanced accuracy "
+                        "beside top-1"))
+        elif counts and not min(counts):
+            self.log(f"warning: no training images of {self.data.classes[counts.index(0)]!r}")
         if config.init_from:
             self.log(describe_frozen(self.frozen) + (f"; pretrained layers learn at {config.backbone_lr_scale:g}x "
                                                      f"the rate" if config.backbone_lr_scale != 1 else ""))
@@ -527,7 +545,8 @@ class _Trainer:
             with context:
                 with self.autocast():
                     logits = self.forward_model(images)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights,
+                                           label_smoothing=config.label_smoothing)
                 self.scaler.scale(loss / config.accumulation_steps).backward()
             loss_sum = loss_sum + loss.detach() * len(labels)
             correct = correct + (logits.argmax(1) == labels).sum()
@@ -594,7 +613,7 @@ class _Trainer:
         if views.views == "ten":  # cut from test images 256/224 larger than the training crops
             test, _ = test_loader(config.dataset, views, self.model.input_size, data_dir=config.data_dir,
                                   batch_size=config.eval_batch_size, val_size=config.val_size, seed=config.seed,
-                                  device=self.device, rank=self.group.rank, world_size=self.group.world_size,
+                                  test_size=self.data.test_size, device=self.device, rank=self.group.rank, world_size=self.group.world_size,
                                   channels_last=config.channels_last, normalization=self.normalization)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     precision=self.dtype, views=views)
@@ -604,15 +623,22 @@ class _Trainer:
                 model=config.model, model_options={**config.model_options}, class_names=tuple(self.data.classes),
                 input_size=tuple(self.model.input_size), mean=tuple(self.normalization[0]),
                 std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
-                val_size=config.val_size, seed=config.seed, precision=config.precision, test_views=views.to_dict(),
+                val_size=config.val_size, test_size=self.data.test_size, seed=config.seed, precision=config.precision,
+                test_views=views.to_dict(),
                 augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
                 test_top1=metrics.top1,
             ))
+            # A test taken on the validation images (no test split apart from them) says so: early
+            # stopping and the plateau schedule chose by them, so it is no independent test.
+            split = "val" if self.data.test_is_val else "test"
             write_text(folder.evaluation, json.dumps(
-                {"split": "test", "dataset": config.dataset, "views": views.views, "ten_crop": views.views == "ten",
+                {"split": split, "dataset": config.dataset, "views": views.views, "ten_crop": views.views == "ten",
                  "flip": views.views == "mirror", "epochs": self.epoch, **metrics.to_dict()}, indent=2))
-            self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
-                     f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()})")
+            self.log(f"{'validation' if self.data.test_is_val else 'test'}: top-1 {metrics.top1:.2%}  "
+                     f"balanced {metrics.balanced_accuracy:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
+                     f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()}"
+                     + ("; the validation images, as there is no test split apart from them" if self.data.test_is_val
+                        else "") + ")")
             self.log(f"weights: {run.weights_path}")
             if self.writer:
                 self.writer.close()
