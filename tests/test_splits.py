@@ -93,3 +93,19 @@ def test_balanced_accuracy_is_the_mean_recall():
 
     older = {key: value for key, value in metrics.to_dict().items() if key != "balanced_accuracy"}
     assert Metrics.from_dict(older).top1 == pytest.approx(0.8)  # evaluation.json written before it
+
+
+def test_evaluate_refuses_ten_views_for_a_run_not_trained_on_crops_and_mirrors(tmp_path):
+    from alexnet.models import build_model
+    from alexnet.weights import WeightsMetadata, save_weights
+
+    def saved(augment: str, dataset: str) -> Path:
+        return save_weights(tmp_path / f"{augment}-{dataset}.safetensors", build_model("alexnet_small28"),
+                            WeightsMetadata(model="alexnet_small28", model_options={},
+                                            class_names=tuple(str(i) for i in range(10)), input_size=(1, 28, 28),
+                                            mean=(0.5,), std=(0.5,), dataset=dataset, augment=augment, flip_test=True))
+
+    with pytest.raises(AlexNetError, match="augmentation 'flip' on fashion-mnist trains on whole images"):
+        evaluate(saved("flip", "fashion-mnist"), ten_crop=True)
+    with pytest.raises(AlexNetError, match="on mnist never mirrors the training images"):
+        evaluate(saved("paper", "mnist"), ten_crop=True)

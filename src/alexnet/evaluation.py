@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 from torchmetrics import MeanMetric, MetricCollection
 
 from .errors import AlexNetError
-from .inference import TestViews, inference_mode, open_trained, predict_logits
+from .inference import TestViews, inference_mode, open_trained, predict_logits, trained_views_refusal
 
 
 @dataclass
@@ -189,7 +189,11 @@ def evaluate(
     """
     if split not in ("test", "val"):
         raise AlexNetError(f"split must be test or val, got {split!r}")
-    trained = open_trained(source, device=device, precision=precision).with_views(ten_crop=ten_crop, flip=flip)
+    trained = open_trained(source, device=device, precision=precision)
+    refusal = trained_views_refusal(trained.metadata) if ten_crop and trained.views.views != "ten" else None
+    if refusal:  # as `alexnet train --ten-crop` refuses it
+        raise AlexNetError(refusal)
+    trained = trained.with_views(ten_crop=ten_crop, flip=flip)
     metadata = trained.metadata
     name = dataset or metadata.dataset
     if name is None:

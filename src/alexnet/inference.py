@@ -33,6 +33,33 @@ from .weights import WeightsMetadata, load_weights, read_metadata
 VIEWS = ("centre", "mirror", "ten")
 
 
+def ten_views_unlike_training(augment: AugmentConfig) -> str | None:
+    """Why the paper's ten views would show a network images unlike its training ones, or None.
+
+    The ten views are the training crops' corners and centre, cut from test images enlarged by
+    256/224, and their mirrors: a network trained on whole images would see them at the wrong
+    scale, and one never trained on mirrors (digits are not mirrored) would see half of them as it
+    never has (measured: a mirror-trained run scored 16.7% on the ten views against 19.7% on its own)."""
+    if augment.crop_fraction == 1.0:
+        return "trains on whole images"
+    if not augment.horizontal_flip:
+        return "never mirrors the training images"
+    return None
+
+
+def trained_views_refusal(metadata) -> str | None:
+    """Why weights (``WeightsMetadata``) trained here may not be tested on the ten views, or None;
+    weights imported from elsewhere (their ``source``) say too little to refuse."""
+    if metadata.source is not None or metadata.augment is None:
+        return None
+    reason = ten_views_unlike_training(resolve_augment(metadata.augment, metadata.dataset))
+    if reason is None:
+        return None
+    return (f"ten-crop testing shows the network crops and mirrors as training did, but the augmentation "
+            f"{metadata.augment!r} on {metadata.dataset} {reason}; evaluate without --ten-crop (as the run "
+            f"tested: its own views are the default), or with --flip where training mirrored")
+
+
 @dataclass(frozen=True)
 class TestViews:
     """How a trained network sees a test image: the one place this is decided.

@@ -331,13 +331,19 @@ def _usage(run: RunFiles) -> str:
     directory = run.directory.resolve()
     weights = run.weights.resolve()
     shape = "x".join(map(str, run.metadata.input_size)) if run.metadata else "?"
+    from ..inference import TestViews, trained_views_refusal
+
+    # The ten views only where training cropped and mirrored (evaluate refuses them otherwise), and
+    # not where the run tested on them already.
+    tested_on_ten = run.metadata is not None and TestViews.from_metadata(run.metadata).views == "ten"
+    ten_views = ("" if run.metadata is None or tested_on_ten or trained_views_refusal(run.metadata)
+                 else f"\nalexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views")
     return f"""
 <p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size
 {_e(shape)} and normalisation in its metadata). Checkpoints to resume from:
 <code>{_e(run.folder.last.resolve())}</code>.</p>
 <p>Evaluate them again (same dataset, validation split and test-time views as the run):</p>
-<pre>alexnet evaluate {_e(directory)}
-alexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views</pre>
+<pre>alexnet evaluate {_e(directory)}{ten_views}</pre>
 <p>Predict with them, on your own images (any size, prepared as the run tested):</p>
 <pre>alexnet predict {_e(directory)} photo.jpg my-folder/ --top-k 5</pre>
 <p>or from Python:</p>

@@ -127,15 +127,10 @@ class TrainConfig:
             values["model_options"] = {**trained.model_options, **self.model_options}
         from ..data import resolve_augment
 
+        from ..inference import ten_views_unlike_training
+
         augment = resolve_augment(values["augment"], values["dataset"])
-        # The ten views are the training crops' corners and centre, cut from test images enlarged by
-        # 256/224, and their mirrors: a network trained on whole images would see them at the wrong
-        # scale, and one never trained on mirrors (digits are not mirrored) would see half of them
-        # as it never has.
-        unlike_training = (
-            "trains on whole images" if augment.crop_fraction == 1.0
-            else "never mirrors the training images" if not augment.horizontal_flip else None
-        )
+        unlike_training = ten_views_unlike_training(augment)
         dropped_ten_views = bool(values["ten_crop"] and unlike_training)
         if dropped_ten_views:
             if self.ten_crop:
