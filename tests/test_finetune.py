@@ -149,3 +149,43 @@ def test_keep_head_and_new_head_flags_set_the_head():
 
     assert build_parser().parse_args(["train", "--keep-head"]).head == "keep"
     assert build_parser().parse_args(["train", "--new-head"]).head == "new"
+
+
+def write_task(root: Path, classes: tuple[int, ...], train_count: int, val_count: int, test_count: int) -> Path:
+    """Fashion-MNIST's ``classes`` as train/ val/ test/ folders of PNGs: a dataset of its own."""
+    from torchvision.io import write_png
+
+    from alexnet.data import load_tensors
+
+    train_set, test_set = load_tensors("fashion-mnist", "train"), load_tensors("fashion-mnist", "test")
+    for label in classes:
+        name = train_set.classes[label].replace("/", "-")
+        pool = torch.nonzero(train_set.labels == label).squeeze(1)
+        chosen = {"train": (train_set, pool[:train_count]), "val": (train_set, pool[train_count:train_count + val_count]),
+                  "test": (test_set, torch.nonzero(test_set.labels == label).squeeze(1)[:test_count])}
+        for split, (data, indices) in chosen.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in indices.tolist():
+                write_png(data.images[index], str(folder / f"{index}.png"))
+    return root
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_fine_tuning_with_default_flags_beats_scratch_and_a_frozen_backbone_learns(tmp_path):
+    # Task A: tops and dresses (5 classes); task B, a second dataset: footwear, bags and shirts from
+    # 20 images a class. Same epochs and batch for every arm on B.
+    task_a = write_task(tmp_path / "a", (0, 1, 2, 3, 4), 200, 50, 50)
+    task_b = write_task(tmp_path / "b", (5, 6, 7, 8, 9), 20, 20, 100)
+    common = dict(dataset="folder", quiet=True, precision="fp32", out=str(tmp_path / "runs"))
+    pretrained = train(TrainConfig(**common, data_dir=str(task_a), epochs=3, batch_size=64, name="a"))
+    small = dict(common, data_dir=str(task_b), epochs=15, batch_size=32)
+    scratch = train(TrainConfig(**small, name="scratch"))
+    tuned = train(TrainConfig(**small, name="tuned", init_from=str(pretrained.directory)))
+    frozen = train(TrainConfig(**small, name="frozen", init_from=str(pretrained.directory), freeze="features"))
+    assert tuned.config.recipe == "finetune" and scratch.config.recipe == "fast"
+    assert tuned.test_metrics.top1 > scratch.test_metrics.top1
+    assert frozen.test_metrics.top1 >= 0.2 + 0.2  # chance is 1 in 5
+    log = (tuned.directory / "log.txt").read_text()
+    assert "recipe finetune" in log and "classifier.6.weight, classifier.6.bias replaced (the classes differ" in log
