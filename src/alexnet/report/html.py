@@ -224,7 +224,10 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
         return [f"training images of {name!r}: {error}; no nearest neighbours"]
     found = predictions.find_neighbours(test, pool)
     draw("neighbours", "Nearest neighbours by FC7 features",
-         f"Left: one test image per class; right: the training images whose FC7 (pre-logits, "
+         ("Left: one test image per class" if len(found.query_index) == len(classes) else
+          f"Left: one test image of each of {len(found.query_index)} of the {len(classes)} classes (the first "
+          f"{len(found.query_index)} to appear among the test images)")
+         + f"; right: the training images whose FC7 (pre-logits, "
          f"{pool.features.shape[1]}-d) features are nearest in Euclidean distance, among {len(pool):,} "
          f"training images (the paper's Figure 4, right). Green: same class as the test image.",
          lambda: figures.nearest_neighbours(test.thumbnails[found.query_index], test.labels[found.query_index],
