@@ -50,7 +50,8 @@ NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host
 # Divergence: the training loss, smoothed over about DIVERGENCE_STEPS steps (an exponential moving
 # average, as fastai's and Lightning's learning-rate finders smooth it), above DIVERGENCE_FACTOR
 # times the larger of its first step's and chance's (ln(classes), what a network that knows nothing
-# scores); or, after an epoch, a validation loss above that with validation top-1 at chance. A run
+# scores); or, after an epoch, a validation loss above that with validation top-1 at chance and a
+# training loss no lower than chance's over the epoch. A run
 # that learns never comes near either: its loss falls from about ln(classes), and smoothed, its
 # step-to-step noise is well under 2x. Measured: the fast recipe at --lr 0.5 on 5% of Fashion-MNIST
 # had single steps at 5.5 and 22.5 in its first two epochs, a validation loss of 1,194 at 10% after
@@ -498,7 +499,11 @@ class _Trainer:
         val_at_chance = at_chance(val.top1, val.count, classes)
         stuck = (config.divergence_check and (self.epoch + 1) * self.steps_per_epoch >= CHANCE_MIN_STEPS
                  and at_chance(row["train_top1"], int(totals[2].item()), classes) and val_at_chance)
-        exploded = config.divergence_check and val_at_chance and not val.loss <= self._divergence_threshold()
+        # Early in a healthy run, batch norm's running statistics can make a network that is learning
+        # (its training loss below chance's) predict one class on validation images for an epoch;
+        # a diverged one has learnt nothing on its training images either.
+        exploded = (config.divergence_check and val_at_chance and not val.loss <= self._divergence_threshold()
+                    and not row["train_loss"] < math.log(classes))
         if exploded or stuck:  # neither this epoch's records nor its checkpoint: the last good one stays the one to resume
             self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
                      f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%}")
