@@ -62,6 +62,11 @@ def test_a_flat_folder_run_tests_on_unseen_images_or_says_validation(tmp_path):
     assert "\ntest: top-1" in (run.directory / "log.txt").read_text()
     assert read_metadata(run.weights_path).test_size == 12
     assert evaluate(run.directory, precision="fp32").top1 == pytest.approx(run.test_metrics.top1)
+    extra = next((root / "Trouser").iterdir())
+    extra.with_name("added.png").write_bytes(extra.read_bytes())  # the folder changes after training
+    with pytest.raises(AlexNetError, match="have changed since .* its held-out test split would now hold other images"):
+        evaluate(run.directory, precision="fp32")
+    extra.with_name("added.png").unlink()
     untested = train(TrainConfig(**settings, name="untested", test_size=0))
     log = (untested.directory / "log.txt").read_text()
     assert "\nvalidation: top-1" in log and "\ntest:" not in log

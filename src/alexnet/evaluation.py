@@ -208,6 +208,14 @@ def evaluate(
         # nothing, and their test was the validation images
         test_size=(metadata.test_size or 0) if name == metadata.dataset else None,
     )
+    if metadata.test_files and split == "test" and name == metadata.dataset and data_dir:
+        from .data import files_digest
+
+        if files_digest(loader.samples, data_dir) != metadata.test_files:
+            raise AlexNetError(
+                f"the files of {data_dir} have changed since {trained.source} was trained: its held-out test "
+                f"split would now hold other images, some perhaps trained on; evaluate on the folder as it was "
+                f"(or --split val)")
     if len(classes) != metadata.num_classes:
         raise AlexNetError(f"{trained.source} predicts {metadata.num_classes} classes but {name} has "
                            f"{len(classes)}; evaluate it on the dataset it was trained on")

@@ -253,6 +253,15 @@ def streaming_loaders(
                    class_counts=counts)
 
 
+def files_digest(samples: Samples, root: str | Path) -> str:
+    """A fingerprint of a split's files (their paths under ``root``, and labels): recorded with a
+    run's weights, it tells whether a folder still splits into the files the run was tested on."""
+    import hashlib
+
+    lines = sorted(f"{os.path.relpath(path, root)}\t{label}" for path, label in samples)
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def num_classes(name: str, data_dir: str | Path | None = None) -> int:
     """How many classes dataset ``name`` has, without reading its images: a folder's are its class
     folders (those of ``train/`` where there is one), so a model can be built for them first."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import build_loaders, dataset_info, num_classes
+from ..data import build_loaders, dataset_info, files_digest, num_classes
 from ..errors import AlexNetError, quote
 from ..evaluation import Metrics, evaluate_model, test_loader
 from ..inference import TestViews
@@ -629,6 +629,7 @@ class _Trainer:
                 input_size=tuple(self.model.input_size), mean=tuple(self.normalization[0]),
                 std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
                 val_size=config.val_size, test_size=self.data.test_size, seed=config.seed, precision=config.precision,
+                test_files=files_digest(self.data.test.samples, config.data_dir) if self.data.test_size else None,
                 test_views=views.to_dict(),
                 augment=config.augment, flip_test=config.flip_test, ten_crop=config.ten_crop, epochs=self.epoch,
                 test_top1=metrics.top1,
