@@ -4,12 +4,16 @@ The only real data on every machine here is Fashion-MNIST, so the two tasks are 
 task A is tops and dresses (T-shirt/top, trouser, pullover, dress, coat), task B footwear, bags and
 shirts (sandal, shirt, sneaker, bag, ankle boot). ``alexnet_small28`` is trained on all of task A's
 30,000 training images (the ``fast`` recipe), then task B is learned from 1% of its training set
-(300 images, 60 a class) twice per seed: from scratch, and fine-tuned from the task A weights
-(``--init-from``, the classifier replaced, nothing frozen, the pretrained layers at a tenth of the
-rate: ``--backbone-lr-scale 0.1``, as fine-tuning guides do). Same recipe, epochs and batch for both;
-test top-1 on task B's 5,000 test images, mean and spread over the seeds.
+(300 images, 60 a class) three times per seed: from scratch (the model's own recipe, ``fast``),
+fine-tuned from the task A weights with the default flags (``--init-from``: the ``finetune``
+recipe, the classifier replaced as the classes differ, the pretrained layers at a tenth of the
+rate), and the same with the pretrained features frozen (``--freeze features``). Same epochs and
+batch for all; test top-1 on task B's 5,000 test images, mean and spread over the seeds.
 
-    .venv/bin/python benchmarks/fine_tuning.py            # ~10 minutes on two cores
+    .venv/bin/python benchmarks/fine_tuning.py            # ~30 minutes on two cores
+    # the fine-tuned arms as they were before the finetune recipe: fast's rate, the backbone at 0.1x,
+    # and task A's classifier kept (both tasks have five classes, and the count alone decided then)
+    .venv/bin/python benchmarks/fine_tuning.py --tuned-recipe fast --backbone-lr-scale 0.1 --tuned-head keep
     .venv/bin/python benchmarks/fine_tuning.py --seeds 0 1 2 --fraction 0.01 --epochs 15
 
 Both tasks are written as folders of PNGs (``train/``, ``val/``, ``test/``), so this also runs the
@@ -65,7 +69,10 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.01, help="of task B's training images")
     parser.add_argument("--epochs", type=int, default=15, help="on task B (both ways)")
     parser.add_argument("--pretrain-epochs", type=int, default=4, help="on task A")
-    parser.add_argument("--backbone-lr-scale", type=float, default=0.1, help="fine-tuned arm's pretrained layers")
+    parser.add_argument("--tuned-recipe", default=None, help="the fine-tuned arms' recipe (default: finetune)")
+    parser.add_argument("--backbone-lr-scale", type=float, default=None, help="the fine-tuned arms' (default: the recipe's)")
+    parser.add_argument("--tuned-head", default="auto", choices=("auto", "keep", "new"),
+                        help="the fine-tuned arms' classifier (default: auto, replaced as the class names differ)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the data and runs (default: a temp dir)")
     args = parser.parse_args()
     alexnet.report.build_report = lambda directory, **_: None  # figures are not the question here
@@ -73,19 +80,21 @@ def main() -> None:
     task_a = write_task(work / "task-a", TASK_A, 1.0, seed=0)
     common = dict(model="alexnet_small28", dataset="folder", quiet=True, precision="fp32", out=str(work / "runs"))
     pretrained = train(TrainConfig(**common, data_dir=str(task_a), epochs=args.pretrain_epochs, name="task-a"))
-    print(f"task A: {pretrained.test_metrics.top1:.2%} test top-1 after {args.pretrain_epochs} epochs")
-    results: dict[str, list[float]] = {"scratch": [], "fine-tuned": []}
+    print(f"task A: {pretrained.test_metrics.top1:.2%} test top-1 after {args.pretrain_epochs} epochs", flush=True)
+    tuned = {"init_from": str(pretrained.directory), "recipe": args.tuned_recipe,
+             "backbone_lr_scale": args.backbone_lr_scale, "head": args.tuned_head}
+    arms = {"scratch": {}, "fine-tuned": tuned, "frozen features": {**tuned, "freeze": "features"}}
+    results: dict[str, list[float]] = {name: [] for name in arms}
     for seed in args.seeds:
         task_b = write_task(work / f"task-b-{seed}", TASK_B, args.fraction, seed=seed)
         small = dict(common, data_dir=str(task_b), epochs=args.epochs, batch_size=32, seed=seed)
-        results["scratch"].append(run(TrainConfig(**small, name=f"scratch-{seed}")))
-        results["fine-tuned"].append(run(TrainConfig(**small, name=f"tuned-{seed}", init_from=str(pretrained.directory),
-                                                     backbone_lr_scale=args.backbone_lr_scale)))
-        print(f"seed {seed}: scratch {results['scratch'][-1]:.2%}, fine-tuned {results['fine-tuned'][-1]:.2%}")
+        for name, flags in arms.items():
+            results[name].append(run(TrainConfig(**small, **flags, name=f"{name.replace(' ', '-')}-{seed}")))
+        print(f"seed {seed}: " + ", ".join(f"{name} {values[-1]:.2%}" for name, values in results.items()), flush=True)
     summary = {name: {"mean": statistics.mean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
                       "runs": values} for name, values in results.items()}
     for name, row in summary.items():
-        print(f"{name:>10}: {row['mean']:.2%} +- {row['stdev']:.2%} test top-1 on task B ({len(row['runs'])} seeds)")
+        print(f"{name:>15}: {row['mean']:.2%} +- {row['stdev']:.2%} test top-1 on task B ({len(row['runs'])} seeds)")
     print(json.dumps({"fraction": args.fraction, "epochs": args.epochs, **summary}))
 
 

@@ -443,7 +443,7 @@ def test_folder_without_splits_and_class_names(tmp_path):
     _image_folder(tmp_path)
     loaders = build_loaders("folder", data_dir=tmp_path / "train", batch_size=3, output_shape=(1, 16, 16), val_size=4, num_workers=0)
     assert loaders.classes == ["n02084071", "n02121808"]  # a plain folder keeps its directory names
-    assert len(loaders.val.samples) == 4 and len(loaders.train.samples) == 6
+    assert len(loaders.val.samples) == 4 and len(loaders.test.samples) == 1 and len(loaders.train.samples) == 5
     batches = list(loaders.val)
     assert all(x.shape[1:] == (1, 16, 16) for x, _ in batches)  # RGB files to a one-channel model
     assert sum(len(y) for _, y in batches) + loaders.val.skipped == 4

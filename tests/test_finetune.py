@@ -67,16 +67,17 @@ def test_fine_tuning_keeps_frozen_layers_bit_identical_and_their_statistics_stil
     log = (tuned.directory / "log.txt").read_text()
     assert f"started from {base.weights_path}: " in log and "frozen: features." in log
     assert "pretrained layers learn at 0.1x the rate" in log
-    with pytest.raises(AlexNetError, match="--freeze and --backbone-lr-scale apply to fine-tuning"):
+    with pytest.raises(AlexNetError, match="--freeze, --backbone-lr-scale, --keep-head and --new-head apply to"):
         TrainConfig(freeze="features").resolved()
 
 
-def test_the_optimiser_holds_only_trainable_parameters_at_their_rates():
+def test_the_optimiser_holds_only_trainable_parameters_at_their_rates(tmp_path):
     from alexnet.training.loop import _make_optimizer
 
     model = build_model("alexnet_small28", norm="batch")
     freeze(model, "features")
-    config = TrainConfig(init_from=".", freeze="features", backbone_lr_scale=0.1, lr=0.1).resolved()
+    source = weights(tmp_path / "w.safetensors", norm="batch")
+    config = TrainConfig(init_from=str(source), freeze="features", backbone_lr_scale=0.1, lr=0.1).resolved()
     optimizer = _make_optimizer(model, config, torch.device("cpu"))
     held = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -105,3 +106,86 @@ def test_a_grey_model_with_rgb_constants_predicts_and_exports(tmp_path):
     assert len(prediction.classes) == 3 and sum(prediction.probabilities) <= 1.0
     result = export(path, "torchscript", out=tmp_path / "w.pt")
     assert result.top1_agreement == 1.0 and result.max_abs_diff <= result.tolerance
+
+
+def test_init_from_trains_with_the_fine_tuning_recipe_and_the_weights_switches(tmp_path):
+    source = weights(tmp_path / "w.safetensors", norm="batch", dropout=0.0)
+    config = TrainConfig(init_from=str(source)).resolved()
+    assert config.recipe == "finetune" and config.lr == 0.01 and config.backbone_lr_scale == 0.1
+    assert config.model_options["norm"] == "batch" and config.model_options["dropout"] == 0.0
+    assert "recipe: finetune" in config.to_yaml()
+    named = TrainConfig(init_from=str(source), recipe="fast", backbone_lr_scale=0.5).resolved()
+    assert named.recipe == "fast" and named.lr == 0.1 and named.backbone_lr_scale == 0.5
+    assert TrainConfig().resolved().backbone_lr_scale == 1.0  # from scratch: one rate
+
+
+def test_the_classifier_is_kept_for_the_same_class_names_and_replaced_for_other_names(tmp_path):
+    from alexnet.training.finetune import head_choice
+
+    source = weights(tmp_path / "w.safetensors")  # classes c0..c9
+    trained = load_file(str(source))["classifier.6.weight"]
+    same = [f"c{i}" for i in range(10)]
+    digits = [str(i) for i in range(10)]
+    kept = load_pretrained(build_model("alexnet_small28"), source, same)
+    assert kept.replaced == [] and "the same 10 classes" in kept.describe()
+    model = build_model("alexnet_small28")
+    replaced = load_pretrained(model, source, digits)
+    assert replaced.replaced == ["classifier.6.weight", "classifier.6.bias"]
+    assert not torch.equal(model.get_classifier().weight, trained)
+    assert "the classes differ (c0, c1, c2, ... there, 0, 1, 2, ... here)" in replaced.describe()
+    model = build_model("alexnet_small28")
+    assert load_pretrained(model, source, digits, head="keep").replaced == []
+    assert torch.equal(model.get_classifier().weight, trained)
+    assert load_pretrained(build_model("alexnet_small28"), source, same, head="new").replaced
+    assert head_choice(same, same[:5], "auto")[0]
+    with pytest.raises(AlexNetError, match="--keep-head: the weights' classifier has 10 classes, the data 5"):
+        head_choice(same, same[:5], "keep")
+    with pytest.raises(AlexNetError, match="apply to fine-tuning"):
+        TrainConfig(head="keep").resolved()
+
+
+def test_keep_head_and_new_head_flags_set_the_head():
+    from alexnet.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--keep-head"]).head == "keep"
+    assert build_parser().parse_args(["train", "--new-head"]).head == "new"
+
+
+def write_task(root: Path, classes: tuple[int, ...], train_count: int, val_count: int, test_count: int) -> Path:
+    """Fashion-MNIST's ``classes`` as train/ val/ test/ folders of PNGs: a dataset of its own."""
+    from torchvision.io import write_png
+
+    from alexnet.data import load_tensors
+
+    train_set, test_set = load_tensors("fashion-mnist", "train"), load_tensors("fashion-mnist", "test")
+    for label in classes:
+        name = train_set.classes[label].replace("/", "-")
+        pool = torch.nonzero(train_set.labels == label).squeeze(1)
+        chosen = {"train": (train_set, pool[:train_count]), "val": (train_set, pool[train_count:train_count + val_count]),
+                  "test": (test_set, torch.nonzero(test_set.labels == label).squeeze(1)[:test_count])}
+        for split, (data, indices) in chosen.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in indices.tolist():
+                write_png(data.images[index], str(folder / f"{index}.png"))
+    return root
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_fine_tuning_with_default_flags_beats_scratch_and_a_frozen_backbone_learns(tmp_path):
+    # Task A: tops and dresses (5 classes); task B, a second dataset: footwear, bags and shirts from
+    # 20 images a class. Same epochs and batch for every arm on B.
+    task_a = write_task(tmp_path / "a", (0, 1, 2, 3, 4), 200, 50, 50)
+    task_b = write_task(tmp_path / "b", (5, 6, 7, 8, 9), 20, 20, 100)
+    common = dict(dataset="folder", quiet=True, precision="fp32", out=str(tmp_path / "runs"))
+    pretrained = train(TrainConfig(**common, data_dir=str(task_a), epochs=3, batch_size=64, name="a"))
+    small = dict(common, data_dir=str(task_b), epochs=15, batch_size=32)
+    scratch = train(TrainConfig(**small, name="scratch"))
+    tuned = train(TrainConfig(**small, name="tuned", init_from=str(pretrained.directory)))
+    frozen = train(TrainConfig(**small, name="frozen", init_from=str(pretrained.directory), freeze="features"))
+    assert tuned.config.recipe == "finetune" and scratch.config.recipe == "fast"
+    assert tuned.test_metrics.top1 > scratch.test_metrics.top1
+    assert frozen.test_metrics.top1 >= 0.2 + 0.2  # chance is 1 in 5
+    log = (tuned.directory / "log.txt").read_text()
+    assert "recipe finetune" in log and "classifier.6.weight, classifier.6.bias replaced (the classes differ" in log

@@ -119,7 +119,8 @@ def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
     assert evaluation["views"] == "mirror" and not {"ten_crop", "flip"} & set(evaluation)  # no legacy keys
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     shown = keyed_values(page.tables["final-metrics"])
-    for key in ("count", "top1", "top5", "top1_error", "top5_error", "loss", "macro_f1", "weighted_f1"):
+    for key in ("count", "top1", "balanced_accuracy", "top5", "top1_error", "top5_error", "loss", "macro_f1",
+                "weighted_f1"):
         assert shown[key] == evaluation[key], key
     assert shown["best_val_top1"] == max(row["val_top1"] for row in history)
     assert shown["val_loss"] == history[-1]["val_loss"] and shown["epochs"] == 2

@@ -130,7 +130,7 @@ def test_resume_continues_extends_or_refuses_by_name(tmp_path):
     folder = RunFolder(run.directory)
     with pytest.raises(AlexNetError, match=r"has finished: all 1 epochs trained and tested.*--epochs"):
         train(resume=folder.directory)
-    with pytest.raises(AlexNetError, match=r"cannot change batch_size, lr when continuing.*trained with 64"):
+    with pytest.raises(AlexNetError, match=r"cannot change batch_size when continuing.*trained with 64"):
         train(resume=folder.directory, overrides={"batch_size": 32, "lr": 0.5, "epochs": 2})
     edited = yaml.safe_load(folder.config.read_text()) | {"batch_size": 128}
     folder.config.write_text(yaml.safe_dump(edited))

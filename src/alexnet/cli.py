@@ -106,6 +106,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from .report.figures import learning_rate_range, save_figure
+    from .training import TrainConfig
+    from .training.lr_find import lr_find
+
+    _output_file(args.plot)
+    values = {k: v for k, v in _given_values(args).items() if k not in ("start_lr", "end_lr", "steps", "plot")}
+    result = lr_find(TrainConfig.from_dict(values), start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    save_figure(learning_rate_range(result.rates, result.losses, result.smoothed, result.suggestion), args.plot)
+    print(f"{len(result.rates)} steps from lr {result.rates[0]:.3g} to {result.rates[-1]:.3g} (recipe {result.recipe}, "
+          f"{result.precision})" + (": the loss diverged there" if result.stopped_early else ""))
+    print(f"plot: {args.plot}")
+    print(f"suggested: --lr {result.suggestion:.3g} (the steepest fall of the loss; a tenth of the rate at the "
+          f"lowest loss: {result.minimum_tenth:.3g})")
+    return 0
+
+
 def _write_report(directory) -> None:
     """The finished run's report.html, noted in its log; a failing figure or missing data never
     costs the finished run, only the report, which ``alexnet report`` can retry."""
@@ -197,7 +214,8 @@ def format_metrics(metrics) -> str:
     lines = [
         f"images {metrics.count}   top-1 {metrics.top1:.2%} (error {metrics.top1_error:.2%})   "
         f"top-5 {metrics.top5:.2%} (error {metrics.top5_error:.2%})   loss {metrics.loss:.4f}",
-        f"macro F1 {metrics.macro_f1:.4f}   weighted F1 {metrics.weighted_f1:.4f}",
+        f"balanced accuracy {metrics.balanced_accuracy:.2%}   macro F1 {metrics.macro_f1:.4f}   "
+        f"weighted F1 {metrics.weighted_f1:.4f}",
         "",
     ]
     width = max(12, *(len(name) for name in metrics.class_names))
@@ -294,7 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
     train.add_argument("--nproc", type=int, default=None, help="processes on this machine (launches torchrun)")
     _add_config_flags(train)
+    train.add_argument("--keep-head", dest="head", action="store_const", const="keep", default=argparse.SUPPRESS,
+                       help="fine-tune: keep the trained classifier (same --head keep)")
+    train.add_argument("--new-head", dest="head", action="store_const", const="new", default=argparse.SUPPRESS,
+                       help="fine-tune: start a new classifier (same --head new)")
     train.set_defaults(run=_cmd_train)
+
+    finder = commands.add_parser(
+        "lr-find", help="learning-rate range test: a short sweep from a tiny to a large rate, a plot, a suggested rate")
+    finder.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    finder.add_argument("--start-lr", type=float, default=1e-7)
+    finder.add_argument("--end-lr", type=float, default=10.0)
+    finder.add_argument("--steps", type=int, default=100, help="optimiser steps of the sweep")
+    finder.add_argument("--plot", default="lr-find.png", metavar="FILE.png")
+    _add_config_flags(finder)
+    finder.set_defaults(run=_cmd_lr_find)
 
     evaluate = commands.add_parser("evaluate", help="top-1/top-5, per-class scores, confusion matrix")
     evaluate.add_argument("source", metavar="RUN_DIR|WEIGHTS")
@@ -393,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except AlexNetError as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM during training (which saved first)
         import signal
 

@@ -7,9 +7,11 @@ import reprlib
 class AlexNetError(RuntimeError):
     """An error the user can fix: the message says what went wrong and what to do.
 
-    The command line prints these without a traceback and exits with status 2; library callers
-    catch them like any other exception.
+    The command line prints these without a traceback and exits with ``exit_code`` (2; a training
+    run that stopped because it diverged: 3); library callers catch them like any other exception.
     """
+
+    exit_code = 2
 
 
 _QUOTE = reprlib.Repr()  # a YAML alias bomb repr()'d whole would fill memory: nested levels and lists cut short

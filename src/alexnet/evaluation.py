@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 from torchmetrics import MeanMetric, MetricCollection
 
 from .errors import AlexNetError
-from .inference import TestViews, inference_mode, open_trained, predict_logits
+from .inference import TestViews, inference_mode, open_trained, predict_logits, trained_views_refusal
 
 SPLITS = ("test", "val", "train")  # what evaluate measures: "train" is the training images, unaugmented
 
@@ -38,6 +38,9 @@ class Metrics:
     weighted_f1: float
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
     class_names: list[str]
+    # The mean of the per-class recalls (classes with images): top-1 as if every class had as many
+    # images, which an imbalanced set's top-1 is not (sklearn's balanced_accuracy_score).
+    balanced_accuracy: float = float("nan")
 
     @property
     def top1_error(self) -> float:
@@ -52,7 +55,9 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Metrics":
-        return cls(**{key: values[key] for key in cls.__dataclass_fields__})
+        """From ``to_dict``'s mapping; keys added since (balanced accuracy) may be missing from older files."""
+        return cls(**{key: values[key] for key, field in cls.__dataclass_fields__.items()
+                      if key in values or field.default is MISSING})
 
 
 class MetricAccumulator:
@@ -98,7 +103,17 @@ class MetricAccumulator:
             weighted_f1=float(values["weighted_f1"]),
             confusion_matrix=confusion.tolist(),
             class_names=self.class_names,
+            balanced_accuracy=balanced_accuracy(confusion),
         )
+
+
+def balanced_accuracy(confusion: torch.Tensor) -> float:
+    """The mean recall over the classes that have images, from a confusion matrix (rows: true class)."""
+    support = confusion.sum(1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float((confusion.diagonal()[present].double() / support[present]).mean())
 
 
 @torch.no_grad()
@@ -129,7 +144,8 @@ def evaluate_model(
 def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], *, split: str = "test",
                 data_dir: str | Path | None = None, batch_size: int = 1000, val_size: int | None = None,
                 seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                channels_last: bool = True, normalization=None, subset: float = 1.0):
+                channels_last: bool = True, normalization=None, subset: float = 1.0,
+                test_size: int | None = None):
     """A loader of one evaluation split prepared for ``views``; returns (loader, class names).
 
     ``split`` is ``test``, ``val``, or ``train``: the training images left after the validation
@@ -144,6 +160,7 @@ def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int]
         dataset, split, data_dir=data_dir, batch_size=batch_size, output_shape=views.loader_shape(input_size),
         augment=views.loader_augment(), val_size=val_size, seed=seed, device=device, rank=rank,
         world_size=world_size, channels_last=channels_last, normalization=normalization, subset=subset,
+        test_size=test_size,
     )
     return loader, classes
 
@@ -173,7 +190,11 @@ def evaluate(
     """
     if split not in SPLITS:
         raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    trained = open_trained(source, device=device, precision=precision).with_views(ten_crop=ten_crop, flip=flip)
+    trained = open_trained(source, device=device, precision=precision)
+    refusal = trained_views_refusal(trained.metadata) if ten_crop and trained.views.views != "ten" else None
+    if refusal:  # as `alexnet train --ten-crop` refuses it
+        raise AlexNetError(refusal)
+    trained = trained.with_views(ten_crop=ten_crop, flip=flip)
     metadata = trained.metadata
     name = dataset or metadata.dataset
     if name is None:
@@ -184,7 +205,18 @@ def evaluate(
         name, trained.views, trained.input_size, split=split, data_dir=data_dir, batch_size=batch_size,
         val_size=metadata.val_size, seed=metadata.seed, device=trained.device,
         normalization=(metadata.mean, metadata.std), subset=subset,
+        # a flat folder's test split apart from validation; weights from before it was held out say
+        # nothing, and their test was the validation images
+        test_size=(metadata.test_size or 0) if name == metadata.dataset else None,
     )
+    if metadata.test_files and split == "test" and name == metadata.dataset and data_dir:
+        from .data import files_digest
+
+        if files_digest(loader.samples, data_dir) != metadata.test_files:
+            raise AlexNetError(
+                f"the files of {data_dir} have changed since {trained.source} was trained: its held-out test "
+                f"split would now hold other images, some perhaps trained on; evaluate on the folder as it was "
+                f"(or --split val)")
     if len(classes) != metadata.num_classes:
         raise AlexNetError(f"{trained.source} predicts {metadata.num_classes} classes but {name} has "
                            f"{len(classes)}; evaluate it on the dataset it was trained on")

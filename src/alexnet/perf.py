@@ -3,8 +3,9 @@
 =========================  ==================================================================
 function                   what it decides
 =========================  ==================================================================
-``resolve_precision``      bf16 autocast only where the hardware multiplies bf16 faster
+``resolve_precision``      bf16 autocast only where the hardware multiplies bf16 faster; fp16 on other GPUs
 ``autocast_context``       the matching ``torch.autocast`` (or nothing for fp32)
+``gradient_scaler``        fp16's ``torch.amp.GradScaler`` (a disabled one for bf16 and fp32)
 ``inference_weights``      for inference, each weight cast to bf16 once instead of every call
 ``set_threads``            one intra-op thread per physical core
 ``reuse_freed_memory``     keep freed CPU memory for the next batch instead of faulting it in
@@ -33,7 +34,7 @@ from torch import nn
 
 from .errors import AlexNetError
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:
@@ -47,7 +48,9 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     answer is measured, once per process: :func:`cpu_bf16_speedup`."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # By default is_bf16_supported() is also true where bf16 is only emulated (T4, V100: compute
+        # capability below 8.0), which runs it slower than fp16 and often than fp32.
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
@@ -99,20 +102,44 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``: ``torch.bfloat16``, or None for fp32.
+    """The autocast dtype for ``precision`` on ``device``: ``torch.bfloat16``, ``torch.float16``,
+    or None for fp32.
 
-    ``auto`` is bf16 where :func:`bf16_is_fast` and fp32 elsewhere (a run records what it chose);
-    ``bf16`` is bf16 even where it is slow (to check accuracy, say); ``fp32`` never autocasts."""
+    ``auto`` is bf16 where :func:`bf16_is_fast`; elsewhere fp16 on a CUDA device (with
+    :func:`gradient_scaler` in training: the standard mixed precision of GPUs without native bf16)
+    and fp32 on a CPU (a run records what it chose). ``bf16`` is bf16 even where it is slow (to
+    check accuracy, say); ``fp16`` is for CUDA devices only (CPU autocast to fp16 has few fast
+    kernels, and no gradient scaler); ``fp32`` never autocasts."""
     if precision not in PRECISIONS:
         raise AlexNetError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise AlexNetError(f"precision fp16 is for CUDA devices, and this runs on {device.type}; use bf16 or "
+                           f"fp32 (or auto)")
     if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
         return torch.bfloat16
+    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
+        return torch.float16
     return None
 
 
+def recorded_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """:func:`resolve_precision` for the precision a run recorded: a run trained in fp16 on a GPU is
+    computed in fp32 off CUDA, where fp16 is refused (fp16's values are all exact in fp32)."""
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        return None
+    return resolve_precision(precision, device)
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
-    """``bf16`` or ``fp32``: the name of what :func:`resolve_precision` chose."""
-    return "bf16" if dtype == torch.bfloat16 else "fp32"
+    """``bf16``, ``fp16`` or ``fp32``: the name of what :func:`resolve_precision` chose."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def gradient_scaler(device: torch.device | str, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """The loss scaling fp16 training needs (its gradients underflow fp16's range without it), as
+    ``torch.amp.GradScaler``; for bf16 and fp32 a disabled scaler, whose calls do nothing."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
 
 
 def autocast_context(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

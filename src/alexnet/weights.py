@@ -41,6 +41,8 @@ class WeightsMetadata:
     dataset: str | None = None
     data_dir: str | None = None  # where the run found its data (a folder dataset's only home)
     val_size: int | None = None  # with seed: which training images were held out
+    test_size: int | None = None  # a flat folder's test images held out apart from validation; None: none (test was val)
+    test_files: str | None = None  # with test_size: data.files_digest of those test files
     seed: int = 0
     precision: str = "auto"  # what the run tested in; evaluate repeats it
     test_views: dict | None = None  # None: the centre of the whole image (crop fraction 1)
@@ -97,6 +99,7 @@ REQUIRED = {
 OPTIONAL = {
     "dataset": _TEXT_OR_NONE, "augment": _TEXT_OR_NONE, "flip_test": bool, "ten_crop": bool,
     "epochs": (int, type(None)), "test_top1": (*_NUMBER, type(None)), "seed": int, "val_size": (int, type(None)),
+    "test_size": (int, type(None)), "test_files": _TEXT_OR_NONE,
     "precision": str, "data_dir": _TEXT_OR_NONE, "test_views": (dict, type(None)),
     "test_top5": (*_NUMBER, type(None)), "source": _TEXT_OR_NONE,
 }

@@ -16,14 +16,15 @@ from .datasets import (
     split_validation, stratified_indices, stratified_subset, user_cache_dir,
 )
 from .base import BatchLoader, shard_indices
-from .loaders import Loaders, build_eval_loader, build_loaders, num_classes
+from .loaders import Loaders, build_eval_loader, build_loaders, files_digest, num_classes
 from .memory import InMemoryLoader, with_flipped_copies
 from .streaming import StreamingDataset, StreamingLoader, index_folder, readable_class_names
 
 __all__ = [
     "OPERATIONS", "PRESET_SPECS", "PRESETS", "AugmentConfig", "BatchLoader", "ColourPCA", "DatasetInfo",
     "ImageTensors", "InMemoryLoader",
-    "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders", "num_classes",
+    "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders",
+    "files_digest", "num_classes",
     "center_crop", "color_jitter", "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise", "hue_jitter",
     "index_folder", "list_datasets", "list_operations", "list_presets", "load_tensors", "locate", "normalize",
     "parse_augment", "pca_lighting",

@@ -81,6 +81,7 @@ class BatchLoader(ABC):
         self.epoch = 0
         self.skipped = 0
         self.skipped_files: list[str] = []
+        self.balanced = False  # training draws each class equally often (balance_classes)
 
     @property
     @abstractmethod
@@ -89,6 +90,19 @@ class BatchLoader(ABC):
 
     @abstractmethod
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def balance_classes(self) -> None:
+        """Draw the training images with replacement, each with probability 1 / (its class's count):
+        every class comes up equally often, an epoch still takes ``num_images`` (PyTorch's
+        ``WeightedRandomSampler`` scheme, seeded per epoch like the shuffle)."""
+        self.balanced = True
+
+    def balanced_order(self, labels: torch.Tensor) -> torch.Tensor:
+        """The current epoch's draw of ``len(labels)`` indices, classes equally likely (on the CPU)."""
+        counts = torch.bincount(labels)
+        weights = 1.0 / counts[labels].double()
+        generator = epoch_generator(self.seed, self.epoch, "cpu", "balanced")
+        return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""

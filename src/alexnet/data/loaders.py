@@ -21,8 +21,11 @@ from .streaming import StreamingLoader, class_folders, index_folder, readable_cl
 
 # Streamed images are cropped to the paper's 224x224 unless the model asks for another size.
 DEFAULT_STREAMING_SHAPE = (3, 224, 224)
-# A folder of class folders without its own val/ split holds out this fraction for validation.
+# A folder of class folders without its own val/ split holds out this fraction for validation, and
+# as much again for the test, apart from it: a test that early stopping or the plateau schedule has
+# watched is no test.
 FOLDER_VAL_FRACTION = 0.1
+FOLDER_TEST_FRACTION = 0.1
 # Names a folder dataset's validation split may have, in the order they are looked for.
 VAL_FOLDERS = ("val", "valid", "validation")
 
@@ -31,13 +34,18 @@ Samples = list[tuple[str, int]]
 
 @dataclass
 class Loaders:
-    """The loaders of one run; ``val`` is ``test`` when no validation split was held out."""
+    """The loaders of one run. ``test_is_val`` when the two are the same images (no test split
+    apart from validation: a folder without test/, ImageNet, ``val_size=0``): its figures are then
+    validation figures, which the run's choices have seen."""
 
     train: BatchLoader
     val: BatchLoader
     test: BatchLoader
     classes: list[str]
     info: DatasetInfo
+    test_is_val: bool = False
+    test_size: int | None = None  # a flat folder's held-out test images (0: none)
+    class_counts: list[int] | None = None  # training images per class
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ def build_loaders(
     device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, channels_last: bool = True,
     strict: bool = False, num_workers: int | None = None,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, flipped_copies: bool = False,
+    test_size: int | None = None, sampler: str = "shuffle",
 ) -> Loaders:
     """Train, validation and test loaders for dataset ``name``.
 
@@ -69,7 +78,9 @@ def build_loaders(
     the training split, stratified, from ``seed``; ``val_size=0`` evaluates on the test split instead.
     ``subset`` (0 < f <= 1) trains on a stratified fraction of what remains. Streaming sets use the
     folder's ``val/`` (ImageNet: also as test, its test labels are not public), or hold out
-    ``val_size`` (default 10%) of a flat class-folder tree. ``augment`` is a config or a spec
+    ``val_size`` (default 10%) of a flat class-folder tree for validation and ``test_size`` (default
+    10%; 0: none, and the test is the validation) for the test, both stratified and disjoint.
+    ``sampler="balanced"`` draws training images with replacement, each class equally often. ``augment`` is a config or a spec
     (``parse_augment``: a preset name, or operations such as ``hflip,rotate=15``). ``flipped_copies``
     (in-memory sets only) adds every training image mirrored and every one upside down, once, after
     ``subset``: three times the training images, validation and test untouched.
@@ -84,11 +95,17 @@ def build_loaders(
     config = resolve_augment(augment, name)
     eval_batch_size = eval_batch_size or batch_size
     if dataset_info(name).in_memory:
-        return in_memory_loaders(
+        if test_size:
+            raise AlexNetError(f"{name} has its own test split; --test-size applies to a folder of class "
+                               f"folders without test/")
+        loaders = in_memory_loaders(
             name, options, data_dir=data_dir, download=download, batch_size=batch_size,
             eval_batch_size=eval_batch_size, output_shape=output_shape, augment=config, val_size=val_size,
             subset=subset, flipped_copies=flipped_copies,
         )
+        if sampler == "balanced":
+            loaders.train.balance_classes()
+        return loaders
     if flipped_copies:
         # The copies would be decoded from the files again each epoch: three times the decoding
         # for what flipping each image as it is decoded gives for free.
@@ -98,7 +115,8 @@ def build_loaders(
         )
     return streaming_loaders(  # folders are never downloaded
         name, options, data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-        output_shape=output_shape, augment=config, val_size=val_size, subset=subset,
+        output_shape=output_shape, augment=config, val_size=val_size, subset=subset, test_size=test_size,
+        sampler=sampler,
     )
 
 
@@ -108,7 +126,7 @@ def build_eval_loader(
     val_size: int | None = None, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
     world_size: int = 1, channels_last: bool = True,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, num_workers: int | None = None,
-    strict: bool = False, subset: float = 1.0,
+    strict: bool = False, subset: float = 1.0, test_size: int | None = None,
 ) -> tuple[BatchLoader, list[str], DatasetInfo]:
     """(loader, class names, dataset info) of one evaluation ``split`` ("test" or "val") of ``name``;
     or of the training images themselves ("train": what remains after the validation split, of which
@@ -142,7 +160,7 @@ def build_eval_loader(
                                    options=options)
         return loader, data.classes, info
     root = _folder_root(name, data_dir)
-    classes, splits = _folder_splits(root, (split,), val_size, seed)
+    classes, splits = _folder_splits(root, (split,), val_size, seed, test_size)
     classes = _shown_class_names(name, root, classes)
     samples = splits[split]
     if split == "train" and subset < 1:  # the files streaming_loaders trains on
@@ -177,7 +195,8 @@ def in_memory_loaders(
 
     return Loaders(
         make(train, batch_size, True), make(val, eval_batch_size, False), make(test, eval_batch_size, False),
-        train.classes, info,
+        train.classes, info, test_is_val=not val_size,
+        class_counts=torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
     )
 
 
@@ -204,11 +223,12 @@ def _in_memory_loader(
 def streaming_loaders(
     name: str, options: LoaderOptions, *, data_dir: str | Path | None, batch_size: int, eval_batch_size: int,
     output_shape: tuple[int, int, int] | None, augment: AugmentConfig, val_size: int | None, subset: float,
+    test_size: int | None = None, sampler: str = "shuffle",
 ) -> Loaders:
     """``build_loaders`` for a dataset streamed from a folder: every split's files listed."""
     info = dataset_info(name)
     root = _folder_root(name, data_dir)
-    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, options.seed)
+    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, options.seed, test_size)
     train = splits["train"]
     if subset < 1:
         labels = torch.tensor([label for _, label in train])
@@ -222,7 +242,24 @@ def streaming_loaders(
 
     val = make(splits["val"], eval_batch_size, False)
     test = val if splits["test"] is splits["val"] else make(splits["test"], eval_batch_size, False)
-    return Loaders(make(train, batch_size, True), val, test, classes, info)
+    counts = torch.bincount(torch.tensor([label for _, label in train], dtype=torch.long),
+                            minlength=len(classes)).tolist()
+    training = make(train, batch_size, True)
+    if sampler == "balanced":
+        training.balance_classes()
+    flat = not (root / "train").is_dir()
+    return Loaders(training, val, test, classes, info, test_is_val=test is val,
+                   test_size=(len(splits["test"]) if test is not val else 0) if flat else None,
+                   class_counts=counts)
+
+
+def files_digest(samples: Samples, root: str | Path) -> str:
+    """A fingerprint of a split's files (their paths under ``root``, and labels): recorded with a
+    run's weights, it tells whether a folder still splits into the files the run was tested on."""
+    import hashlib
+
+    lines = sorted(f"{os.path.relpath(path, root)}\t{label}" for path, label in samples)
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def num_classes(name: str, data_dir: str | Path | None = None) -> int:
@@ -246,17 +283,22 @@ def _folder_root(name: str, data_dir: str | Path | None) -> Path:
 
 
 def _folder_splits(
-    root: Path, wanted: Collection[str], val_size: int | None, seed: int,
+    root: Path, wanted: Collection[str], val_size: int | None, seed: int, test_size: int | None = None,
 ) -> tuple[list[str], dict[str, Samples]]:
     """The class names and the files of each ``wanted`` split ("train", "val", "test") of ``root``.
 
     A folder with ``train/`` uses its ``val/`` (or ``valid/``, ``validation/``) and its ``test/``,
     else its ``val/`` as test; only the wanted folders are listed (the class names are the training
     folder's sub-folders either way). A flat tree of class folders holds out ``val_size`` files
-    (default 10%), stratified, from ``seed``, as both val and test. When test is val, the two are the
-    same list object.
+    (default 10%) for validation, then ``test_size`` of the others (default 10% of all; 0: none, and
+    the test is the validation) for the test, each stratified, from ``seed``: disjoint, and the
+    validation files are those a run before the test split held out. When test is val, the two are
+    the same list object.
     """
     splits: dict[str, Samples] = {}
+    if test_size and (root / "train").is_dir():
+        raise AlexNetError(f"{root} has train/: its test is its test/ folder (or val/); --test-size applies to a "
+                           f"flat folder of class folders")
     if (root / "train").is_dir():
         if "train" in wanted:
             splits["train"], classes = index_folder(root / "train")
@@ -274,10 +316,19 @@ def _folder_splits(
         samples, classes = index_folder(root)
         labels = torch.tensor([label for _, label in samples])
         held = stratified_indices(labels, val_size or max(1, round(FOLDER_VAL_FRACTION * len(samples))), seed)
-        is_val = torch.zeros(len(samples), dtype=torch.bool)
-        is_val[held] = True
-        splits["train"] = [s for s, v in zip(samples, is_val.tolist()) if not v]
-        splits["val"] = splits["test"] = [s for s, v in zip(samples, is_val.tolist()) if v]
+        split = torch.zeros(len(samples), dtype=torch.long)  # 0 train, 1 validation, 2 test
+        split[held] = 1
+        tests = max(1, round(FOLDER_TEST_FRACTION * len(samples))) if test_size is None else test_size
+        if tests:
+            rest = torch.nonzero(split == 0).squeeze(1)
+            if tests >= len(rest):
+                raise AlexNetError(f"{root}: {len(samples)} images cannot hold out {len(held)} for validation and "
+                                   f"{tests} for the test with any left to train on; use a smaller --val-size "
+                                   f"or --test-size (0: test on the validation images)")
+            split[rest[stratified_indices(labels[rest], tests, seed + 1)]] = 2
+        splits["train"] = [s for s, k in zip(samples, split.tolist()) if k == 0]
+        splits["val"] = [s for s, k in zip(samples, split.tolist()) if k == 1]
+        splits["test"] = [s for s, k in zip(samples, split.tolist()) if k == 2] if tests else splits["val"]
     if len(classes) < 2:
         # Training would run a whole epoch before anything failed, and one class teaches nothing.
         folder = root / "train" if (root / "train").is_dir() else root

@@ -93,7 +93,9 @@ class InMemoryLoader(BatchLoader):
     def indices(self) -> torch.Tensor:
         """This rank's image indices for the current epoch, in batch order (on the CPU)."""
         n = len(self.labels)
-        if self.train:
+        if self.train and self.balanced:
+            order = self.balanced_order(self.labels.cpu())
+        elif self.train:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch, "cpu", "shuffle"))
         else:
             order = torch.arange(n)

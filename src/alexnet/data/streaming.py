@@ -253,6 +253,9 @@ class StreamingLoader(BatchLoader):
         return len(self.samples)
 
     def _sampler(self):
+        if self.train and self.balanced:  # each rank its share of one draw for all
+            labels = torch.tensor([label for _, label in self.samples], dtype=torch.long)
+            return shard_indices(self.balanced_order(labels), self.rank, self.world_size, drop_remainder=True).tolist()
         if self.world_size > 1 and not self.train:
             # DistributedSampler would pad the shares to equal length with repeated files, and the
             # repeats would count twice in the all-reduced metrics: every file exactly once instead.

@@ -260,3 +260,21 @@ def nearest_neighbours(query_images: np.ndarray, query_labels: Sequence[int], ne
     pool = f" among {pool_size:,} training images" if pool_size else ""
     _grid_layout(figure, f"nearest training images by FC7 features ({metric} distance{pool})", fontsize=9)
     return figure
+
+
+def learning_rate_range(rates: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                        suggestion: float) -> Figure:
+    """The learning-rate range test: each step's loss and its moving average against the rate (log
+    scale), the suggested rate marked."""
+    figure, axis = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    axis.plot(rates, losses, color="#bbbbbb", linewidth=0.8, label="loss of each step")
+    axis.plot(rates, smoothed, color="#1f77b4", linewidth=2, label="smoothed")
+    axis.axvline(suggestion, color="#d62728", linestyle="--", label=f"suggested: {suggestion:.3g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("training loss")
+    top = max(smoothed[: max(1, len(smoothed) // 2)]) * 1.5  # the climb at the end would hide the fall
+    axis.set_ylim(min(smoothed) * 0.9, max(top, min(smoothed) * 1.1))
+    axis.set_title("Learning-rate range test")
+    axis.legend()
+    return figure

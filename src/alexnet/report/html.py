@@ -185,7 +185,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
     views = trained.views.choose(ten_crop=False)
     data_dir = data_dir or trained.data_dir
-    common = dict(val_size=metadata.val_size, seed=metadata.seed, device=torch_device,
+    common = dict(val_size=metadata.val_size, test_size=metadata.test_size, seed=metadata.seed, device=torch_device,
                   normalization=(metadata.mean, metadata.std))
     try:
         test_images, _ = test_loader(name, views, tuple(model.input_size), data_dir=data_dir, batch_size=500,
@@ -224,7 +224,10 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
         return [f"training images of {name!r}: {error}; no nearest neighbours"]
     found = predictions.find_neighbours(test, pool)
     draw("neighbours", "Nearest neighbours by FC7 features",
-         f"Left: one test image per class; right: the training images whose FC7 (pre-logits, "
+         ("Left: one test image per class" if len(found.query_index) == len(classes) else
+          f"Left: one test image of each of {len(found.query_index)} of the {len(classes)} classes (the first "
+          f"{len(found.query_index)} to appear among the test images)")
+         + f"; right: the training images whose FC7 (pre-logits, "
          f"{pool.features.shape[1]}-d) features are nearest in Euclidean distance, among {len(pool):,} "
          f"training images (the paper's Figure 4, right). Green: same class as the test image.",
          lambda: figures.nearest_neighbours(test.thumbnails[found.query_index], test.labels[found.query_index],
@@ -275,6 +278,7 @@ def final_metrics(run: RunFiles) -> list[tuple[str, str, object, str]]:
     rows = []
     evaluation = run.evaluation or {}
     for key, label, kind in (("count", "test images", "int"), ("top1", "top-1 accuracy", "percent"),
+                             ("balanced_accuracy", "balanced accuracy (mean per-class recall)", "percent"),
                              ("top1_error", "top-1 error", "percent"), ("top5", "top-5 accuracy", "percent"),
                              ("top5_error", "top-5 error", "percent"), ("loss", "test loss", "float"),
                              ("macro_f1", "macro F1", "float"), ("weighted_f1", "weighted F1", "float")):
@@ -299,7 +303,9 @@ def _metrics_table(run: RunFiles) -> str:
     views = {"ten": "ten crops", "mirror": "image and mirror averaged"}.get(evaluation_views(evaluation), "centre crop")
     body = "".join(f"<tr><th>{_e(label)}</th>{_number(value, kind, key)}</tr>"
                    for key, label, value, kind in final_metrics(run))
-    note = f"<p>Test set of {_e(evaluation.get('dataset', '?'))}, {_e(views)}.</p>" if evaluation else ""
+    tested = ("Validation images of {}, {} (there is no test split apart from them, so these figures are of "
+              "images the run's early stopping and schedule saw).") if evaluation.get("split") == "val" else "Test set of {}, {}."
+    note = f"<p>{tested.format(_e(evaluation.get('dataset', '?')), _e(views))}</p>" if evaluation else ""
     return f'<table id="final-metrics">{body}</table>{note}'
 
 
@@ -335,13 +341,19 @@ def _usage(run: RunFiles) -> str:
     directory = run.directory.resolve()
     weights = run.weights.resolve()
     shape = "x".join(map(str, run.metadata.input_size)) if run.metadata else "?"
+    from ..inference import TestViews, trained_views_refusal
+
+    # The ten views only where training cropped and mirrored (evaluate refuses them otherwise), and
+    # not where the run tested on them already.
+    tested_on_ten = run.metadata is not None and TestViews.from_metadata(run.metadata).views == "ten"
+    ten_views = ("" if run.metadata is None or tested_on_ten or trained_views_refusal(run.metadata)
+                 else f"\nalexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views")
     return f"""
 <p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size
 {_e(shape)} and normalisation in its metadata). Checkpoints to resume from:
 <code>{_e(run.folder.last.resolve())}</code>.</p>
 <p>Evaluate them again (same dataset, validation split and test-time views as the run):</p>
-<pre>alexnet evaluate {_e(directory)}
-alexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views</pre>
+<pre>alexnet evaluate {_e(directory)}{ten_views}</pre>
 <p>Predict with them, on your own images (any size, prepared as the run tested):</p>
 <pre>alexnet predict {_e(directory)} photo.jpg my-folder/ --top-k 5</pre>
 <p>or from Python:</p>
@@ -405,7 +417,8 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
 
 # --- several runs -----------------------------------------------------------------------------
 
-COMPARED = (("top1", "test top-1", "percent"), ("top5", "test top-5", "percent"), ("loss", "test loss", "float"),
+COMPARED = (("top1", "test top-1", "percent"), ("balanced_accuracy", "balanced accuracy", "percent"),
+            ("top5", "test top-5", "percent"), ("loss", "test loss", "float"),
             ("macro_f1", "macro F1", "float"), ("best_val_top1", "best val top-1", "percent"),
             ("epochs", "epochs", "int"), ("training_seconds", "training time", "seconds"))
 

@@ -13,23 +13,28 @@ import yaml
 
 from ..errors import AlexNetError, quote
 from ..perf import PRECISIONS, check_device
-from .recipes import RECIPES, get_recipe
+from .recipes import FINE_TUNING_RECIPE, RECIPES, get_recipe
 
 # Fields whose None means "the recipe's value".
 RECIPE_FIELDS = (
     "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "ten_crop", "flip_test",
     "optimizer", "momentum", "nesterov", "decay_norm_and_bias", "schedule", "warmup_fraction",
-    "plateau_factor", "plateau_patience", "plateau_threshold", "step_epochs", "step_factor",
+    "plateau_factor", "plateau_patience", "plateau_threshold", "step_epochs", "step_factor", "backbone_lr_scale",
 )
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("plateau", "onecycle", "cosine", "step", "constant")
 ALLREDUCE_DTYPES = ("fp32", "bf16")
+HEADS = ("auto", "keep", "new")
+CLASS_WEIGHTS = ("none", "balanced")
+SAMPLERS = ("shuffle", "balanced")
 # What may differ when a run is continued with --resume: where and how fast it runs, what it
-# prints, and how long it goes on (extending a finished run is the common case). Everything else
-# made the checkpoint what it is, and a checkpoint can only continue the run it was.
+# prints, and how long it goes on (extending a finished run is the common case), and the learning
+# rate, to continue a run that diverged from its last good checkpoint at a lower one (the change is
+# recorded in its history). Everything else made the checkpoint what it is, and a checkpoint can
+# only continue the run it was.
 RESUMABLE_FIELDS = (
     "epochs", "data_dir", "download", "device", "compile", "eval_batch_size", "checkpoint_every",
-    "tensorboard", "quiet", "strict", "early_stopping", "threads",
+    "tensorboard", "quiet", "strict", "early_stopping", "threads", "lr", "divergence_check",
 )
 SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
 
@@ -47,13 +52,17 @@ class TrainConfig:
     download: bool = False  # fetch missing datasets (official URLs, checksummed)
     init_from: str | None = None  # fine-tune: start from these weights (a weights file or run folder)
     freeze: str = "none"  # none | features | conv1-N: layers of the starting weights kept as they are
-    backbone_lr_scale: float = 1.0  # fine-tune: the pretrained layers' rate, relative to the new classifier's
+    backbone_lr_scale: float | None = None  # fine-tune: the pretrained layers' rate, relative to the classifier's (finetune recipe: 0.1)
+    head: str = "auto"  # fine-tune: auto keeps the trained classifier when the class names are the same, else a new one; keep | new
     subset: float = 1.0  # stratified fraction of the training set (the tutorial trains on 0.1)
     flipped_copies: bool = False  # add each training image mirrored and upside down, after subset: 3x (the PyTorch Fashion-MNIST tutorial)
     val_size: int | None = None  # images held out of the training set; None: the dataset's default
+    test_size: int | None = None  # a flat folder: images held out for the test, apart from validation; None: 10%, 0: none
+    class_weights: str = "none"  # none | balanced: each class's loss weighted by the inverse of its image count
+    sampler: str = "shuffle"  # shuffle | balanced: draw training images so each class comes up equally often
 
     # how to train: a recipe, and overrides of its values
-    recipe: str | None = None  # paper | fast | tutorial | d2l | ...; None: the model's own (alexnet_paper: paper)
+    recipe: str | None = None  # paper | fast | finetune | tutorial | d2l | ...; None: the model's own (alexnet_paper: paper), finetune with --init-from
     epochs: int | None = None  # passes over the training set
     batch_size: int | None = None  # global: split across processes when training in parallel
     lr: float | None = None  # peak learning rate for this batch size
@@ -72,11 +81,12 @@ class TrainConfig:
     step_epochs: int | None = None  # step: epochs between falls of the rate (torchvision's reference: 30)
     step_factor: float | None = None  # step: the rate is multiplied by this at each fall
     early_stopping: int = 0  # stop after this many epochs without a better validation top-1 (0: never)
+    divergence_check: bool = True  # stop a run whose loss climbs far above its start or whose accuracy stays at chance
     seed: int = 0  # weights, data order and augmentation all follow from it
 
     # where and how fast
     device: str = "auto"  # auto: CUDA when present, else CPU
-    precision: str = "auto"  # auto: bf16 where measured faster than fp32 (the run records which)
+    precision: str = "auto"  # auto: CPU bf16 where measured faster, else fp32; CUDA bf16 where native, else fp16 (the run records which)
     channels_last: bool = True  # NHWC is what oneDNN and cuDNN convolutions prefer
     compile: bool = False  # torch.compile the model (pays off for long runs; see README)
     threads: int | None = None  # CPU threads; None: one per physical core (shared out under torchrun)
@@ -101,23 +111,25 @@ class TrainConfig:
         self.validate()
         from ..models import default_recipe
 
-        recipe = get_recipe(self.recipe or default_recipe(self.model))
+        recipe = get_recipe(self.recipe or (FINE_TUNING_RECIPE if self.init_from else default_recipe(self.model)))
         values = dataclasses.asdict(self)
         for name in RECIPE_FIELDS:
             if values[name] is None:
                 values[name] = getattr(recipe, name)
+        if not self.init_from:
+            values["backbone_lr_scale"] = 1.0  # one rate: there is no pretrained part
         values["model_options"] = {**recipe.model_options, **self.model_options}
+        if self.init_from:  # the model is rebuilt as its weights were trained, unless the user says otherwise
+            from ..inference import read_trained_metadata
+
+            trained = read_trained_metadata(self.init_from)
+            values["model_options"] = {**trained.model_options, **self.model_options}
         from ..data import resolve_augment
 
+        from ..inference import ten_views_unlike_training
+
         augment = resolve_augment(values["augment"], values["dataset"])
-        # The ten views are the training crops' corners and centre, cut from test images enlarged by
-        # 256/224, and their mirrors: a network trained on whole images would see them at the wrong
-        # scale, and one never trained on mirrors (digits are not mirrored) would see half of them
-        # as it never has.
-        unlike_training = (
-            "trains on whole images" if augment.crop_fraction == 1.0
-            else "never mirrors the training images" if not augment.horizontal_flip else None
-        )
+        unlike_training = ten_views_unlike_training(augment)
         dropped_ten_views = bool(values["ten_crop"] and unlike_training)
         if dropped_ten_views:
             if self.ten_crop:
@@ -194,12 +206,18 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not low <= value < high:
                 raise AlexNetError(f"{name} must be in [{low:g}, {high:g}), got {value}")
-        if not (math.isfinite(self.backbone_lr_scale) and self.backbone_lr_scale >= 0):
+        _choice("head", self.head, HEADS)
+        _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if self.backbone_lr_scale is not None and not (math.isfinite(self.backbone_lr_scale)
+                                                       and self.backbone_lr_scale >= 0):
             raise AlexNetError(f"backbone_lr_scale must be 0 or a positive number, got {self.backbone_lr_scale}")
         if not re.fullmatch(r"none|features|conv1-[1-9]\d*", self.freeze):
             raise AlexNetError(f"freeze must be none, features or conv1-N (the first N convolutions), got {quote(self.freeze)}")
-        if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale != 1.0):
-            raise AlexNetError("--freeze and --backbone-lr-scale apply to fine-tuning: give --init-from WEIGHTS|RUN_DIR")
+        if self.init_from is None and (self.freeze != "none" or self.backbone_lr_scale not in (None, 1.0)
+                                       or self.head != "auto"):
+            raise AlexNetError("--freeze, --backbone-lr-scale, --keep-head and --new-head apply to fine-tuning: "
+                               "give --init-from WEIGHTS|RUN_DIR")
         if self.step_epochs is not None and self.step_epochs < 1:
             raise AlexNetError(f"step_epochs must be a positive integer, got {self.step_epochs}")
         if self.early_stopping < 0:
@@ -208,6 +226,8 @@ class TrainConfig:
             raise AlexNetError(f"plateau_patience must be 0 or more, got {self.plateau_patience}")
         if self.val_size is not None and self.val_size < 0:
             raise AlexNetError(f"val_size must be 0 or more, got {self.val_size}")
+        if self.test_size is not None and self.test_size < 0:
+            raise AlexNetError(f"test_size must be 0 or more, got {self.test_size}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -2,8 +2,10 @@
 and freeze what should not move.
 
 ``--init-from`` takes a weights file or a run folder. Every tensor must fit the new model except the
-last classifier layer's, which is left at its fresh initialisation when the class count differs
-(timm's ``reset_classifier``); any other mismatch is refused naming the first tensor that differs.
+last classifier layer's, which is left at its fresh initialisation (timm's ``reset_classifier``)
+when the class names differ: ten digits are not ten kinds of clothing even though both are ten
+classes. Where the names are the same the trained classifier is kept; ``head="keep"`` or ``"new"``
+overrides either choice. Any other mismatch is refused naming the first tensor that differs.
 ``--freeze features`` keeps every convolutional layer as it was, ``--freeze conv1-N`` the first N
 convolutions and what follows each (its normalisation, activation, pooling): their parameters leave
 the optimiser, and their batch norm statistics stay as trained (the layers run in eval mode).
@@ -34,35 +36,65 @@ class Pretrained:
     metadata: WeightsMetadata
     loaded: list[str] = field(default_factory=list)  # parameter and buffer names taken from the source
     replaced: list[str] = field(default_factory=list)  # left at their new initialisation (the classifier)
+    head_reason: str = ""  # why the classifier was kept or replaced
 
     def describe(self) -> str:
-        replaced = (f"; {', '.join(self.replaced)} replaced ({self.metadata.num_classes} classes there)"
-                    if self.replaced else "")
-        return f"started from {self.source}: {len(self.loaded)} tensors loaded{replaced}"
+        head = (f"; {', '.join(self.replaced)} replaced" if self.replaced else "; classifier kept")
+        return f"started from {self.source}: {len(self.loaded)} tensors loaded{head} ({self.head_reason})"
 
 
-def load_pretrained(model: nn.Module, source: str | Path) -> Pretrained:
-    """Copy the weights in ``source`` into ``model``; the classifier's last layer is kept new when
-    the class counts differ. Refuses, naming the tensor, any other tensor that does not fit."""
+def head_choice(trained_classes: tuple[str, ...] | list[str], classes: list[str] | None,
+                head: str = "auto") -> tuple[bool, str]:
+    """Whether to start a new classifier, and why: ``auto`` replaces it when the class names (in
+    order) differ from the trained ones; ``new`` always; ``keep`` never, which needs the same count."""
+    trained, count = list(trained_classes), len(trained_classes)
+    if head == "new":
+        return True, "--new-head"
+    if classes is None:  # no class names to compare (a model built by hand): the count decides
+        return False, f"{count} classes there; no class names here to compare"
+    if head == "keep":
+        if len(classes) != count:
+            raise AlexNetError(f"--keep-head: the weights' classifier has {count} classes, the data "
+                               f"{len(classes)}; a classifier is kept only for as many classes (drop --keep-head)")
+        return False, "--keep-head" + ("" if classes == trained else ": the classes are matched by position, "
+                                       f"{trained[0]!r} as {classes[0]!r} and so on")
+    if classes == trained:
+        return False, f"the same {count} classes; --new-head to start a new classifier"
+    if len(classes) == count:
+        return True, (f"the classes differ ({_names(trained)} there, {_names(classes)} here); "
+                      f"--keep-head to keep it")
+    return True, f"{count} classes there, {len(classes)} here"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def load_pretrained(model: nn.Module, source: str | Path, classes: list[str] | None = None,
+                    head: str = "auto") -> Pretrained:
+    """Copy the weights in ``source`` into ``model``; the classifier's last layer is left new where
+    :func:`head_choice` says (the class names differ, or ``head="new"``). Refuses, naming the tensor,
+    any other tensor that does not fit."""
     path = weights_path(source)  # refuses a missing path or an unfinished run, saying what to pass
     metadata = read_metadata(path)
+    new_head, reason = head_choice(metadata.class_names, classes, head)
     try:
         trained = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise AlexNetError(f"cannot read the weights in {path} ({error})") from None
     check_finite(trained, path)
     state = model.state_dict()
-    head = {f"{name}.{key}" for name, module in model.named_modules() if module is model.get_classifier()
-            for key in module.state_dict()}
-    result = Pretrained(path, metadata)
+    head_tensors = {f"{name}.{key}" for name, module in model.named_modules() if module is model.get_classifier()
+                    for key in module.state_dict()}
+    result = Pretrained(path, metadata, head_reason=reason)
     for name, tensor in state.items():
         if name not in trained:
             raise AlexNetError(f"{path} was trained as another architecture: it has no {name} "
                                f"({tuple(tensor.shape)}); fine-tune from weights of the same model and switches")
+        if name in head_tensors and (new_head or trained[name].shape != tensor.shape):
+            result.replaced.append(name)
+            continue
         if trained[name].shape != tensor.shape:
-            if name in head:
-                result.replaced.append(name)
-                continue
             raise AlexNetError(
                 f"{path} was trained as another architecture: {name} is {tuple(trained[name].shape)} there, "
                 f"{tuple(tensor.shape)} here (trained as {metadata.model}"

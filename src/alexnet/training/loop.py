@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import build_loaders, dataset_info, num_classes
+from ..data import build_loaders, dataset_info, files_digest, num_classes
 from ..errors import AlexNetError, quote
 from ..evaluation import Metrics, evaluate_model, test_loader
 from ..inference import TestViews, read_trained_metadata
 from ..models import build_model
 from ..perf import (
-    autocast_context, optimizer_options, precision_name, prepare_model, resolve_device, resolve_precision,
-    set_threads,
+    autocast_context, gradient_scaler, optimizer_options, precision_name, prepare_model, resolve_device,
+    resolve_precision, set_threads,
 )
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
 from ..weights import WeightsMetadata, save_weights
@@ -46,6 +46,26 @@ from .distributed import (
 )
 
 NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host sync)
+# Divergence: the training loss, smoothed over about DIVERGENCE_STEPS steps (an exponential moving
+# average, as fastai's and Lightning's learning-rate finders smooth it, judged once it spans that
+# many), above DIVERGENCE_FACTOR times the larger of its first step's and chance's (ln(classes), what
+# a network that knows nothing scores); or, after an epoch, a validation loss above
+# VAL_DIVERGENCE_FACTOR times that, with validation top-1 under VAL_CHANCE_FACTOR times chance. The factors leave room for what
+# healthy runs do at their peak rate: on 100 images, the fast recipe at batch 32 had an epoch's
+# training loss at 1.5x ln(5) and a validation loss at 5.9x ln(5), at chance, before recovering (batch
+# norm's running statistics lag behind weights that move fast); a 6-step run on 2 classes averaged
+# 3.3x ln(2) over its steps. A diverged run is far beyond: the fast recipe at --lr 0.5 on 5% of
+# Fashion-MNIST ended its first epoch at a training loss of 37 and a validation loss of 1.5e8 (bf16).
+DIVERGENCE_FACTOR = 4.0
+DIVERGENCE_STEPS = 10
+VAL_DIVERGENCE_FACTOR = 10.0
+VAL_CHANCE_FACTOR = 1.5
+# A training set whose largest class has this many times the images of its smallest is imbalanced
+# enough for top-1 to flatter a classifier that neglects the small classes: the run says so.
+IMBALANCE_RATIO = 5
+# A run that has taken this many steps and still classifies its training and validation images at
+# chance (not 2 standard errors above 1/classes) has stopped learning; fewer steps may not have started.
+CHANCE_MIN_STEPS = 100
 
 
 @dataclass
@@ -65,7 +85,20 @@ class Run:
 
 
 class NonFiniteLoss(AlexNetError):
-    pass
+    """The training loss became NaN or infinite."""
+
+    exit_code = 3
+
+
+class Diverged(NonFiniteLoss):
+    """The training loss climbed far above where it started, or the run stayed at chance."""
+
+
+def at_chance(top1: float, count: int, classes: int) -> bool:
+    """Whether a top-1 of ``top1`` over ``count`` images is no better than guessing among ``classes``:
+    not two binomial standard errors above 1/classes."""
+    chance = 1.0 / classes
+    return top1 <= chance + 2.0 * math.sqrt(chance * (1.0 - chance) / max(1, count))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -146,11 +179,16 @@ class _Trainer:
         self.fresh = False  # this process created the run folder and nothing has been trained in it yet
         self.restarted = False  # resumed a run that had no checkpoint yet: it starts over
         self.stretched: tuple[int, int] | None = None  # (epochs before, steps done) when --epochs changed
+        self.rate_changed: tuple[float, float] | None = None  # (lr before, after) when --resume --lr changed it
+        self.trained_lr: float | None = None  # the rate the run to continue was trained at
         try:
             config, checkpoint = self._open(config, resume, overrides)
             self._build(config, checkpoint)
             if checkpoint is not None:
                 self._restore(checkpoint)
+            elif self.trained_lr is not None and self.trained_lr != config.lr:  # started over at another rate
+                self.rate_changed = (self.trained_lr, config.lr)
+                self.resumed_changes = {"lr": [self.trained_lr, config.lr]}
             self.writer = self._tensorboard()
         except BaseException:
             self.close()
@@ -192,6 +230,7 @@ class _Trainer:
         if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
             trained = TrainConfig.from_dict(checkpoint["config"])  # what the weights were trained with
         config = _continued_config(trained, written, overrides).resolved()
+        self.trained_lr = trained.lr
         if checkpoint is not None:
             _check_not_finished(folder, config, checkpoint["epoch"],
                                 stops_early(checkpoint["history"], config.early_stopping))
@@ -246,6 +285,7 @@ class _Trainer:
             self.threads_before = torch.get_num_threads()
             set_threads(config.threads)
         self.autocast = lambda: autocast_context(self.device, self.dtype)
+        self.scaler = gradient_scaler(self.device, self.dtype)  # fp16: loss scaling; otherwise does nothing
         group.barrier()  # rank 0 has written config.yaml (and holds the lock) before anyone reads data
 
         info = dataset_info(config.dataset)
@@ -263,22 +303,27 @@ class _Trainer:
         if resuming and "normalization" in checkpoint:  # as trained, whatever became of an --init-from source
             self.normalization = tuple(tuple(values) for values in checkpoint["normalization"])
         elif config.init_from:  # fine-tuning: the features expect the inputs they were trained on
-            self.pretrained = load_pretrained(self.model, config.init_from) if not resuming else None
-            trained = self.pretrained.metadata if self.pretrained else read_trained_metadata(config.init_from)
+            trained = read_trained_metadata(config.init_from)
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
                 self.normalization = (tuple(trained.mean), tuple(trained.std))
-        self.frozen = freeze(self.model, config.freeze)
         self.data = build_loaders(
             config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
             eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
             augment=config.augment, val_size=config.val_size, subset=config.subset,
-            flipped_copies=config.flipped_copies, seed=config.seed,
+            flipped_copies=config.flipped_copies, seed=config.seed, test_size=config.test_size, sampler=config.sampler,
             device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
             channels_last=config.channels_last, normalization=self.normalization,
         )
         if self.model.num_classes != len(self.data.classes):  # the two ways of counting must agree
             raise AlexNetError(f"{config.dataset}: {len(self.data.classes)} classes in the data, "
                                f"{self.model.num_classes} counted from its folders; check --data-dir")
+        self.class_weights = None
+        if config.class_weights == "balanced":  # sklearn's "balanced": images / (classes * class count)
+            counts = torch.tensor(self.data.class_counts, dtype=torch.float32).clamp(min=1)
+            self.class_weights = (counts.sum() / (len(counts) * counts)).to(self.device)
+        if config.init_from and not resuming:  # the class names decide whether the classifier is kept
+            self.pretrained = load_pretrained(self.model, config.init_from, self.data.classes, config.head)
+        self.frozen = freeze(self.model, config.freeze)
         prepare_model(self.model, self.device, channels_last=config.channels_last)  # compile: in _wrap, after DDP
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         if self.steps_per_epoch == 0:
@@ -288,6 +333,10 @@ class _Trainer:
         self.forward_model = self._wrap(self.model)
         self.epoch, self.step, self.history, self.best_top1 = 0, 0, [], -1.0
         self.partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this epoch)
+        self.start_loss: float | None = None  # the first step's training loss (divergence is measured from it)
+        self.smoothed_loss: float | None = None  # the moving average of the training loss (bias-corrected)
+        self.smoothed_steps = 0  # steps in that average
+        self.resumed_changes: dict = {}  # values --resume changed ({"lr": [before, after]}), for the history
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -305,6 +354,17 @@ class _Trainer:
                  + (f", {config.accumulation_steps} micro-batches per step" if config.accumulation_steps > 1 else ""))
         if self.pretrained:
             self.log(self.pretrained.describe())
+        counts = self.data.class_counts
+        if counts and min(counts) and max(counts) >= IMBALANCE_RATIO * min(counts):
+            largest, smallest = counts.index(max(counts)), counts.index(min(counts))
+            balanced = config.class_weights == "balanced" or config.sampler == "balanced"
+            self.log(f"warning: the training classes are imbalanced: {self.data.classes[largest]!r} has "
+                     f"{max(counts)} images, {self.data.classes[smallest]!r} {min(counts)} ({max(counts) / min(counts):.0f}x); "
+                     + ("the loss is balanced (--class-weights/--sampler balanced)" if balanced else
+                        "consider --class-weights balanced or --sampler balanced, and read balanced accuracy "
+                        "beside top-1"))
+        elif counts and not min(counts):
+            self.log(f"warning: no training images of {self.data.classes[counts.index(0)]!r}")
         if config.init_from:
             self.log(describe_frozen(self.frozen) + (f"; pretrained layers learn at {config.backbone_lr_scale:g}x "
                                                      f"the rate" if config.backbone_lr_scale != 1 else ""))
@@ -312,6 +372,11 @@ class _Trainer:
             self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
                      f"(lr {self._learning_rate():.3g})")
+        if self.rate_changed:
+            before, after = self.rate_changed
+            self.log(f"lr {before:g} -> {after:g}: " + ("starting over at the new rate" if self.restarted else
+                     f"every rate of the optimiser and the {config.schedule} schedule scaled by {after / before:.3g}")
+                     + " (recorded as resumed_with in the next epoch's row of metrics.jsonl)")
         if self.restarted:
             self.log(f"no checkpoint in {self.folder.checkpoints} (the run stopped before its first one): "
                      f"starting it over from epoch 1 with its configuration")
@@ -402,6 +467,8 @@ class _Trainer:
                 images_seen += count
                 if len(window) == NAN_CHECK_EVERY or self.step == self.steps_per_epoch:
                     self._check_finite(window)
+                    if config.divergence_check:
+                        self._check_divergence(window)
                     window.clear()
                     rate = images_seen * self.group.world_size / (time.perf_counter() - start)
                     bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
@@ -428,6 +495,28 @@ class _Trainer:
             "images_per_second": images_seen * self.group.world_size / seconds,
             "epoch_seconds": seconds,
         }
+        if self.resumed_changes:  # the run's history says where --resume changed its course
+            row["resumed_with"] = self.resumed_changes
+            self.resumed_changes = {}
+        classes = len(self.data.classes)
+        val_at_chance = at_chance(val.top1, val.count, classes)
+        stuck = (config.divergence_check and (self.epoch + 1) * self.steps_per_epoch >= CHANCE_MIN_STEPS
+                 and at_chance(row["train_top1"], int(totals[2].item()), classes) and val_at_chance)
+        # A network whose validation loss has exploded is broken, whether its top-1 is exactly at
+        # chance or a little above (measured: 11.96% of 5,000 images, top-5 50%, at a validation loss
+        # of 23.7 for 10 classes): under 1.5x chance counts.
+        exploded = (config.divergence_check and val.top1 < VAL_CHANCE_FACTOR / classes
+                    and not val.loss <= VAL_DIVERGENCE_FACTOR / DIVERGENCE_FACTOR * self._divergence_threshold())
+        if exploded or stuck:  # neither this epoch's records nor its checkpoint: the last good one stays the one to resume
+            self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
+                     f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%}")
+            raise Diverged(self._failure(
+                f"the validation loss diverged in epoch {row['epoch']}: {val.loss:.4g}, above "
+                f"{VAL_DIVERGENCE_FACTOR / DIVERGENCE_FACTOR * self._divergence_threshold():.3g}, near chance "
+                f"(validation top-1 {val.top1:.2%}, chance {1 / classes:.2%})" if exploded else
+                f"after epoch {row['epoch']} ({row['epoch'] * self.steps_per_epoch} steps) the network still "
+                f"classifies at chance (training top-1 {row['train_top1']:.2%}, validation {val.top1:.2%}, "
+                f"chance {1 / classes:.2%})"))
         self.history.append(row)
         self.epoch, self.step = self.epoch + 1, 0
         self.partial = torch.zeros(3, dtype=torch.float64)
@@ -465,13 +554,15 @@ class _Trainer:
             with context:
                 with self.autocast():
                     logits = self.forward_model(images)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-                (loss / config.accumulation_steps).backward()
+                    loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights,
+                                           label_smoothing=config.label_smoothing)
+                self.scaler.scale(loss / config.accumulation_steps).backward()
             loss_sum = loss_sum + loss.detach() * len(labels)
             correct = correct + (logits.argmax(1) == labels).sum()
             count += len(labels)
         self.updating = True  # until the caller has counted the step
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # fp16: skipped, and the scale lowered, where a gradient overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.schedule != "plateau":
             self.scheduler.step()
@@ -490,12 +581,43 @@ class _Trainer:
             return
         first = int((~finite).nonzero()[0])
         step = self.step - len(window) + first + 1
-        raise NonFiniteLoss(
-            f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, step {step} "
-            f"(learning rate {self._learning_rate():.3g}). Training stopped; the last "
-            f"good checkpoint and the metrics are in {self.folder.directory}. Try a lower learning rate, "
-            f"e.g. --lr {self.config.lr / 10:g}, and check the data (--strict stops at an unreadable image)."
-        )
+        raise NonFiniteLoss(self._failure(f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, "
+                                          f"step {step}") + " Check the data too (--strict stops at an unreadable image).")
+
+    def _divergence_threshold(self) -> float:
+        return DIVERGENCE_FACTOR * max(self.start_loss or 0.0, math.log(len(self.data.classes)))
+
+    def _check_divergence(self, window: list[torch.Tensor]) -> None:
+        """Stop when the smoothed training loss is far above its start and chance."""
+        # Every process decides on the same numbers (the mean over processes), so all stop together.
+        losses = (self.group.all_reduce_sum(torch.stack(window).float()) / self.group.world_size).cpu().tolist()
+        if self.start_loss is None:
+            self.start_loss = losses[0]
+        threshold = self._divergence_threshold()
+        beta = 1.0 - 1.0 / DIVERGENCE_STEPS
+        for index, loss in enumerate(losses):
+            # the average's sum, then its bias correction (an average of k steps weighs 1 - beta^k)
+            self.smoothed_steps += 1
+            raw = (self.smoothed_loss or 0.0) * (1.0 - beta ** (self.smoothed_steps - 1))
+            raw = beta * raw + (1.0 - beta) * loss
+            self.smoothed_loss = raw / (1.0 - beta ** self.smoothed_steps)
+            if self.smoothed_steps >= DIVERGENCE_STEPS and self.smoothed_loss > threshold:
+                step = self.step - len(losses) + index + 1
+                raise Diverged(self._failure(
+                    f"the training loss diverged in epoch {self.epoch + 1}: at step {step} its average over the "
+                    f"last ~{DIVERGENCE_STEPS} steps was {self.smoothed_loss:.4g}, above {threshold:.3g} "
+                    f"({DIVERGENCE_FACTOR:g}x the larger of its first step's {self.start_loss:.3g} and chance's "
+                    f"ln({len(self.data.classes)}))"))
+
+    def _failure(self, what: str) -> str:
+        """What failed, at which rate, what is kept and what to do: the message of a run that stopped."""
+        rate = self.config.lr
+        kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch
+                else "no epoch ended well, so there is no checkpoint: a resume starts over")
+        return (f"{what}, at learning rate {rate:g} (this step's: {self._learning_rate():.3g}). "
+                f"The rate is probably too high. Training stopped; {kept} in {self.folder.directory}. Continue "
+                f"at a lower rate with: alexnet train --resume {self.folder.directory} --lr {rate / 10:g} "
+                f"(or find one with: alexnet lr-find), or turn this check off with --no-divergence-check.")
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -507,7 +629,7 @@ class _Trainer:
         if views.views == "ten":  # cut from test images 256/224 larger than the training crops
             test, _ = test_loader(config.dataset, views, self.model.input_size, data_dir=config.data_dir,
                                   batch_size=config.eval_batch_size, val_size=config.val_size, seed=config.seed,
-                                  device=self.device, rank=self.group.rank, world_size=self.group.world_size,
+                                  test_size=self.data.test_size, device=self.device, rank=self.group.rank, world_size=self.group.world_size,
                                   channels_last=config.channels_last, normalization=self.normalization)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     precision=self.dtype, views=views)
@@ -517,14 +639,20 @@ class _Trainer:
                 model=config.model, model_options={**config.model_options}, class_names=tuple(self.data.classes),
                 input_size=tuple(self.model.input_size), mean=tuple(self.normalization[0]),
                 std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
-                val_size=config.val_size, seed=config.seed, precision=config.precision, test_views=views.to_dict(),
-                epochs=self.epoch, test_top1=metrics.top1,
+                val_size=config.val_size, test_size=self.data.test_size, seed=config.seed, precision=config.precision,
+                test_files=files_digest(self.data.test.samples, config.data_dir) if self.data.test_size else None,
+                test_views=views.to_dict(), epochs=self.epoch, test_top1=metrics.top1,
             ))
+            # A test taken on the validation images (no test split apart from them) says so: early
+            # stopping and the plateau schedule chose by them, so it is no independent test.
+            split = "val" if self.data.test_is_val else "test"
             write_text(folder.evaluation, json.dumps(
-                {"split": "test", "dataset": config.dataset, "views": views.views, "epochs": self.epoch,
-                 **metrics.to_dict()}, indent=2))
-            self.log(f"test: top-1 {metrics.top1:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
-                     f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()})")
+                {"split": split, "dataset": config.dataset, "views": views.views, "epochs": self.epoch, **metrics.to_dict()}, indent=2))
+            self.log(f"{'validation' if self.data.test_is_val else 'test'}: top-1 {metrics.top1:.2%}  "
+                     f"balanced {metrics.balanced_accuracy:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
+                     f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()}"
+                     + ("; the validation images, as there is no test split apart from them" if self.data.test_is_val
+                        else "") + ")")
             self.log(f"weights: {run.weights_path}")
             if self.writer:
                 self.writer.close()
@@ -578,8 +706,11 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "partial": self.partial.cpu(),
             "history": self.history, "best_top1": self.best_top1,
+            "start_loss": self.start_loss, "smoothed_loss": self.smoothed_loss, "smoothed_steps": self.smoothed_steps,
+            "resumed_changes": self.resumed_changes,
             "rng": rng_state(),
             "config": json.loads(json.dumps(self.config.__dict__)),
             # the inputs' mean/std: resuming a fine-tuned run needs no --init-from source any more
@@ -590,17 +721,42 @@ class _Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.partial = state["epoch"], state["step"], state["partial"]
         if not self.group.is_main:  # rank 0's sums are in the checkpoint once; they are all-reduced
             self.partial = torch.zeros_like(self.partial)
         self.history, self.best_top1 = list(state["history"]), state["best_top1"]
+        self.start_loss, self.smoothed_loss = state.get("start_loss"), state.get("smoothed_loss")
+        self.smoothed_steps = state.get("smoothed_steps", 0)
+        self.resumed_changes = dict(state.get("resumed_changes") or {})
         set_rng_state(state["rng"])
+        trained_lr = state.get("config", {}).get("lr", self.config.lr)
+        if trained_lr != self.config.lr:
+            self._change_rate(trained_lr)
         trained_epochs = state.get("config", {}).get("epochs", self.config.epochs)
         if trained_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
             self._stretch_schedule(trained_epochs)
         if self.group.is_main:  # drop epochs logged after the checkpoint was written
             lines = [json.dumps(row) for row in self.history]
             write_text(self.folder.metrics, "".join(line + "\n" for line in lines))
+
+    def _change_rate(self, trained_lr: float) -> None:
+        """``--resume --lr``: every rate the optimiser and the schedule hold (each group's, the
+        one-cycle peak and floor, the schedule's base) scaled by new / old, so the schedule goes on
+        from where it was at the new rate; the divergence count starts again."""
+        ratio = self.config.lr / trained_lr
+        for group in self.optimizer.param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if isinstance(group.get(key), float):
+                    group[key] *= ratio
+        for key in ("base_lrs", "_last_lr", "min_lrs"):
+            values = getattr(self.scheduler, key, None)
+            if isinstance(values, list):
+                setattr(self.scheduler, key, [value * ratio if isinstance(value, float) else value for value in values])
+        self.smoothed_loss, self.smoothed_steps = None, 0
+        self.resumed_changes = {**self.resumed_changes, "lr": [trained_lr, self.config.lr]}
+        self.rate_changed = (trained_lr, self.config.lr)
 
     def _stretch_schedule(self, trained_epochs: int) -> None:
         """A schedule whose length is the number of epochs (one-cycle, cosine), redrawn for the new

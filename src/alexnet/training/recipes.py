@@ -38,6 +38,7 @@ class Recipe:
     augment: str = "none"  # an augmentation preset of alexnet.data
     flip_test: bool = False  # average the logits of each test image and its mirror
     ten_crop: bool = False  # final evaluation averages the softmax of ten views (Section 4.1)
+    backbone_lr_scale: float = 1.0  # fine-tuning: the pretrained layers' rate, relative to the new head's
 
     model_options: dict = field(default_factory=dict)  # switches the recipe sets on the model
 
@@ -100,6 +101,32 @@ RECIPES: dict[str, Recipe] = {
             # no dropout, for the same reason as the augmentation.
             model_options={"norm": "batch", "init": "default", "dropout": 0.0},
         ),
+        Recipe(
+            name="finetune",
+            source="the fine-tuning guides of torchvision (references/classification: lr 10x lower than "
+            "from scratch), timm (a short warm-up) and Keras (transfer learning: a new head on a "
+            "pretrained base, then the base at a low rate): fast's recipe with a peak rate of 0.01, "
+            "a warm-up of a tenth of the steps, and the pretrained layers at a tenth of the head's rate",
+            optimizer="sgd",
+            # fast's one-cycle peak of 0.1 overwrote what the pretrained layers had learnt (measured:
+            # MNIST digits from Fashion-MNIST weights, no better than from scratch), and it made the
+            # three unnormalised FC layers of a frozen backbone diverge to chance.
+            lr=0.01,
+            batch_size=64,  # fine-tuning sets are small: more steps from the same images
+            epochs=10,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+            decay_norm_and_bias=False,
+            schedule="onecycle",
+            warmup_fraction=0.1,
+            label_smoothing=0.1,
+            augment="flip",
+            flip_test=True,
+            backbone_lr_scale=0.1,
+            # No model switches: a fine-tuned model is built with the switches its weights were
+            # trained with (TrainConfig.resolved reads them from the weights' metadata).
+        ),
         # The tutorial networks' own training, as their code runs it. What a recipe cannot say:
         # their inputs are pixels / 255 (the two-tower one: per-image standardisation) where ours
         # are normalised per channel, and Keras' Adam has epsilon 1e-7 (PyTorch's: 1e-8).
@@ -155,7 +182,9 @@ RECIPES: dict[str, Recipe] = {
         ),
     )
 }
-ALIASES = {"seed": "tutorial"}
+ALIASES = {"seed": "tutorial", "fine-tune": "finetune"}
+# The recipe a run starts from trained weights (--init-from) with when none is named.
+FINE_TUNING_RECIPE = "finetune"
 
 
 def get_recipe(name: str) -> Recipe:
