@@ -236,7 +236,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     result = run_benchmark(args.model, batch_size=args.batch_size, precision=args.precision, compile=args.compile,
                            input_shape=args.input, repeats=args.repeats, warmup=args.warmup,
-                           device=args.device, threads=args.threads)
+                           device=args.device, threads=args.threads, peers=not args.no_peers)
     print(format_result(result))
     return 0
 
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     benchmark.add_argument("--threads", type=int, default=None, help="default: one per physical core")
     benchmark.add_argument("--device", default="cpu", help="cpu or cuda")
+    benchmark.add_argument("--no-peers", action="store_true",
+                           help="time only ours and the plain baseline, not the peers (torchvision cast, "
+                                "ONNX Runtime, OpenVINO)")
     benchmark.set_defaults(run=_cmd_benchmark)
 
     from .experiments import list_claims
