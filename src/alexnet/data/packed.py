@@ -183,8 +183,11 @@ class _ShardWriter:
     """One shard through webdataset's ``TarWriter`` (fields given as bytes, written as they are)."""
 
     def __init__(self, path: Path) -> None:
-        import webdataset
-
+        try:
+            import webdataset
+        except ImportError:
+            raise AlexNetError("packing writes WebDataset shards: pip install alexnet[packed] "
+                               "(or: pip install webdataset)") from None
         self.file = open(path, "wb")
         self.writer = webdataset.TarWriter(self.file, encoder=False)
 
