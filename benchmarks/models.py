@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="ours and the peers (default: one per physical core)")
     args = parser.parse_args(argv)
 
     results = []
     for name in args.models:
         result = run_benchmark(name, batch_size=args.batch_size, precision=args.precision, compile=args.compile,
-                               repeats=args.repeats, device=args.device)
+                               repeats=args.repeats, device=args.device, threads=args.threads)
         print(format_result(result), end="\n\n", flush=True)
         results.append(result)
     print(markdown_table(results), end="\n\n")
