@@ -172,6 +172,28 @@ def test_benchmark_reports_consistent_figures():
         result.inference.images_per_second / result.baseline_inference.images_per_second)
     text = format_result(result)
     assert "torchvision alexnet" in text and "fp32" in text and result.machine["torch"] in text
+    # The peers ran in the same run, in fp32 as ours did; the export-based ones only at the model's own size.
+    assert set(result.peer_inference) == {"torchvision, fp32 cast, channels-last"}
+    assert set(result.peer_training) == {"torchvision, fp32, channels-last, fused SGD"}
+    name, fastest = result.fastest_peer("inference")
+    assert result.peer_ratio("inference") == pytest.approx(
+        result.inference.images_per_second / fastest.images_per_second)
+    assert all(len(timing.seconds) == 2 for timing in [*result.peer_inference.values(), *result.peer_training.values()])
+    assert f"ours / fastest peer (inference): {result.peer_ratio('inference'):.2f}x, against {name}" in text
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_engines_on_our_exported_file():
+    from alexnet.benchmark import run_benchmark
+    from alexnet.peers import openvino_available
+
+    result = run_benchmark("alexnet_owt", batch_size=1, repeats=1, warmup=0, precision="fp32")
+    expected = {"torchvision, fp32 cast, channels-last", "ONNX Runtime fp32, our export"}
+    if openvino_available():
+        expected.add("OpenVINO fp32, our export")
+    assert set(result.peer_inference) == expected
+    # ONNX Runtime and OpenVINO run our network: credited with its arithmetic, not torchvision's
+    assert result.peer_inference["ONNX Runtime fp32, our export"].flops_per_image == 2 * result.macs_per_image
 
 
 def test_benchmark_command_refuses_what_the_baseline_cannot_run(capsys):

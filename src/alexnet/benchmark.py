@@ -26,8 +26,9 @@ from torch import nn
 
 from .errors import AlexNetError
 from .models import build_model
+from .peers import inference_peers, training_peers
 from .perf import (
-    autocast_context, inference_weights, optimizer_options, precision_name, prepare_model,
+    autocast_context, compile_for_inference, inference_weights, optimizer_options, precision_name, prepare_model,
     resolve_precision, reuse_freed_memory, set_threads, to_channels_last,
 )
 from .summary import summarize
@@ -102,6 +103,20 @@ class BenchmarkResult:
     compile_inference: Compilation | None = None
     compile_training: Compilation | None = None
     machine: dict[str, str] = field(default_factory=dict)
+    # The peers (alexnet.peers), timed interleaved with ours after the baseline: name -> timing
+    peer_inference: dict[str, Timing] = field(default_factory=dict)
+    peer_training: dict[str, Timing] = field(default_factory=dict)
+
+    def fastest_peer(self, workload: str) -> tuple[str, Timing] | None:
+        """The (name, timing) of the peer with the most images/s on ``inference`` or ``training``."""
+        peers = self.peer_inference if workload == "inference" else self.peer_training
+        return max(peers.items(), key=lambda item: item[1].images_per_second, default=None)
+
+    def peer_ratio(self, workload: str) -> float | None:
+        """Our images/s over the fastest peer's on ``workload``; None without peers."""
+        peer = self.fastest_peer(workload)
+        ours = self.inference if workload == "inference" else self.training
+        return ours.images_per_second / peer[1].images_per_second if peer else None
 
     @property
     def inference_ratio(self) -> float:
@@ -198,13 +213,17 @@ def run_benchmark(
     device: str | torch.device = "cpu",
     channels_last: bool = True,
     threads: int | None = None,
+    peers: bool = True,
 ) -> BenchmarkResult:
-    """Time ``model_name`` through the fast path and torchvision's AlexNet plainly, in one run.
+    """Time ``model_name`` through the fast path, torchvision's AlexNet plainly, and the peers, in one run.
 
     The baseline runs first, in the process's default threads and allocator; then the fast path
     sets its threads and allocator (:func:`alexnet.perf.set_threads`,
-    :func:`alexnet.perf.reuse_freed_memory`) and runs. With ``compile``, the fast path is also timed
-    without compile to say after how many steps compiling pays."""
+    :func:`alexnet.perf.reuse_freed_memory`) and runs, interleaved call by call with the peers
+    (:mod:`alexnet.peers`; ``peers=False`` leaves them out) in the same threads. With ``compile``, the
+    fast path is also timed without compile to say after how many steps compiling pays, and the
+    peers that can be compiled are timed compiled too. Inference compiled is
+    :func:`alexnet.perf.compile_for_inference`, what ``evaluate`` compiles."""
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise AlexNetError("batch size and repeats must be at least 1, warm-up at least 0")
     device = torch.device(device)
@@ -242,7 +261,8 @@ def run_benchmark(
                                   warmup, device)
     del baseline, plain_sgd
 
-    # The fast path.
+    # The fast path, and the peers interleaved with it call by call: on a machine shared with other
+    # work, load that comes and goes then slows every contender alike instead of whichever ran then.
     threads = set_threads(threads) if device.type == "cpu" else torch.get_num_threads()
     if device.type == "cpu":
         reuse_freed_memory()
@@ -255,43 +275,71 @@ def run_benchmark(
     fast_images = to_channels_last(images) if channels_last else images
     eager = prepare_model(model, device, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **optimizer_options(device))
-    compile_inference = compile_training = None
-    if compile:
-        compiled = torch.compile(eager)
+    flops, baseline_flops = 2 * macs, 2 * baseline_macs
+    peer_flops = {"ours": flops, "torchvision": baseline_flops}
+    compile_warmup = max(warmup, COMPILE_WARMUP)
+    with contextlib.ExitStack() as stack:
+        inference_peer_list = (inference_peers(eager, images, dtype, compile=compile, threads=threads, stack=stack)
+                               if peers else [])
         eager.eval()
         with inference_weights(eager, dtype):  # as evaluate and predict run: weights cast once
-            _, eager_inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
-            first, inference = time_calls(_inference(compiled, fast_images, context), repeats,
-                                          max(warmup, COMPILE_WARMUP), device)
-        compile_inference = _compilation(first, eager_inference, inference)
-        eager.train()
-        _, eager_training = time_calls(_training_step(eager, fast_images, labels, optimizer, context),
-                                       repeats, warmup, device)
-        first, training = time_calls(_training_step(compiled, fast_images, labels, optimizer, context),
-                                     repeats, max(warmup, COMPILE_WARMUP), device)
-        compile_training = _compilation(first, eager_training, training)
-    else:
-        eager.eval()
-        with inference_weights(eager, dtype):
-            _, inference = time_calls(_inference(eager, fast_images, context), repeats, warmup, device)
-        eager.train()
-        _, training = time_calls(_training_step(eager, fast_images, labels, optimizer, context),
-                                 repeats, warmup, device)
+            calls = {"ours": (_inference(eager, fast_images, context), warmup)}
+            if compile:
+                compiled = compile_for_inference(eager)
+                calls["ours, compiled"] = (_inference(compiled, fast_images, context), compile_warmup)
+            calls |= {peer.name: (peer.run, compile_warmup if peer.compiled else warmup)
+                      for peer in inference_peer_list}
+            first, timed = time_interleaved(calls, repeats, device)
+    inference_key = "ours, compiled" if compile else "ours"
+    compile_inference = (_compilation(first["ours, compiled"], timed["ours"], timed["ours, compiled"])
+                         if compile else None)
+    peer_inference = {peer.name: Timing(timed[peer.name], batch_size, peer_flops[peer.model], peaks[name])
+                      for peer in inference_peer_list}
+    del inference_peer_list, calls
 
-    flops, baseline_flops = 2 * macs, 2 * baseline_macs
+    eager.train()
+    training_peer_list = (training_peers(model.num_classes, images, labels, dtype, compile=compile)
+                          if peers else [])
+    calls = {"ours": (_training_step(eager, fast_images, labels, optimizer, context), warmup)}
+    if compile:
+        calls["ours, compiled"] = (_training_step(torch.compile(eager), fast_images, labels, optimizer, context),
+                                   compile_warmup)
+    calls |= {peer.name: (peer.run, compile_warmup if peer.compiled else warmup) for peer in training_peer_list}
+    first, timed_training = time_interleaved(calls, repeats, device)
+    compile_training = (_compilation(first["ours, compiled"], timed_training["ours"], timed_training["ours, compiled"])
+                        if compile else None)
+    peer_training = {peer.name: Timing(timed_training[peer.name], batch_size,
+                                       TRAINING_FLOPS_PER_FORWARD * peer_flops[peer.model], peaks[name])
+                     for peer in training_peer_list}
+
     return BenchmarkResult(
         model=model_name, input_shape=input_shape, batch_size=batch_size, precision=name,
         channels_last=channels_last, compiled=compile, threads=threads,
         baseline_threads=baseline_threads, macs_per_image=macs, baseline_macs_per_image=baseline_macs,
         matmul_peak_gflops=peaks,
-        inference=Timing(inference, batch_size, flops, peaks[name]),
-        training=Timing(training, batch_size, TRAINING_FLOPS_PER_FORWARD * flops, peaks[name]),
+        inference=Timing(timed[inference_key], batch_size, flops, peaks[name]),
+        training=Timing(timed_training[inference_key], batch_size, TRAINING_FLOPS_PER_FORWARD * flops, peaks[name]),
         baseline_inference=Timing(base_inference, batch_size, baseline_flops, fp32_peak),
         baseline_training=Timing(base_training, batch_size, TRAINING_FLOPS_PER_FORWARD * baseline_flops,
                                  fp32_peak),
         compile_inference=compile_inference, compile_training=compile_training,
         machine=machine_description() | {"cores": str(threads)},
+        peer_inference=peer_inference, peer_training=peer_training,
     )
+
+
+def time_interleaved(
+    calls: dict[str, tuple[Callable[[], object], int]], repeats: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds of each call: ``calls`` maps a name to (function, warm-up calls). Every function is
+    warmed up first, then the timed calls go round robin, one of each per round. Returns the
+    warm-up and the timed seconds, by name."""
+    first = {name: time_calls(function, 0, count, device)[0] for name, (function, count) in calls.items()}
+    timed: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (function, _) in calls.items():
+            timed[name] += time_calls(function, 1, 0, device)[1]
+    return first, timed
 
 
 def _inference_plain(model: nn.Module, images: torch.Tensor) -> Callable[[], object]:
@@ -323,24 +371,31 @@ def format_result(result: BenchmarkResult) -> str:
         f"ours: {result.precision}, {'channels_last' if result.channels_last else 'NCHW'}, "
         f"{'compiled' if result.compiled else 'eager'}, {result.threads} threads, fused SGD, freed memory reused"
         + (f", inference weights cast to {result.precision} once" if result.precision != "fp32" else ""),
-        f"baseline: torchvision alexnet, eager fp32, NCHW, {result.baseline_threads} threads (torch's default)",
+        f"baseline: torchvision alexnet, eager fp32, NCHW, {result.baseline_threads} threads (torch's default); "
+        f"peers in our threads, timed interleaved with ours",
         f"matrix-multiply peak ({MATMUL_SIDE}^3, same run): {peaks}",
         f"MACs per image: ours {result.macs_per_image:,}, baseline {result.baseline_macs_per_image:,}",
         "",
     ]
     header = ("workload", "images/s", "spread (min-max)", "GFLOP/s", "of peak", "vs baseline")
     rows = []
-    for label, ours, base in (
-        ("inference", result.inference, result.baseline_inference),
-        ("training step", result.training, result.baseline_training),
+    for label, ours, base, peers in (
+        ("inference", result.inference, result.baseline_inference, result.peer_inference),
+        ("training step", result.training, result.baseline_training, result.peer_training),
     ):
         ratio = ours.images_per_second / base.images_per_second
         rows.append(_row(f"{label}, ours", ours, f"{ratio:.2f}x"))
         rows.append(_row(f"{label}, baseline", base, ""))
+        for name, timing in peers.items():
+            rows.append(_row(f"{label}, {name}", timing, f"{timing.images_per_second / base.images_per_second:.2f}x"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines.append("  ".join(f"{cell:<{w}}" for cell, w in zip(header, widths)).rstrip())
     lines.append("-" * len(lines[-1]))
     lines += ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
+    for workload in ("inference", "training"):
+        peer = result.fastest_peer(workload)
+        if peer is not None:
+            lines.append(f"ours / fastest peer ({workload}): {result.peer_ratio(workload):.2f}x, against {peer[0]}")
     for label, compilation in (("inference", result.compile_inference), ("training", result.compile_training)):
         if compilation is not None:
             after = compilation.amortised_after

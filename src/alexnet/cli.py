@@ -197,7 +197,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _output_file(args.out)
     metrics = evaluate(args.source, dataset=args.dataset, split=args.split, ten_crop=args.ten_crop,
                        flip=args.flip, data_dir=args.data_dir, device=args.device,
-                       precision=args.precision, batch_size=args.batch_size)
+                       precision=args.precision, batch_size=args.batch_size, compile=args.compile)
     if args.json:
         print(json.dumps(metrics.to_dict(), indent=2))
     else:
@@ -237,6 +237,22 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     path = augment_preview(args.dataset, args.out, data_dir=args.data_dir, count=args.count, seed=args.seed,
                            augment=args.augment, images=args.image)
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_data_pack(args: argparse.Namespace) -> int:
+    from .data.loaders import pack_folder
+
+    def progress(split: str, done: int, total: int) -> None:
+        print(f"\r{split}: {done:,}/{total:,} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    index = pack_folder(args.folder, args.out, size=args.size, val_size=args.val_size, seed=args.seed,
+                        workers=args.workers, progress=None if args.quiet else progress)
+    splits = ", ".join(f"{split} {index.images(split):,} images in {len(shards)} shards"
+                       for split, shards in index.splits.items())
+    skipped = f"; {index.skipped} unreadable files left out (named in packed.json)" if index.skipped else ""
+    print(f"wrote {args.out}: {splits}, {len(index.classes)} classes, shorter side {index.size}{skipped}\n"
+          f"train on it: alexnet train --dataset folder --data-dir {args.out}")
     return 0
 
 
@@ -292,7 +308,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     result = run_benchmark(args.model, batch_size=args.batch_size, precision=args.precision, compile=args.compile,
                            input_shape=args.input, repeats=args.repeats, warmup=args.warmup,
-                           device=args.device, threads=args.threads)
+                           device=args.device, threads=args.threads, peers=not args.no_peers)
     print(format_result(result))
     return 0
 
@@ -341,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", default=None, choices=PRECISIONS,
                           help="default: the precision the run trained and tested in")
     evaluate.add_argument("--batch-size", type=int, default=1000)
+    evaluate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                          help="torch.compile the model, weights frozen in (default: when the pass is long "
+                               "enough to pay for compiling, e.g. ImageNet's validation set; never one image)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.set_defaults(run=_cmd_evaluate)
@@ -381,7 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     benchmark.add_argument("--threads", type=int, default=None, help="default: one per physical core")
     benchmark.add_argument("--device", default="cpu", help="cpu or cuda")
+    benchmark.add_argument("--no-peers", action="store_true",
+                           help="time only ours and the plain baseline, not the peers (torchvision cast, "
+                                "ONNX Runtime, OpenVINO)")
     benchmark.set_defaults(run=_cmd_benchmark)
+
+    data = commands.add_parser("data", help="data tools: pack a folder of images into shards").add_subparsers(
+        dest="data_command", required=True)
+    pack = data.add_parser("pack", help="write a folder of class folders once as WebDataset tar shards, resized, "
+                                        "for fast sequential reading (train with --dataset folder --data-dir OUT)")
+    pack.add_argument("folder", metavar="FOLDER", help="class folders, or train/ and val/ (and test/) of them")
+    pack.add_argument("--out", required=True, help="a new folder for the shards and packed.json")
+    pack.add_argument("--size", type=int, default=256, help="shorter side images are stored at (default: 256)")
+    pack.add_argument("--val-size", type=int, default=None, help="a flat tree: images held out (default: 10%%)")
+    pack.add_argument("--seed", type=int, default=0, help="the held-out images and the stored order")
+    pack.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
+    pack.add_argument("--quiet", action="store_true")
+    pack.set_defaults(run=_cmd_data_pack)
 
     from .experiments import list_claims
 

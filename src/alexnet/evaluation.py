@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 from torchmetrics import MeanMetric, MetricCollection
+from torch._dynamo.exc import TorchDynamoException
 
 from .errors import AlexNetError
-from .inference import TestViews, inference_mode, open_trained, predict_logits, trained_views_refusal
+from .inference import (
+    TestViews, inference_mode, open_trained, predict_logits, trained_views_refusal, worth_compiling,
+)
 
 SPLITS = ("test", "val", "train")  # what evaluate measures: "train" is the training images, unaugmented
 
@@ -126,15 +130,31 @@ def evaluate_model(
     precision: torch.dtype | None = None,
     views: TestViews | str = "centre",
     collect: bool = False,
+    compile: bool | None = False,
 ) -> tuple[Metrics, torch.Tensor | None]:
     """Run ``model`` over ``loader`` as ``views`` say, under autocast to ``precision`` (None: fp32)
     with the weights cast once for the pass (``perf.inference_weights``); returns the metrics and,
-    with ``collect``, all logits (N, C)."""
+    with ``collect``, all logits (N, C).
+
+    ``compile``: True runs the model compiled with its weights frozen in
+    (``perf.compile_for_inference``); None compiles where the pass is long enough to pay for it
+    (``inference.worth_compiling``), and runs eager if compiling fails (no C++ compiler, say)."""
     accumulator = MetricAccumulator(class_names, device)
     collected = []
-    with inference_mode(model, precision):
+    automatic = compile is None
+    if automatic:
+        compile = worth_compiling(model, getattr(loader, "num_images", 0), views)
+    with inference_mode(model, precision, compile=bool(compile)) as runner:
         for images, labels in loader:
-            logits = predict_logits(model, images, views, precision=precision)
+            try:
+                logits = predict_logits(runner, images, views, precision=precision)
+            except TorchDynamoException as error:
+                if not automatic or runner is model:
+                    raise
+                warnings.warn(f"compiling {type(model).__name__} for inference failed ({str(error).splitlines()[0]}); "
+                              f"evaluating eager", RuntimeWarning, stacklevel=2)
+                runner = model
+                logits = predict_logits(runner, images, views, precision=precision)
             accumulator.update(logits, labels)
             if collect:
                 collected.append(logits.cpu())
@@ -180,13 +200,16 @@ def evaluate(
     precision: str | None = None,
     batch_size: int = 1000,
     subset: float = 1.0,
+    compile: bool | None = None,
 ) -> Metrics:
     """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file.
 
     By default the dataset, the validation split, the test-time views (flip averaging, ten crops)
     and the precision are those the run used, so evaluating a run's weights reproduces the numbers
     at the end of its training. ``split="train"`` measures how well the training images themselves
-    (``subset`` of them, as the run took them) are fitted.
+    (``subset`` of them, as the run took them) are fitted. ``compile``: None compiles the model
+    (weights frozen in) where the pass is long enough to pay for it (``inference.worth_compiling``);
+    True or False decide.
     """
     if split not in SPLITS:
         raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -221,6 +244,6 @@ def evaluate(
         raise AlexNetError(f"{trained.source} predicts {metadata.num_classes} classes but {name} has "
                            f"{len(classes)}; evaluate it on the dataset it was trained on")
     metrics, _ = evaluate_model(trained.model, loader, list(metadata.class_names), device=trained.device,
-                                precision=trained.precision, views=trained.views)
+                                precision=trained.precision, views=trained.views, compile=compile)
     return metrics
 

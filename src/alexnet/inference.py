@@ -25,9 +25,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from .data.augment import AugmentConfig, normalize, resize_shorter_side, resolve_augment, ten_crop, to_float
 from .errors import AlexNetError
-from .perf import autocast_context, inference_weights, prepare_model, recorded_precision, resolve_device, \
-    resolve_precision, to_channels_last
+from .perf import autocast_context, compile_for_inference, inference_weights, prepare_model, recorded_precision, \
+    resolve_device, resolve_precision, to_channels_last
 from .runs import RunFolder
+from .summary import summarize
 from .weights import WeightsMetadata, format_problem, load_weights, read_metadata
 
 VIEWS = ("centre", "mirror", "ten")
@@ -190,15 +191,37 @@ def ten_crop_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     return channels, round(height * 256 / 224), round(width * 256 / 224)
 
 
+# Compiling for inference (``perf.compile_for_inference``) costs 10-60 s of code generation and
+# paid for itself after 54-218 batches of 32 images at 224x224 on a 2-core Xeon with AMX (README,
+# "Performance"): 2-5 TMAC of arithmetic. A pass is compiled automatically from twice the worst of
+# those: an ImageNet validation pass of alexnet_owt (50,000 x 0.7 GMAC) is, a Fashion-MNIST test pass
+# of the small networks (10,000 x < 0.1 GMAC) and one image never are.
+AUTO_COMPILE_MIN_MACS = 10e12
+VIEW_COUNT = {"centre": 1, "mirror": 2, "ten": 10}
+
+
+def worth_compiling(model: nn.Module, images: int, views: TestViews | str = "centre") -> bool:
+    """Whether a pass of inference over ``images`` images seen as ``views`` is long enough for compiling
+    to pay: at least ``AUTO_COMPILE_MIN_MACS`` multiply-accumulates, counted from the architecture."""
+    kind = views.views if isinstance(views, TestViews) else views
+    input_size = tuple(getattr(model, "input_size", ()) or ())
+    if len(input_size) != 3 or images < 1:
+        return False
+    return summarize(model, input_size).macs * images * VIEW_COUNT[kind] >= AUTO_COMPILE_MIN_MACS
+
+
 @contextlib.contextmanager
-def inference_mode(model: nn.Module, precision: torch.dtype | None) -> Iterator[nn.Module]:
+def inference_mode(model: nn.Module, precision: torch.dtype | None, *, compile: bool = False) -> Iterator[nn.Module]:
     """The one inference frame: eval mode, no gradients, each weight cast once to ``precision``
-    (``perf.inference_weights``); the mode and the weights are restored on exit, even after an error."""
+    (``perf.inference_weights``); the mode and the weights are restored on exit, even after an error.
+
+    Yields the module to call: ``model`` itself, or with ``compile`` the model compiled with its
+    (cast) weights frozen in (``perf.compile_for_inference``), valid within the frame only."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), inference_weights(model, precision):
-            yield model
+            yield compile_for_inference(model) if compile else model
     finally:
         model.train(was_training)
 
@@ -298,10 +321,12 @@ class TrainedModel:
         return to_channels_last(torch.stack([self.preprocess(image) for image in images]).to(self.device))
 
     @contextlib.contextmanager
-    def running(self) -> Iterator["TrainedModel"]:
-        """The inference frame (:func:`inference_mode`) for this model and precision."""
-        with inference_mode(self.model, self.precision):
-            yield self
+    def running(self, *, compile: bool = False) -> Iterator["TrainedModel"]:
+        """The inference frame (:func:`inference_mode`) for this model and precision; with ``compile``,
+        ``logits`` runs the model compiled with its weights frozen in (for a long stream of batches:
+        :func:`worth_compiling`)."""
+        with inference_mode(self.model, self.precision, compile=compile) as runner:
+            yield replace(self, model=runner) if compile else self
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ function                   what it decides
 ``reuse_freed_memory``     keep freed CPU memory for the next batch instead of faulting it in
 ``optimizer_options``      fused optimiser steps where torch has them
 ``prepare_model``          device, channels_last, optionally ``torch.compile``
+``compile_for_inference``  ``torch.compile`` for inference, weights frozen into the graph
 =========================  ==================================================================
 
 Each choice was measured on a 2-core Intel Xeon (AVX-512 + VNNI, no AVX512_BF16), torch 2.14.1;
@@ -269,6 +270,18 @@ def prepare_model(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return torch.compile(model) if compile else model
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """``model`` through ``torch.compile`` with Inductor's freezing, for inference only.
+
+    Freezing treats the weights as constants of the graph: they are folded (autocast's casts of
+    them to bf16 included) and prepacked once into the layouts oneDNN's kernels read, instead of
+    being reordered on every call. The compiled module must be called under ``torch.no_grad`` or
+    ``torch.inference_mode`` (:func:`alexnet.inference.inference_mode`), and used only while the
+    weights it first ran with are in place: it never sees a later change to them. Call it within
+    :func:`inference_weights` to freeze the bf16 copies."""
+    return torch.compile(model, options={"freezing": True})
 
 
 def to_channels_last(images: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ from .datasets import (
     stratified_indices, stratified_subset,
 )
 from .memory import InMemoryLoader, with_flipped_copies
-from .streaming import StreamingLoader, class_folders, index_folder, readable_class_names
+from .packed import PackedIndex, PackedLoader, is_packed, pack_splits
+from .streaming import StreamingLoader, class_folders, index_folder, readable_class_names, sample_transform
 
 # Streamed images are cropped to the paper's 224x224 unless the model asks for another size.
 DEFAULT_STREAMING_SHAPE = (3, 224, 224)
@@ -160,6 +161,11 @@ def build_eval_loader(
                                    options=options)
         return loader, data.classes, info
     root = _folder_root(name, data_dir)
+    if is_packed(root):
+        index = PackedIndex.read(root)
+        loader = _packed_loader(index, split, batch_size, train=False, info=info, augment=config,
+                                output_shape=output_shape, options=options, subset=subset if split == "train" else 1)
+        return loader, index.classes, info
     classes, splits = _folder_splits(root, (split,), val_size, seed, test_size)
     classes = _shown_class_names(name, root, classes)
     samples = splits[split]
@@ -228,6 +234,10 @@ def streaming_loaders(
     """``build_loaders`` for a dataset streamed from a folder: every split's files listed."""
     info = dataset_info(name)
     root = _folder_root(name, data_dir)
+    if is_packed(root):
+        return packed_loaders(PackedIndex.read(root), options, info=info, batch_size=batch_size,
+                              eval_batch_size=eval_batch_size, output_shape=output_shape, augment=augment,
+                              subset=subset)
     classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, options.seed, test_size)
     train = splits["train"]
     if subset < 1:
@@ -269,11 +279,15 @@ def num_classes(name: str, data_dir: str | Path | None = None) -> int:
     if info.num_classes:
         return info.num_classes
     root = _folder_root(name, data_dir)
+    if is_packed(root):
+        return len(PackedIndex.read(root).classes)
     return len(class_folders(root / "train" if (root / "train").is_dir() else root))
 
 
 def _folder_root(name: str, data_dir: str | Path | None) -> Path:
     """Where the streamed dataset ``name`` is, or the error that says how to point at it."""
+    if data_dir and is_packed(Path(data_dir).expanduser()):  # written by pack_folder: shards, no class folders
+        return Path(data_dir).expanduser()
     root = locate(name, data_dir)
     if root is None:
         if name == "folder" and not data_dir:
@@ -355,4 +369,58 @@ def _streaming_loader(
         output_shape=output_shape or DEFAULT_STREAMING_SHAPE, device=options.device, seed=options.seed,
         rank=options.rank, world_size=options.world_size, channels_last=options.channels_last,
         num_workers=workers, strict=options.strict,
+    )
+
+
+# --- packed shards ----------------------------------------------------------------------------
+
+
+def pack_folder(
+    folder: str | Path, out: str | Path, *, size: int = 256, val_size: int | None = None, seed: int = 0,
+    workers: int | None = None, progress=None,
+) -> PackedIndex:
+    """Pack a folder dataset (``train/`` and ``val/``, or a flat tree of class folders) into WebDataset
+    shards under ``out`` (``data.packed``): its splits as a streamed run would take them (a flat tree
+    holds out ``val_size``, default 10%, from ``seed``), each image's shorter side resized to ``size``.
+    Train on it with ``--dataset folder --data-dir OUT``."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise AlexNetError(f"{root} is not a folder; pack a folder of class folders (or of train/ and val/)")
+    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, seed)
+    wanted = {"train": splits["train"], "val": splits["val"]}
+    if splits["test"] is not splits["val"]:
+        wanted["test"] = splits["test"]
+    return pack_splits(wanted, classes, out, size=size, seed=seed, workers=workers, progress=progress)
+
+
+def packed_loaders(
+    index: PackedIndex, options: LoaderOptions, *, info: DatasetInfo, batch_size: int, eval_batch_size: int,
+    output_shape: tuple[int, int, int] | None, augment: AugmentConfig, subset: float,
+) -> Loaders:
+    """``build_loaders`` for a packed folder: its train, val and (else val) test shards."""
+
+    def make(split: str, size: int, is_train: bool) -> PackedLoader:
+        return _packed_loader(index, split, size, train=is_train, info=info, augment=augment,
+                              output_shape=output_shape, options=options, subset=subset if is_train else 1)
+
+    val = make("val", eval_batch_size, False)
+    test = make("test", eval_batch_size, False) if "test" in index.splits else val
+    return Loaders(make("train", batch_size, True), val, test, list(index.classes), info)
+
+
+def _packed_loader(
+    index: PackedIndex, split: str, batch_size: int, *, train: bool, info: DatasetInfo, augment: AugmentConfig,
+    output_shape: tuple[int, int, int] | None, options: LoaderOptions, subset: float = 1.0,
+) -> PackedLoader:
+    split = split if split in index.splits else "val"  # a folder without test/ tests on val/, as streamed
+    # --subset takes the first fraction of every shard: shards hold their images in random order
+    shards = [(str(index.root / file), round(count * subset)) for file, count in index.splits[split]]
+    mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
+    output_shape = tuple(output_shape or DEFAULT_STREAMING_SHAPE)
+    workers = min(8, os.cpu_count() or 1) if options.num_workers is None else options.num_workers
+    return PackedLoader(
+        shards, list(index.classes), batch_size, train=train, mean=mean, std=std,
+        transform=sample_transform(augment, train=train, output_size=output_shape[1:]), augment=augment,
+        output_shape=output_shape, device=options.device, seed=options.seed, rank=options.rank,
+        world_size=options.world_size, channels_last=options.channels_last, num_workers=workers, pca=index.pca,
     )

@@ -1,0 +1,108 @@
+"""Training images/s per core from packed shards, against torchvision's ImageFolder way, in one run.
+
+The folder is that of ``benchmarks/streaming.py``: 500x375 JPEGs (ImageNet's typical size) cut from
+the photos in tests/data. Three pipelines make the same normalised 3x224x224 training batches of 64
+with the same augmentation (a random 224 crop of the image at 256 on its shorter side, mirrored half
+the time):
+
+- the baseline: ``ImageFolder`` (PIL decoding) + ``transforms.v2`` (Resize 256, RandomCrop 224,
+  RandomHorizontalFlip, ToImage, ToDtype, Normalize) and a ``DataLoader``;
+- our streaming loader on the same folder (``build_loaders("folder", ...)``);
+- our packed loader on the folder packed once by ``alexnet data pack --size 256`` (packing time is
+  printed, not counted: it is paid once, not every epoch).
+
+All three run in this process (no workers) on one thread, with freed memory kept for reuse as
+``alexnet train`` runs: images/s per core, which DataLoader workers multiply. They are timed in
+alternating windows (``--rounds`` of each), and the medians compared, so that load from other work
+on the machine falls on all three alike.
+
+    .venv/bin/python benchmarks/packed.py [--images 512] [--seconds 4] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from alexnet.data import build_loaders, dataset_info
+from alexnet.data.loaders import pack_folder
+from alexnet.perf import reuse_freed_memory
+from streaming import make_folder  # benchmarks/streaming.py: the same folder of 500x375 JPEGs
+
+
+def rate(iterator_of, seconds: float) -> float:
+    """Images/s of the batches ``iterator_of()`` yields (restarted when it ends) over ``seconds``,
+    after one batch of warm-up."""
+    count, start, iterator = 0, None, iterator_of()
+    while True:
+        try:
+            images, _ = next(iterator)
+        except StopIteration:
+            iterator = iterator_of()
+            continue
+        if start is None:
+            start = time.perf_counter()
+            continue
+        count += len(images)
+        if time.perf_counter() - start >= seconds:
+            return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per window")
+    parser.add_argument("--rounds", type=int, default=5, help="windows of each pipeline, alternating")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    reuse_freed_memory()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    print(f"# {cpu}; torch {torch.__version__}, torchvision {torchvision.__version__}; one thread, no workers; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    info = dataset_info("imagenet")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, packed = Path(tmp) / "folder", Path(tmp) / "packed"
+        make_folder(source, args.images)
+        start = time.perf_counter()
+        pack_folder(source, packed, size=256, val_size=4, workers=1)
+        packing = (time.perf_counter() - start) / args.images
+        transform = v2.Compose([
+            v2.Resize(256, antialias=True), v2.RandomCrop(224), v2.RandomHorizontalFlip(), v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std),
+        ])
+        baseline = DataLoader(torchvision.datasets.ImageFolder(str(source), transform=transform),
+                              batch_size=64, shuffle=True, num_workers=0, drop_last=True)
+        options = dict(batch_size=64, output_shape=(3, 224, 224), augment="crop=224/256,hflip", val_size=4,
+                       num_workers=0)
+        streaming = build_loaders("folder", data_dir=source, **options).train
+        packed_loader = build_loaders("folder", data_dir=packed, **options).train
+        pipelines = {
+            "ImageFolder + PIL + transforms.v2": lambda: iter(baseline),
+            "alexnet streaming loader (files)": lambda: iter(streaming),
+            "alexnet packed loader (shards at 256)": lambda: iter(packed_loader),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in pipelines}
+        for _ in range(args.rounds):
+            for name, iterator_of in pipelines.items():
+                rates[name].append(rate(iterator_of, args.seconds))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    base = medians["ImageFolder + PIL + transforms.v2"]
+    print("| pipeline | images/s per core (median) | range | ratio |\n|---|---:|---:|---:|")
+    for name, median in medians.items():
+        print(f"| {name} | {median:.1f} | {min(rates[name]):.0f}-{max(rates[name]):.0f} | {median / base:.2f}x |")
+    print(f"\npacking: {packing * 1000:.1f} ms an image, once (one process)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""Packed data: a folder of images written once as WebDataset tar shards, then read sequentially.
+
+``pack_splits`` decodes every image once, resizes its shorter side to ``size`` (256: the paper's
+Section 2 rescaling, from which 224 crops are cut) and writes it re-encoded as JPEG into tar shards
+of ``SHARD_IMAGES`` images, with webdataset's ``TarWriter`` (``<key>.jpg`` and ``<key>.cls`` members,
+WebDataset's own layout: any WebDataset reader can read the shards). ``packed.json`` lists each
+split's shards and their image counts, the class names and the training set's colour PCA; it is
+written last, so a folder whose packing was interrupted is refused rather than read half.
+
+``PackedLoader`` reads them: each epoch orders the training shards by a permutation of (seed,
+epoch), cuts that sequence of images into one contiguous range per rank of exactly ``N // world``
+images (the remainder, fewer than ``world`` images, is left out as ``DistributedSampler`` does),
+and each rank's range into one per DataLoader worker. Each image is so read by one worker of one
+rank per epoch. A range begins inside a shard by seeking over the members before it (tar headers
+only). Within a worker, a shuffle buffer mixes the images of its shards.
+
+Why WebDataset: it is a file format as much as a library (plain POSIX tar, one member per field),
+so shards are written, checked and copied with ordinary tools, read sequentially from a disk or an
+object store, and need no server or database. MosaicML ``streaming`` and Lightning ``litdata`` add
+their own binary formats and an index service for cloud buckets, which a folder on a disk does not
+need. webdataset's own ``split_by_node``/``split_by_worker`` hand out whole shards, which cannot
+give every rank the same number of images; the ranges above do, so the reading is ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+from torchvision.io import decode_jpeg, encode_jpeg
+from torchvision.transforms import v2
+
+from ..errors import AlexNetError
+from .augment import AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, \
+    resize_shorter_side, to_float
+from .base import BatchLoader
+from .images import decode
+
+INDEX_FILE = "packed.json"
+FORMAT_VERSION = 1
+# ~30 MB a shard at 256 px, JPEG quality 90: large enough to be read at disk speed, small enough
+# that ImageNet's 1.28M images make ~1,300 shards to spread across ranks and workers.
+SHARD_IMAGES = 1000
+JPEG_QUALITY = 90  # re-encoding at 90 changes a pixel by ~1 level on average, below what augmentation moves
+SHUFFLE_BUFFER = 1000  # images held (as JPEG bytes, ~30 KB each) to shuffle within a worker's ranges
+GROUP = 16  # images a worker sends to the main process at a time
+
+Samples = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class PackedIndex:
+    """What ``packed.json`` says: the class names, each split's shards (file, images) in order, the
+    shorter side the images were resized to, and the training images' colour PCA."""
+
+    root: Path
+    classes: list[str]
+    size: int
+    splits: dict[str, list[tuple[str, int]]]
+    pca: ColourPCA | None
+    skipped: int  # source files that could not be read when packing
+
+    @classmethod
+    def read(cls, root: str | Path) -> "PackedIndex":
+        root = Path(root)
+        try:
+            values = json.loads((root / INDEX_FILE).read_text())
+            if values.get("format") != FORMAT_VERSION:
+                raise AlexNetError(f"{root} was packed in format {values.get('format')!r}, not "
+                                   f"{FORMAT_VERSION}; pack it again with alexnet data pack")
+            pca = values.get("pca")
+            return cls(
+                root, list(values["classes"]), int(values["size"]),
+                {split: [(str(file), int(count)) for file, count in shards]
+                 for split, shards in values["splits"].items()},
+                ColourPCA(torch.tensor(pca["eigenvalues"]), torch.tensor(pca["eigenvectors"])) if pca else None,
+                int(values.get("skipped", 0)),
+            )
+        except FileNotFoundError:
+            raise AlexNetError(f"{root} holds no {INDEX_FILE}: not a packed dataset, or its packing did not "
+                               f"finish; pack it with alexnet data pack FOLDER --out {root}") from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise AlexNetError(f"{root / INDEX_FILE} is damaged ({error}); pack the folder again") from None
+
+    def images(self, split: str) -> int:
+        return sum(count for _, count in self.splits.get(split, []))
+
+
+def is_packed(root: str | Path) -> bool:
+    """Whether ``root`` is a folder written by ``pack_splits`` (it holds ``packed.json``)."""
+    return (Path(root) / INDEX_FILE).is_file()
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _encode(item: tuple[str, int, int]) -> tuple[bytes | None, str | None]:
+    """(JPEG bytes of the file's image with its shorter side resized to ``size``, None), or
+    (None, why it could not be read)."""
+    path, size, quality = item
+    try:
+        image = resize_shorter_side(decode(path), size)
+        return encode_jpeg(image, quality=quality).numpy().tobytes(), None
+    except Exception as error:  # corrupt, truncated, not an image: counted, as the streaming path does
+        return None, f"{path} ({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})"
+
+
+def pack_splits(
+    splits: dict[str, Samples], classes: list[str], out: str | Path, *, size: int = 256, seed: int = 0,
+    workers: int | None = None, shard_images: int = SHARD_IMAGES, quality: int = JPEG_QUALITY,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PackedIndex:
+    """Write each split's (path, label) files as WebDataset shards ``<split>-NNNNNN.tar`` under ``out``.
+
+    Images are stored in a seeded random order, so that any run of them mixes the classes; each is
+    decoded, resized to ``size`` on its shorter side and re-encoded as JPEG by ``workers`` processes
+    (default: the CPU count). A file that cannot be read is left out and counted. ``progress(split,
+    done, total)`` is called as images are written. ``out`` must be a new or empty folder."""
+    out = Path(out)
+    if size < 16:
+        raise AlexNetError(f"--size is the shorter side images are stored at, at least 16 pixels; got {size}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AlexNetError(f"{out} exists and is not an empty folder; choose a new folder to pack into")
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    written: dict[str, list[tuple[str, int]]] = {}
+    failures: list[str] = []
+    pca_images: list[torch.Tensor] = []
+    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+        for split, samples in splits.items():
+            order = torch.randperm(len(samples), generator=epoch_generator(seed, 0, "cpu", f"pack:{split}")).tolist()
+            items = [(samples[i][0], size, quality) for i in order]
+            pca_every = max(1, len(samples) // 500) if split == "train" else 0
+            shards: list[tuple[str, int]] = []
+            writer, count = None, 0
+            for position, (encoded, failure) in enumerate(pool.map(_encode, items, chunksize=8)):
+                if progress and position % 100 == 0:
+                    progress(split, position, len(items))
+                if encoded is None:
+                    failures.append(failure)
+                    continue
+                if writer is None or count == shard_images:
+                    if writer is not None:
+                        writer.close()
+                        shards.append((name, count))
+                    name = f"{split}-{len(shards):06d}.tar"
+                    writer, count = _ShardWriter(out / name), 0
+                label = samples[order[position]][1]
+                writer.write({"__key__": f"{position:09d}", "jpg": encoded, "cls": str(label).encode()})
+                count += 1
+                if pca_every and position % pca_every == 0 and len(pca_images) < 500:
+                    pca_images.append(v2.functional.center_crop(resize_shorter_side(
+                        decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8)), 64), [64, 64]))
+            if writer is not None:
+                writer.close()
+                shards.append((name, count))
+            written[split] = shards
+            if progress:
+                progress(split, len(items), len(items))
+    if not written.get("train"):
+        raise AlexNetError(f"no training image of {out} could be read; check the folder's images")
+    pca = compute_pca(to_float(torch.stack(pca_images))) if pca_images else None
+    index = {
+        "format": FORMAT_VERSION, "classes": classes, "size": size, "splits": written, "skipped": len(failures),
+        "skipped_files": failures[:100],
+        "pca": {"eigenvalues": pca.eigenvalues.tolist(), "eigenvectors": pca.eigenvectors.tolist()} if pca else None,
+    }
+    temporary = out / (INDEX_FILE + ".partial")
+    temporary.write_text(json.dumps(index, indent=1))
+    temporary.replace(out / INDEX_FILE)  # last: a folder with packed.json is a finished one
+    return PackedIndex.read(out)
+
+
+class _ShardWriter:
+    """One shard through webdataset's ``TarWriter`` (fields given as bytes, written as they are)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import webdataset
+        except ImportError:
+            raise AlexNetError("packing writes WebDataset shards: pip install alexnet[packed] "
+                               "(or: pip install webdataset)") from None
+        self.file = open(path, "wb")
+        self.writer = webdataset.TarWriter(self.file, encoder=False)
+
+    def write(self, sample: dict) -> None:
+        self.writer.write(sample)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.file.close()
+
+
+class _InProcess:
+    """``ProcessPoolExecutor``'s ``map`` in this process (one worker: no processes to start)."""
+
+    def __enter__(self) -> "_InProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def map(self, function, items, chunksize: int = 1):
+        return map(function, items)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+Piece = tuple[str, int, int]  # (shard path, images to skip, images to take)
+
+
+def ranges_of(shards: list[tuple[str, int]], start: int, stop: int) -> list[Piece]:
+    """The pieces of shards holding images ``start`` to ``stop`` of the sequence ``shards`` make."""
+    pieces, offset = [], 0
+    for path, count in shards:
+        low, high = max(start, offset), min(stop, offset + count)
+        if low < high:
+            pieces.append((path, low - offset, high - low))
+        offset += count
+    return pieces
+
+
+def split_range(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut into ``parts`` contiguous ranges whose lengths differ by at most one,
+    the longer ones first (as ``range(part, n, parts)`` would share it out)."""
+    total = stop - start
+    bounds = [start + part * (total // parts) + min(part, total % parts) for part in range(parts + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _read_pieces(pieces: list[Piece]) -> Iterator[tuple[str, bytes, int]]:
+    """(key, JPEG bytes, label) of every image of ``pieces``, in order.
+
+    A sample is the tar members sharing a key (``<key>.jpg``, ``<key>.cls``); the archive is opened
+    seekable, so the members of skipped samples are passed over by their headers, their data unread."""
+    for path, skip, take in pieces:
+        with tarfile.open(path, "r:") as archive:
+            index, current, fields = -1, None, {}
+            for member in archive:
+                key, _, extension = member.name.partition(".")
+                if key != current:
+                    if current is not None and index >= skip:
+                        yield current, fields["jpg"], int(fields["cls"])
+                    current, fields = key, {}
+                    index += 1
+                    if index >= skip + take:
+                        current = None
+                        break
+                if index >= skip and extension in ("jpg", "cls"):
+                    fields[extension] = archive.extractfile(member).read()
+            if current is not None and skip <= index < skip + take:
+                yield current, fields["jpg"], int(fields["cls"])
+
+
+def _shuffled(items: Iterator, size: int, generator: torch.Generator) -> Iterator:
+    """``items`` through a buffer of ``size``: each is swapped with a random one already held."""
+    buffer = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        chosen = int(torch.randint(len(buffer), (), generator=generator))
+        buffer[chosen], item = item, buffer[chosen]
+        yield item
+    order = torch.randperm(len(buffer), generator=generator).tolist()
+    yield from (buffer[i] for i in order)
+
+
+class PackedDataset(IterableDataset):
+    """Decoded, geometrically augmented images of one rank's pieces, in groups of ``GROUP``.
+
+    ``worker_pieces`` (one list of pieces per DataLoader worker; set by the loader each epoch) says
+    what each worker reads; it yields (uint8 images (G, C, H, W), labels (G,)) groups."""
+
+    def __init__(self, transform: v2.Transform, seed: int, shuffle: bool) -> None:
+        self.transform = transform
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.rank = 0
+        self.worker_pieces: list[list[Piece]] = [[]]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        pieces = self.worker_pieces[worker]
+        items: Iterator = _read_pieces(pieces)
+        if self.shuffle:
+            items = _shuffled(items, SHUFFLE_BUFFER,
+                              epoch_generator(self.seed, self.epoch, "cpu", f"buffer:{self.rank}:{worker}"))
+        images, labels = [], []
+        for key, data, label in items:
+            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            # transforms.v2 draw from the global generator: seeded per (seed, epoch, image), as the
+            # streaming path does, so an image's augmentation does not depend on who decodes it.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, f"image:{key}"))
+                images.append(self.transform(image))
+            labels.append(label)
+            if len(images) == GROUP:
+                yield torch.stack(images), torch.tensor(labels)
+                images, labels = [], []
+        if images:
+            yield torch.stack(images), torch.tensor(labels)
+
+
+class PackedLoader(BatchLoader):
+    """Batches of (images, labels) read from packed shards; the ``BatchLoader`` contract.
+
+    Training: the shard order is permuted every epoch and each rank reads its own contiguous
+    ``num_images // world_size`` images of it (every rank takes as many steps; each image is read
+    once per epoch, all ranks together, but for the remainder). Evaluation: the stored order, the
+    ranks' ranges covering every image once (lengths differing by at most one).
+
+    Args:
+        shards: (path, images) of the split's shards, in stored order.
+        transform: the per-image geometric part (``streaming.sample_transform``).
+        num_workers: DataLoader processes decoding (0: in this process).
+        The others: see ``BatchLoader``.
+    """
+
+    def __init__(
+        self, shards: list[tuple[str, int]], classes: list[str], batch_size: int, *, train: bool,
+        mean: tuple[float, ...], std: tuple[float, ...], transform: v2.Transform,
+        augment: AugmentConfig | None = None, output_shape: tuple[int, int, int] = (3, 224, 224),
+        device: torch.device | str = "cpu", seed: int = 0, drop_last: bool | None = None, rank: int = 0,
+        world_size: int = 1, channels_last: bool = True, num_workers: int = 4, pca: ColourPCA | None = None,
+    ) -> None:
+        super().__init__(
+            classes, batch_size, train=train, mean=mean, std=std, output_shape=output_shape, augment=augment,
+            device=device, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
+            channels_last=channels_last, pca=pca,
+        )
+        self.shards = [(path, count) for path, count in shards if count > 0]
+        self.num_workers = num_workers
+        self.dataset = PackedDataset(transform, seed, shuffle=train)
+        self.dataset.rank = rank
+
+    @property
+    def num_images(self) -> int:
+        return sum(count for _, count in self.shards)
+
+    def rank_range(self) -> tuple[list[tuple[str, int]], int, int]:
+        """This epoch's shard order and this rank's [start, stop) of the images it makes."""
+        shards = self.shards
+        if self.train:
+            order = torch.randperm(len(shards), generator=epoch_generator(self.seed, self.epoch, "cpu", "shards"))
+            shards = [shards[i] for i in order.tolist()]
+            share = self.num_images // self.world_size
+            return shards, self.rank * share, (self.rank + 1) * share
+        start, stop = split_range(0, self.num_images, self.world_size)[self.rank]
+        return shards, start, stop
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        shards, start, stop = self.rank_range()
+        workers = max(1, self.num_workers)
+        self.dataset.epoch = self.epoch
+        self.dataset.worker_pieces = [ranges_of(shards, low, high) for low, high in split_range(start, stop, workers)]
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        generator = self.augment_generator()
+        pending_images: list[torch.Tensor] = []
+        pending_labels: list[torch.Tensor] = []
+        held = 0
+        batches = len(self)
+        made = 0
+        for images, labels in loader:
+            pending_images.append(images)
+            pending_labels.append(labels)
+            held += len(labels)
+            while held >= self.batch_size and made < batches:
+                yield self._batch(pending_images, pending_labels, self.batch_size, generator)
+                held -= self.batch_size
+                made += 1
+        if held and made < batches:  # evaluation's last, smaller batch
+            yield self._batch(pending_images, pending_labels, held, generator)
+
+    def _batch(self, images: list[torch.Tensor], labels: list[torch.Tensor], count: int,
+               generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` images of the held groups (taken out of them) as a finished batch."""
+        batch_images, batch_labels = torch.cat(images), torch.cat(labels)
+        images[:] = [batch_images[count:]] if len(batch_images) > count else []
+        labels[:] = [batch_labels[count:]] if len(batch_labels) > count else []
+        batch = batch_images[:count].to(self.device, non_blocking=True)
+        if self.channels_last:  # in uint8, a quarter of the bytes; the float work keeps the layout
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = to_float(batch)
+        if self.train:
+            batch = photometric(batch, self.augment, generator, self.pca)
+        return self.finish(batch), batch_labels[:count].to(self.device, non_blocking=True)

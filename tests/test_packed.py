@@ -1,0 +1,151 @@
+"""Packed data: a folder the test writes (real JPEGs) packed as WebDataset shards and read back,
+every image once per epoch across ranks and DataLoader workers."""
+
+import json
+import tarfile
+
+import pytest
+import torch
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from alexnet import AlexNetError
+from alexnet.cli import main
+from alexnet.data import build_eval_loader, build_loaders, num_classes
+from alexnet.data.loaders import pack_folder
+from alexnet.data.packed import INDEX_FILE, PackedIndex, _read_pieces, ranges_of, split_range
+
+CLASSES = 3
+PER_CLASS = 14
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A flat tree of 3 class folders of 14 JPEGs each, 120x90, each class its own brightness, and
+    one file that is no image."""
+    root = tmp_path_factory.mktemp("images")
+    generator = torch.Generator().manual_seed(0)
+    for label in range(CLASSES):
+        (root / f"class{label}").mkdir()
+        for i in range(PER_CLASS):
+            image = (torch.rand(3, 90, 120, generator=generator) * 60 + 80 * label).to(torch.uint8)
+            (root / f"class{label}" / f"{i}.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
+    (root / "class1" / "notes.jpg").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "shards"
+    index = pack_folder(folder, out, size=40, val_size=6, workers=1)
+    return out, index
+
+
+def test_pack_writes_webdataset_shards_of_resized_images(packed):
+    out, index = packed
+    import webdataset
+
+    assert index.classes == ["class0", "class1", "class2"] and index.size == 40 and index.skipped == 1
+    assert index.images("train") == CLASSES * PER_CLASS - 6 and index.images("val") == 6
+    assert "notes.jpg" in json.loads((out / INDEX_FILE).read_text())["skipped_files"][0]
+    # webdataset's own reader reads the shards: the format is WebDataset's, not ours
+    urls = [str(out / file) for file, _ in index.splits["train"]]
+    samples = list(webdataset.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == index.images("train")
+    for sample in samples:
+        image = decode_jpeg(torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8))
+        assert min(image.shape[1:]) == 40 and image.shape[1:] == (40, 53)  # 120x90 -> 53x40
+        label = int(sample["cls"])
+        # the class is in the pixels: the brightness each class was written with survived packing
+        assert 80 * label + 10 < image.float().mean() < 80 * label + 50
+    assert index.pca is not None and index.pca.eigenvalues.shape == (3,)
+
+
+def test_pack_refuses_a_folder_that_is_not_empty(folder, packed):
+    out, _ = packed
+    with pytest.raises(AlexNetError, match="not an empty folder"):
+        pack_folder(folder, out, size=40)
+    with pytest.raises(AlexNetError, match="no packed.json"):
+        PackedIndex.read(out.parent)
+
+
+def test_read_pieces_takes_exactly_the_range_asked(packed, tmp_path):
+    out, index = packed
+    shards = [(str(out / file), count) for file, count in index.splits["train"]]
+    everything = [key for key, _, _ in _read_pieces(ranges_of(shards, 0, index.images("train")))]
+    assert len(everything) == index.images("train") == len(set(everything))
+    for start, stop in ((0, 5), (3, 17), (10, 36)):
+        got = [key for key, _, _ in _read_pieces(ranges_of(shards, start, stop))]
+        assert got == everything[start:stop]
+    assert split_range(0, 10, 3) == [(0, 4), (4, 7), (7, 10)]
+
+
+def _keys_of_epoch(loader) -> list[str]:
+    """The keys of the images ``loader`` reads this epoch, over all its workers."""
+    shards, start, stop = loader.rank_range()
+    keys = []
+    for low, high in split_range(start, stop, max(1, loader.num_workers)):
+        keys += [key for key, _, _ in _read_pieces(ranges_of(shards, low, high))]
+    return keys
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_each_image_is_read_once_per_epoch_across_ranks_and_workers(packed, world_size):
+    out, index = packed
+    total = index.images("train")
+    for epoch in (0, 1):
+        keys, lengths = [], set()
+        for rank in range(world_size):
+            loaders = build_loaders("folder", data_dir=out, batch_size=4, output_shape=(3, 32, 32),
+                                    rank=rank, world_size=world_size, num_workers=2, seed=1)
+            loaders.train.set_epoch(epoch)
+            keys += _keys_of_epoch(loaders.train)
+            lengths.add(len(loaders.train))
+        assert len(keys) == len(set(keys)) == total - total % world_size  # at most world-1 left out
+        assert len(lengths) == 1  # every rank takes as many steps: DDP's all-reduces stay in step
+
+
+def test_training_batches_from_packed_shards(packed):
+    out, index = packed
+    loaders = build_loaders("folder", data_dir=out, batch_size=8, output_shape=(3, 32, 32), augment="paper",
+                            num_workers=2, seed=0)
+    assert num_classes("folder", out) == CLASSES and loaders.classes == index.classes
+    seen = []
+    for images, labels in loaders.train:
+        assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        seen += labels.tolist()
+    assert len(seen) == len(loaders.train) * 8 == index.images("train") // 8 * 8
+    # the replayed epoch is the same epoch, bit for bit
+    first = next(iter(loaders.train))
+    loaders.train.set_epoch(0)
+    again = next(iter(loaders.train))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    # evaluation covers every held-out image once, in the last batch too
+    val, classes, _ = build_eval_loader("folder", "val", data_dir=out, batch_size=4, output_shape=(3, 32, 32))
+    assert sum(len(labels) for _, labels in val) == index.images("val") == 6
+
+
+def test_subset_takes_a_fraction_of_every_shard(packed):
+    out, index = packed
+    loaders = build_loaders("folder", data_dir=out, batch_size=2, output_shape=(3, 32, 32), subset=0.5,
+                            num_workers=0)
+    assert loaders.train.num_images == sum(round(count * 0.5) for _, count in index.splits["train"])
+
+
+def test_data_pack_command(folder, tmp_path, capsys):
+    out = tmp_path / "packed"
+    assert main(["data", "pack", str(folder), "--out", str(out), "--size", "36", "--workers", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "train 38 images" in printed and "val 4 images" in printed and "--data-dir" in printed
+    assert all(tarfile.is_tarfile(path) for path in out.glob("*.tar"))
+    assert main(["data", "pack", str(folder), "--out", str(out)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_reads_packed_shards(packed, tmp_path):
+    out, _ = packed
+    assert main(["train", "--dataset", "folder", "--data-dir", str(out), "--model", "alexnet_small32",
+                 "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--out", str(tmp_path),
+                 "--name", "packed", "--quiet"]) == 0
+    assert (tmp_path / "packed" / "model.safetensors").is_file()
