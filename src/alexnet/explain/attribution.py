@@ -41,7 +41,7 @@ from torch import nn
 
 from ..errors import AlexNetError
 from ..inference import TrainedModel, open_trained
-from ..perf import to_channels_last
+from ..perf import autocast_context, to_channels_last
 from ..predict import ImageInput, Skipped, read_images
 from ..weights import WeightsMetadata
 from .network import attribution_frame, conv_outputs, output_module
@@ -250,7 +250,7 @@ def feature_maps(trained: TrainedModel, image: torch.Tensor, source: str | int =
             def keep(module, inputs, output, name=layer.name):
                 captured[name] = output.detach().float().clone()  # before an in-place layer can change it
             handles.append(trained.model.features[layer.output_index].register_forward_hook(keep))
-        with trained.running():
+        with trained.running(), autocast_context(trained.device, trained.precision):
             trained.model(prepared)
     finally:
         for handle in handles:
