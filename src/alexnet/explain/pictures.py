@@ -149,16 +149,18 @@ def top_patches_figure(result: TopPatches, *, filters: Sequence[int] | None = No
     return figure
 
 
-def explanations_grid(items: Sequence[Explanation], titles: Sequence[str], *, columns: int = 6) -> Figure:
-    """Several explanations, each its image above its overlay, with a title (the report's grids)."""
-    rows = -(-len(items) // columns)
-    figure, axes = plt.subplots(2 * rows, columns, figsize=(1.7 * columns, 3.6 * rows + 0.3), squeeze=False)
+def attribution_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], method: str, *,
+                     columns: int = 6) -> Figure:
+    """Images (N, H, W, C) 0..1, each above its overlay with ``maps`` (N, H, W), with a title (the
+    report's grids of Grad-CAM on mistakes and on one image per class)."""
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(2 * rows, columns, figsize=(1.8 * columns, 3.7 * rows + 0.2), squeeze=False)
     for axis in axes.flat:
         axis.set_axis_off()
-    for position, (item, title) in enumerate(zip(items, titles)):
+    for position, (image, attribution, title) in enumerate(zip(images, maps, titles)):
         row, column = divmod(position, columns)
-        axes[2 * row, column].imshow(_rgb(item.image), interpolation="nearest")
+        axes[2 * row, column].imshow(_rgb(image), interpolation="nearest")
         axes[2 * row, column].set_title(title, fontsize=7)
-        axes[2 * row + 1, column].imshow(overlay(item.image, item.attribution, item.method), interpolation="nearest")
+        axes[2 * row + 1, column].imshow(overlay(image, attribution, method), interpolation="nearest")
     figure.tight_layout()
     return figure
