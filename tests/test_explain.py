@@ -224,7 +224,8 @@ def test_top_patches_are_the_brute_force_top(run_dir, layer):
             assert labels[image] == result.labels[filter_index, slot]
             top, left, bottom, right = result.boxes[filter_index, slot]
             field = result.field
-            start_row, start_column = top - (row * field.stride + field.offset), left - (column * field.stride + field.offset)
+            start_row = top - (row * field.stride + field.offset)
+            start_column = left - (column * field.stride + field.offset)
             patch = result.patches[filter_index, slot, start_row:start_row + bottom - top,
                                    start_column:start_column + right - left, 0]
             np.testing.assert_allclose(patch, shown[image, top:bottom, left:right].numpy(), atol=0.5 / 255 + 1e-6)

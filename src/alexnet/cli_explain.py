@@ -41,7 +41,8 @@ def add_explain_command(commands) -> argparse.ArgumentParser:
                              "the .npz holds all)")
     parser.add_argument("--out", default="explanations", metavar="DIR", help="where pictures and arrays go")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    parser.add_argument("--data-dir", help="--filters: where the dataset is (default: the run's, then the usual places)")
+    parser.add_argument("--data-dir",
+                        help="--filters: where the dataset is (default: the run's, then the usual places)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),

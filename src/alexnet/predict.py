@@ -166,7 +166,8 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def read_images(inputs: Sequence[ImageInput] | ImageInput, skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.Tensor]]:
+def read_images(inputs: Sequence[ImageInput] | ImageInput,
+                skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.Tensor]]:
     """(source, image) of each readable input, decoded one at a time, as ``predict`` reads them (folders
     walked, tensors checked); the inputs that cannot be read are appended to ``skipped``, never raised."""
     return _images(inputs, skipped)
