@@ -44,7 +44,7 @@ from ..inference import TrainedModel, open_trained
 from ..perf import autocast_context, to_channels_last
 from ..predict import ImageInput, Skipped, read_images
 from ..weights import WeightsMetadata
-from .network import attribution_frame, conv_outputs, output_module
+from .network import attribution_frame, conv_output, conv_outputs, output_module
 
 METHODS = ("gradcam", "saliency", "occlusion", "integrated-gradients")
 INTEGRATION_STEPS = 32  # Sundararajan et al. use 20-300; 32 keeps the completeness gap near 1% here
@@ -186,8 +186,11 @@ def explain(
                else open_trained(model_or_weights, device=device, precision=precision))
     metadata = trained.metadata
     chosen = resolve_target(target, trained.class_names)
-    if layer is not None:
-        conv_outputs(trained.model)  # refuse a model explain cannot read before any image is decoded
+    if layer is not None:  # refused before any image is decoded
+        if method != "gradcam":
+            raise AlexNetError(f"--layer chooses Grad-CAM's layer; {method} attributes to the input pixels "
+                               f"(leave --layer out, or use --method gradcam)")
+        conv_output(trained.model, layer)
     centre = trained.views.choose(ten_crop=False, flip=False)
     notes = []
     if trained.precision is not None:
