@@ -61,11 +61,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Sequence[int], me
     """
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
-    if method not in METHODS:
-        raise AlexNetError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    if layer is not None and method != "gradcam":
-        raise AlexNetError(f"--layer chooses Grad-CAM's layer; {method} attributes to the input pixels "
-                           f"(leave --layer out, or use --method gradcam)")
+    _check_method(method, layer)
     if images.dim() != 4:
         raise AlexNetError(f"expected prepared images (B, C, H, W), got shape {tuple(images.shape)}")
     if len(targets) != images.shape[0]:
@@ -93,6 +89,14 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Sequence[int], me
                                                         n_steps=INTEGRATION_STEPS,
                                                         internal_batch_size=INTEGRATION_STEPS).sum(1)
     return maps.detach().float().contiguous()
+
+
+def _check_method(method: str, layer: str | None) -> None:
+    if method not in METHODS:
+        raise AlexNetError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if layer is not None and method != "gradcam":
+        raise AlexNetError(f"--layer chooses Grad-CAM's layer; {method} attributes to the input pixels "
+                           f"(leave --layer out, or use --method gradcam)")
 
 
 @dataclass
@@ -178,18 +182,14 @@ def explain(
         target: ``top`` (each image's predicted class), a class name or a class index.
         device, precision: as for ``alexnet predict``; the prediction uses them, the map is fp32.
     """
-    if method not in METHODS:
-        raise AlexNetError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    _check_method(method, layer)
     if batch_size < 1:
         raise AlexNetError(f"batch size must be at least 1, got {batch_size}")
     trained = (model_or_weights if isinstance(model_or_weights, TrainedModel)
                else open_trained(model_or_weights, device=device, precision=precision))
     metadata = trained.metadata
     chosen = resolve_target(target, trained.class_names)
-    if layer is not None:  # refused before any image is decoded
-        if method != "gradcam":
-            raise AlexNetError(f"--layer chooses Grad-CAM's layer; {method} attributes to the input pixels "
-                               f"(leave --layer out, or use --method gradcam)")
+    if layer is not None:  # an unknown layer is refused before any image is decoded
         conv_output(trained.model, layer)
     centre = trained.views.choose(ten_crop=False, flip=False)
     notes = []
