@@ -179,16 +179,17 @@ def quadrant_mass(maps: torch.Tensor, quadrants: torch.Tensor) -> torch.Tensor:
 def test_gradcam_and_occlusion_find_the_deciding_patch():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = build_model("alexnet_small28", num_classes=2, norm="batch", dropout=0.0)
+    # alexnet_small28's shape at half its widths: the task needs no more, and the test runs 4x faster
+    model = build_model("alexnet_small28", num_classes=2, norm="batch", dropout=0.0, conv_widths=(16, 32, 64, 64, 48))
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     model.train()
-    for _ in range(120):
-        images, labels, _ = patterned_images(64, generator)
+    for _ in range(100):
+        images, labels, _ = patterned_images(32, generator)
         loss = F.cross_entropy(model(images), labels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    images, labels, quadrants = patterned_images(48, torch.Generator().manual_seed(1))  # held out
+    images, labels, quadrants = patterned_images(24, torch.Generator().manual_seed(1))  # held out
     model.eval()
     with torch.no_grad():
         assert (model(images).argmax(1) == labels).float().mean() >= 0.95
