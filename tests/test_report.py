@@ -28,7 +28,7 @@ needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's datase
 # Bounds for the report drawn at the end of the test run: seconds instead of the default's tens.
 SMALL_REPORT = dict(test_limit=1_000, pool_size=1_000)
 FIGURES = ("training_curves", "confusion_matrix", "per_class_scores", "filters", "predictions", "mistakes",
-           "neighbours", "augmentation")
+           "neighbours", "augmentation", "gradcam_mistakes", "gradcam_classes", "top_patches")
 
 
 class Page(HTMLParser):

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_explain import add_explain_command
 from .cli_export import add_export_command, add_summary_command, parse_shape
 from .cli_predict import add_predict_command, add_weights_command
 from .errors import AlexNetError
@@ -442,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_predict_command(commands)
     add_weights_command(commands)
+    add_explain_command(commands)
     return parser
 
 

@@ -163,3 +163,10 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def read_images(inputs: Sequence[ImageInput] | ImageInput,
+                skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.Tensor]]:
+    """(source, image) of each readable input, decoded one at a time, as ``predict`` reads them (folders
+    walked, tensors checked); the inputs that cannot be read are appended to ``skipped``, never raised."""
+    return _images(inputs, skipped)

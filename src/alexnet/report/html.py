@@ -32,6 +32,12 @@ FIGURES_DIR = "figures"
 TEST_LIMIT = 10_000  # test images whose predictions are shown and searched for mistakes
 POOL_SIZE = 5_000  # training images searched for nearest neighbours (FC7 features; ~5 s on 2 CPU cores)
 GRID_IMAGES = 24  # images in the prediction and mistake grids (three rows of eight)
+EXPLAINED_MISTAKES = 6  # Grad-CAM of the most confident mistakes: one row
+EXPLAINED_CLASSES = 12  # Grad-CAM of one correct image per class, for at most this many classes
+PATCH_IMAGES = 2_000  # test images searched for the top patches of conv5's filters (bounded by test_limit)
+PATCH_FILTERS = 8  # conv5 filters shown, those with the strongest patches
+# The figures of the section "Inside the network", in page order (the others go under "Figures").
+INSIDE_FIGURES = ("gradcam_mistakes", "gradcam_classes", "top_patches")
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +218,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          f"Of the first {len(test):,} test images, the wrong predictions made with the highest probability.",
          lambda: figures.confident_mistakes(test.thumbnails, test.labels, test.probabilities, classes,
                                             count=GRID_IMAGES))
+    _inside_figures(run, draw, model, metadata, test_images, test, classes, torch_device, test_limit)
     try:  # a fixed, seeded sample of the training images, cropped as the test images are
         train = build_loaders(name, data_dir=data_dir, batch_size=500, output_shape=tuple(model.input_size),
                               augment=views.loader_augment(), **common).train
@@ -234,6 +241,70 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
                                             pool.thumbnails[found.index], pool.labels[found.index], found.distance,
                                             classes, pool_size=len(pool)))
     return []
+
+
+def _inside_figures(run: RunFiles, draw, model, metadata: WeightsMetadata, test_images, test, classes, device,
+                    test_limit: int) -> None:
+    """Grad-CAM (alexnet.explain) on the most confident mistakes and on one correct image per class,
+    and the test patches that drive a few conv5 filters most."""
+    import numpy as np
+    import torch
+
+    from ..explain import attribute, conv_outputs, top_patches
+    from ..explain.attribution import display_images
+    from ..explain.pictures import attribution_grid, top_patches_figure
+    from ..inference import open_trained
+
+    predicted = test.probabilities.argmax(1)
+    confidence = test.probabilities.max(1)
+    wrong = np.flatnonzero(predicted != test.labels)
+    mistakes = wrong[np.argsort(-confidence[wrong], kind="stable")][:EXPLAINED_MISTAKES].tolist()
+    correct = []
+    for label in range(min(len(classes), EXPLAINED_CLASSES)):
+        found = np.flatnonzero((test.labels == label) & (predicted == label))
+        if len(found):
+            correct.append(int(found[0]))
+    wanted = sorted(set(mistakes + correct))
+    images: dict[int, torch.Tensor] = {}
+    seen = 0
+    for batch, _ in test_images if wanted else ():  # the loader's order is the outputs' order
+        images.update({index: batch[index - seen] for index in wanted if seen <= index < seen + len(batch)})
+        seen += len(batch)
+        if seen > wanted[-1]:
+            break
+
+    def grid(indices: list[int], title) -> object:
+        prepared = torch.stack([images[index] for index in indices])
+        targets = [int(predicted[index]) for index in indices]
+        maps = attribute(model, prepared, targets, "gradcam").cpu().numpy()
+        return attribution_grid(display_images(prepared, metadata), maps, [title(index) for index in indices],
+                                "gradcam")
+
+    layer = conv_outputs(model)[-1].name  # the last convolution: conv5
+    if mistakes:
+        draw("gradcam_mistakes", "Grad-CAM of the most confident mistakes",
+             f"What the network looked at ({layer}'s Grad-CAM for the class it predicted) in the "
+             f"{len(mistakes)} wrong predictions it was surest of: the image above, the map laid over it below.",
+             lambda: grid(mistakes, lambda i: f"{classes[test.labels[i]]}\nas {classes[predicted[i]]} "
+                                                f"{confidence[i]:.2f}"))
+    if correct:
+        draw("gradcam_classes", "Grad-CAM of one correct image per class",
+             f"The first correctly predicted test image of {'each' if len(correct) == len(classes) else 'a'} class "
+             f"and {layer}'s Grad-CAM for it.",
+             lambda: grid(correct, lambda i: f"{classes[predicted[i]]} {confidence[i]:.2f}"))
+    limit = min(PATCH_IMAGES, test_limit)
+
+    def patches():
+        trained = open_trained((model, metadata), device=device, precision="fp32")
+        result = top_patches(trained, test_images, layer, top=9, limit=limit)
+        strongest = result.values[:, 0].argsort()[::-1][:PATCH_FILTERS].tolist()
+        return top_patches_figure(result, filters=strongest, class_names=classes)
+
+    draw("top_patches", f"What {layer}'s filters respond to",
+         f"For the {PATCH_FILTERS} {layer} filters with the strongest responses, the 9 of the first {limit:,} "
+         f"test images that excite each most, cut to the receptive field of the unit that responded (Zeiler and "
+         f"Fergus' Figure 2); the title gives the activation and the commonest class among the nine.",
+         patches)
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -407,7 +478,11 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
         sections.append(("Not in this report", f'<div class="missing"><ul>{items}</ul></div>'))
     sections.append(("Final metrics", f'<div class="columns"><div>{_metrics_table(run)}</div>'
                      + (f"<div>{_per_class_table(run.evaluation)}</div>" if run.evaluation else "") + "</div>"))
-    sections.append(("Figures", "\n".join(figure_html(figure, run.directory) for figure in drawn) or "<p>none</p>"))
+    outside = [figure for figure in drawn if figure.key not in INSIDE_FIGURES]
+    inside = [figure for figure in drawn if figure.key in INSIDE_FIGURES]
+    sections.append(("Figures", "\n".join(figure_html(figure, run.directory) for figure in outside) or "<p>none</p>"))
+    if inside:
+        sections.append(("Inside the network", "\n".join(figure_html(figure, run.directory) for figure in inside)))
     sections.append(("Configuration", _config_table(config)))
     sections.append(("Weights and how to use them", _usage(run)))
     path = run.directory / REPORT_NAME
