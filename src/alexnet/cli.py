@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_predict_command(commands)
     add_weights_command(commands)
+    from .cli_serve import add_serve_command
+
+    add_serve_command(commands)
     return parser
 
 

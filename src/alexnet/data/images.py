@@ -3,6 +3,7 @@ image files (a streamed folder, Flowers-17, the previews) decodes through here."
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 
@@ -13,19 +14,21 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
 
-def decode(path: str) -> torch.Tensor:
-    """An image file as (3, H, W) uint8 RGB; raises on anything that is not a readable image.
+def decode(source: str | bytes, *, max_pixels: int | None = None) -> torch.Tensor:
+    """An image file (its path, or its bytes as uploaded to ``alexnet serve``) as (3, H, W) uint8 RGB;
+    raises on anything that is not a readable image.
 
     An image of more than Pillow's ``Image.MAX_IMAGE_PIXELS`` (89.5 million, 9,459 x 9,459) is
     refused from its header, before anything is decoded: an 875 KB PNG can declare 30,000 x 30,000
     pixels, 2.7 GB as RGB. Images of 16 bits per channel are scaled to 8, as batches are stacked and
     normalised as uint8; an animated GIF gives its first frame. Grey, palette, alpha (dropped) and
-    CMYK images come as RGB.
+    CMYK images come as RGB. ``max_pixels``: a lower limit than Pillow's (a server's, per request).
     """
-    found = check_header(path)
+    found = check_header(source, limit=max_pixels)
     if found is not None and found not in TORCHVISION_FORMATS:  # PNG, BMP, TIFF, ...
-        return _decode_pillow(path)
-    image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        return _decode_pillow(source)
+    data = read_file(source) if isinstance(source, str) else torch.frombuffer(bytearray(source), dtype=torch.uint8)
+    image = decode_image(data, mode=ImageReadMode.RGB)
     if image.dim() == 4:  # (frames, 3, H, W)
         image = image[0]
     if image.dtype != torch.uint8:  # 10- and 12-bit AVIF and HEIC decode to uint16
@@ -40,8 +43,13 @@ def decode(path: str) -> torch.Tensor:
 TORCHVISION_FORMATS = ("JPEG", "WEBP", "GIF")
 
 
-def _decode_pillow(path: str) -> torch.Tensor:
-    with Image.open(path) as image:  # the first frame of a multi-page TIFF
+def _opened(source: str | bytes) -> str | io.BytesIO:
+    """What ``Image.open`` reads: a path, or a file in memory."""
+    return source if isinstance(source, str) else io.BytesIO(source)
+
+
+def _decode_pillow(source: str | bytes) -> torch.Tensor:
+    with Image.open(_opened(source)) as image:  # the first frame of a multi-page TIFF
         if image.mode.startswith("I"):  # 16-bit grey ("I;16"): keep the high byte, as for uint16 above
             grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
             array = np.repeat(grey[:, :, None], 3, axis=2)
@@ -50,19 +58,21 @@ def _decode_pillow(path: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
 
 
-def check_header(path: str) -> str | None:
-    """Pillow's name for the format of image ``path`` (None: not one Pillow knows); raises ``ValueError``
-    when its header declares more than ``Image.MAX_IMAGE_PIXELS``.
+def check_header(source: str | bytes, limit: int | None = None) -> str | None:
+    """Pillow's name for the format of image ``source`` (a path or the file's bytes; None: not one Pillow
+    knows); raises ``ValueError`` when its header declares more than ``limit`` pixels (None:
+    ``Image.MAX_IMAGE_PIXELS``; a lower limit applies besides Pillow's, never instead of it).
 
     ``Image.open`` reads only the header. Files Pillow cannot identify are left for torchvision to
     accept or refuse (it reads the same formats, HEIC aside).
     """
-    limit = Image.MAX_IMAGE_PIXELS
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    limit = min(limit, pillow_limit) if limit and pillow_limit else limit or pillow_limit
     try:
         with warnings.catch_warnings():
             # Pillow warns past the limit (and refuses past twice it), for a GIF frame by frame
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(_opened(source)) as image:
                 width, height = image.size
                 # torchvision decodes every frame of a GIF (counting them skips their data, decodes none)
                 frames = image.n_frames if image.format == "GIF" else 1
@@ -77,4 +87,5 @@ def check_header(path: str) -> str | None:
             return found
         size = f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else "")
     # kept short: the loader quotes the first 120 characters of the reason with the file's name
-    raise ValueError(f"{size} is over the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS); shrink it")
+    name = "PIL.Image.MAX_IMAGE_PIXELS" if limit == pillow_limit else "pixels an image may have"
+    raise ValueError(f"{size} is over the limit of {limit:,} ({name}); shrink it")
