@@ -69,7 +69,7 @@ def build_app(models: list[ServedModel], *, limits: Limits = Limits(), token: st
     @app.get("/v2", tags=["inference protocol"])
     async def server_metadata() -> dict:
         """Server metadata: name, version, extensions."""
-        return {"name": "alexnet", "version": "1", "extensions": ["binary_tensor_data", "classification"]}
+        return {"name": "alexnet", "version": "1", "extensions": ["binary_tensor_data", "classification", "statistics"]}
 
     @app.get("/v2/health/live", tags=["inference protocol"])
     async def live() -> dict:
@@ -95,6 +95,14 @@ def build_app(models: list[ServedModel], *, limits: Limits = Limits(), token: st
         """200 once the model is warmed up; 503 before."""
         model = model_named(name, version)
         return JSONResponse({"name": name, "ready": model.ready}, status_code=200 if model.ready else 503)
+
+    @app.get("/v2/models/{name}/stats", tags=["inference protocol"])
+    async def statistics(name: str) -> dict:
+        """Triton's statistics extension, in short: images inferred (``inference_count``), forward passes
+        (``execution_count``; their ratio is the mean batch), and the images queued now."""
+        batcher = model_named(name).batcher
+        return {"model_stats": [{"name": name, "version": "1", "inference_count": batcher.images_run,
+                                 "execution_count": batcher.batches_run, "queued_images": batcher.queued_images}]}
 
     @app.post("/v2/models/{name}/infer", tags=["inference protocol"], openapi_extra=INFER_DOCS)
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["inference protocol"], include_in_schema=False)

@@ -64,6 +64,11 @@ class DynamicBatcher:
         """The shape of one prepared image: the model's input, or the larger image ten views are cut from."""
         return tuple(self.trained.views.loader_shape(self.trained.input_size))
 
+    @property
+    def queued_images(self) -> int:
+        """Images waiting for a forward pass."""
+        return self._pending_images
+
     def start(self) -> None:
         self._thread.start()
 

@@ -67,7 +67,8 @@ class ServedModel:
             except ValueError as error:
                 raise ImageRefused(413, f"{name}: {error}") from None
             if found is None:  # only what Pillow can read a header of: every size is checked first
-                raise ImageRefused(422, f"{name} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+                raise ImageRefused(422, f"{name} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF), or its "
+                                        f"header is damaged")
             try:
                 image = decode(data, max_pixels=max_pixels)
             except Exception as error:  # damaged or truncated pixel data

@@ -52,7 +52,7 @@ function showCard(card) {
   row(facts, "parameters", card.parameters.toLocaleString("en"));
   row(facts, "input", card.input_size.join(" x "));
   row(facts, "classes", `${card.class_names.length}: ${card.class_names.slice(0, 12).join(", ")}${card.class_names.length > 12 ? ", ..." : ""}`);
-  row(facts, "trained on", card.dataset && `${card.dataset}${card.epochs ? `, ${card.epochs} epochs` : ""}`);
+  row(facts, "trained on", card.dataset && `${card.dataset}${card.epochs ? `, ${card.epochs} epoch${card.epochs === 1 ? "" : "s"}` : ""}`);
   const test = card.test || {};
   if (test.top1 !== null && test.top1 !== undefined) {
     const parts = [`top-1 ${percent(test.top1, 2)}`];
@@ -69,6 +69,7 @@ function showCard(card) {
   aside.append(facts);
 
   const architecture = element("details");
+  architecture.open = true;
   architecture.append(element("summary", "", "architecture"));
   const picture = element("img");
   picture.alt = `the layers of ${card.model}`;
@@ -82,6 +83,7 @@ function showCard(card) {
 
 function confusionMatrix(matrix, names) {
   const details = element("details");
+  details.open = true;
   details.append(element("summary", "", "confusion matrix (test set; rows: true class)"));
   const table = element("table", "confusion");
   const head = table.createTHead().insertRow();
@@ -115,7 +117,7 @@ function newResult(file) {
   photo.src = URL.createObjectURL(file);
   photo.alt = file.name || "pasted image";
   result.querySelector(".source").textContent = file.name || "pasted image";
-  $("#results").prepend(result);
+  $("#results").append(result);
   return result;
 }
 
