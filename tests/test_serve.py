@@ -545,10 +545,11 @@ def test_browser_uploads_a_fashion_mnist_image_and_sees_the_right_class(trained_
     if executable is None:
         pytest.skip("no chromium: install Debian's chromium package (make test does where apt is available)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    images, labels = fashion_test_images(200)
+    images, labels = fashion_test_images(50)
+    (tmp_path / "images").mkdir()
     files = []
     for index, (image, label) in enumerate(zip(images, labels)):
-        path = tmp_path / f"test-{index}.png"
+        path = tmp_path / "images" / f"test-{index}.png"
         path.write_bytes(png_bytes(image))
         files.append((path, FASHION_CLASSES[label]))
     # the first test image of a class the network gets right, as predict says; the page must say the same

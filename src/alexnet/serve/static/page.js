@@ -75,7 +75,10 @@ function showCard(card) {
   picture.alt = `the layers of ${card.model}`;
   picture.loading = "lazy";
   picture.src = `/models/${encodeURIComponent(card.name)}/architecture.png`;
-  architecture.append(picture);
+  const full = element("a");
+  full.href = picture.src;  // the picture at full size
+  full.append(picture);
+  architecture.append(full);
   aside.append(architecture);
 
   if (card.confusion_matrix) aside.append(confusionMatrix(card.confusion_matrix, card.class_names));
@@ -84,17 +87,15 @@ function showCard(card) {
 function confusionMatrix(matrix, names) {
   const details = element("details");
   details.open = true;
-  details.append(element("summary", "", "confusion matrix (test set; rows: true class)"));
+  details.append(element("summary", "", "confusion matrix (test set; rows: true class, columns: predicted)"));
   const table = element("table", "confusion");
   const head = table.createTHead().insertRow();
   head.append(element("th", "", ""));
-  names.forEach((name) => { const cell = element("th", "", name); cell.title = name; head.append(cell); });
+  names.forEach((name, index) => { const cell = element("th", "", String(index)); cell.title = name; head.append(cell); });
   const body = table.createTBody();
   matrix.forEach((counts, truth) => {
     const line = body.insertRow();
-    const label = element("th", "", names[truth]);
-    label.title = names[truth];
-    line.append(label);
+    line.append(element("th", "", `${truth} ${names[truth]}`));
     const total = counts.reduce((sum, count) => sum + count, 0) || 1;
     counts.forEach((count, predicted) => {
       const share = count / total;
