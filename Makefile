@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install data clean
+.PHONY: run test install data browser clean
 
 run: $(STAMP) data
 	$(BIN)/alexnet train $(ARGS)
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -29,6 +29,17 @@ data:
 		$$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
 		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded on first use"; \
+	fi
+
+# Debian's chromium for the browser test of `alexnet serve` (Playwright drives it; its own browser
+# downloads are not needed). Without apt, that one test is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+		echo "note: could not install chromium; the browser test of alexnet serve will be skipped"; \
 	fi
 
 clean:

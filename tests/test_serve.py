@@ -352,12 +352,12 @@ def test_malformed_requests_get_a_message_and_400(body, header, message):
 def guarded(weights):
     """A server with a token, small limits and a short timeout."""
     running = Server(f"fm={weights}", "--max-body-mb", "1", "--max-pixels", "1000000", "--timeout-s", "20",
-                     env={"ALEXNET_SERVE_TOKEN": "s3cret"})
+                     env={"ALEXNET_SERVE_TOKEN": "s3cret-token"})
     yield running
     assert running.stop() == 0
 
 
-AUTH = {"Authorization": "Bearer s3cret"}
+AUTH = {"Authorization": "Bearer s3cret-token"}
 
 
 def test_token_guards_every_route_but_health(guarded):
@@ -365,7 +365,7 @@ def test_token_guards_every_route_but_health(guarded):
     assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200
     for path in ("/", "/v2", "/v2/models/fm", "/v2/models/fm/ready", "/models", "/docs", "/openapi.json",
                  "/static/page/page.js"):
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
             refused = httpx.get(f"{guarded.url}{path}", headers=headers)
             assert refused.status_code == 401, path
             assert "bearer token is required" in refused.json()["error"]
@@ -376,7 +376,7 @@ def test_token_guards_every_route_but_health(guarded):
     # the page's link: ?token= sets a cookie, which the page's own requests then carry
     with httpx.Client(base_url=guarded.url) as browser:
         assert browser.get("/", params={"token": "wrong"}).status_code == 401
-        opened = browser.get("/", params={"token": "s3cret"})
+        opened = browser.get("/", params={"token": "s3cret-token"})
         assert opened.status_code == 200 and "HttpOnly; SameSite=Strict" in opened.headers["set-cookie"]
         assert browser.get("/models").status_code == 200
 
@@ -491,6 +491,19 @@ def test_serve_command_errors_are_one_line(tmp_path, weights, capsys):
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["serve", f"a={weights}", f"a={weights}", "--port", "0"]) == 2
     assert "two models are named 'a'" in capsys.readouterr().err
+    assert main(["serve", str(weights), "--port", "0", "--token", "short"]) == 2
+    assert "the token must be at least 8 letters" in capsys.readouterr().err
+
+
+def test_decode_reads_uploaded_bytes_as_it_reads_files(image_files, tmp_path):
+    for path in image_files:
+        torch.testing.assert_close(decode(path.read_bytes()), decode(str(path)), atol=0, rtol=0)
+    bomb = tmp_path / "bomb.png"
+    write_png(bomb, 30_000, 30_000, bit_depth=1, colour_type=0, row=bytes(30_000 // 8))
+    with pytest.raises(ValueError, match=r"900,000,000 pixels is over the limit of 89,478,485 \(PIL"):
+        decode(bomb.read_bytes())
+    with pytest.raises(ValueError, match="over the limit of 1,000 .pixels an image may have"):
+        decode(image_files[1].read_bytes(), max_pixels=1000)
 
 
 def test_several_models_are_served_by_name(weights, tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
+from urllib.parse import quote
 
 from .errors import AlexNetError
 
@@ -45,6 +47,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise AlexNetError(f"alexnet serve needs FastAPI and uvicorn ({error.name} is missing): "
                            f"pip install 'alexnet[serve]'") from None
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9._~+/=-]{8,}", token):
+        # it travels in a header, a cookie and a URL: characters none of them needs to escape
+        raise AlexNetError("the token must be at least 8 letters, digits or ._~+/=- (python -c 'import secrets; "
+                           "print(secrets.token_urlsafe())' makes one)")
     limits = serve.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
                           timeout_s=args.timeout_s)
     listener = serve.bind(args.host, args.port)  # before the models load: a taken port fails at once
@@ -55,7 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
               f"can use the models", file=sys.stderr)
 
     def listening(url: str) -> None:
-        page = f"{url}/?token={token}" if token else f"{url}/"
+        page = f"{url}/?token={quote(token, safe='')}" if token else f"{url}/"
         for model in models:
             trained = model.trained
             print(f"model {model.name}: {trained.metadata.model}, {trained.metadata.num_classes} classes, input "
