@@ -46,7 +46,7 @@ def write_weights(path: Path, model_name: str, precision: str) -> Path:
     torch.manual_seed(0)
     model = build_model(model_name).eval()
     with torch.no_grad():
-        classes = model(torch.zeros(1, *model.input_size)).shape[-1]
+        classes = model(torch.zeros(1, *model.input_size)).shape[-1]  # the builder's default class count
     metadata = WeightsMetadata(model=model_name, model_options={}, class_names=tuple(f"class {i}" for i in range(classes)),
                                input_size=tuple(model.input_size), mean=IMAGENET_MEAN[:model.input_size[0]],
                                std=IMAGENET_STD[:model.input_size[0]], precision=precision,
@@ -99,9 +99,9 @@ class Server:
         return self.process.wait(120)
 
 
-async def load(url: str, body: bytes, headers: dict, requests: int, clients: int) -> tuple[float, np.ndarray, int]:
-    """``requests`` requests from ``clients`` concurrent clients: (seconds, latencies in s, failures)."""
-    latencies, failures, remaining = [], 0, requests
+async def load(url: str, body: bytes, headers: dict, requests: int, clients: int) -> tuple[float, np.ndarray, list]:
+    """``requests`` requests from ``clients`` concurrent clients: (seconds, latencies in s, why each failure)."""
+    latencies, failures, remaining = [], [], requests
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         async def one_client() -> None:
@@ -111,11 +111,11 @@ async def load(url: str, body: bytes, headers: dict, requests: int, clients: int
                 started = time.perf_counter()
                 try:
                     response = await client.post("/v2/models/m/infer", content=body, headers=headers)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as error:
+                    failures.append(f"{type(error).__name__} {error}")
                 latencies.append(time.perf_counter() - started)
-                failures += not ok
 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -160,7 +160,9 @@ def main() -> None:
                     results[name, count] = rate
                     mean_batch = (images_after - images) / max(batches_after - batches, 1)
                     print(f"{name:<12} {count:>7} {rate:>8.1f} {np.percentile(latencies, 50) * 1000:>8.1f} "
-                          f"{np.percentile(latencies, 99) * 1000:>8.1f} {failures:>6} {mean_batch:>10.1f}", flush=True)
+                          f"{np.percentile(latencies, 99) * 1000:>8.1f} {len(failures):>6} {mean_batch:>10.1f}", flush=True)
+                    for reason in sorted(set(failures)):
+                        print(f"  failed: {failures.count(reason)} x {reason}", flush=True)
         finally:
             codes = {name: server.stop() for name, server in servers.items()}
         for count in clients:

@@ -308,6 +308,32 @@ def test_batcher_limits_are_checked(weights):
         DynamicBatcher(trained, max_delay_s=-0.001)
 
 
+def test_ready_waits_for_the_warm_up_and_live_does_not(weights):
+    import asyncio
+
+    from alexnet.serve import open_models
+    from alexnet.serve.app import build_app
+
+    models = open_models([f"fm={weights}"], device="cpu", precision="fp32")
+    batcher = models[0].batcher
+
+    async def probe() -> dict[str, int]:
+        # the application in process, its startup not run: the batcher starts (and warms up) here
+        transport = httpx.ASGITransport(app=build_app(models))
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            statuses = {path: (await client.get(path)).status_code
+                        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/fm/ready")}
+            batcher.start()
+            await asyncio.to_thread(batcher.ready.wait, 60)
+            statuses["ready after warm-up"] = (await client.get("/v2/health/ready")).status_code
+        return statuses
+
+    assert asyncio.run(probe()) == {"/v2/health/live": 200, "/v2/health/ready": 503, "/v2/models/fm/ready": 503,
+                                    "ready after warm-up": 200}
+    assert batcher.batches_run == 0  # the warm-up passes ran, uncounted
+    batcher.stop(30)
+
+
 # --- the protocol's parsing ----------------------------------------------------------------------------
 
 
