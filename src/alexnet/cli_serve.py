@@ -17,24 +17,23 @@ TOKEN_VARIABLE = "ALEXNET_SERVE_TOKEN"  # a token here is not shown by ps, as a 
 def add_serve_command(commands) -> argparse.ArgumentParser:
     """Add ``serve`` to ``commands`` (the subparsers of ``alexnet``'s parser); returns its parser."""
     parser = commands.add_parser(
-        "serve", help="a page and the Open Inference Protocol (KServe v2 / Triton HTTP) over trained weights",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "serve", help="a page and the Open Inference Protocol (KServe v2 / Triton HTTP) over trained weights")
     parser.add_argument("sources", nargs="+", metavar="WEIGHTS|RUN_DIR|NAME=PATH",
                         help="models to serve, named after their run folder or file unless NAME= is given")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)")
-    parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
-    parser.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)")
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000; 0: any free port (printed)")
+    parser.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most (default: 32)")
     parser.add_argument("--max-delay-ms", type=float, default=5.0,
-                        help="how long the first request of a batch waits for others")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+                        help="how long the first request of a batch waits for others (default: 5)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
                         help="default: the precision the weights were tested in")
     parser.add_argument("--token", default=None,
-                        help=f"bearer token every route but health requires (or set {TOKEN_VARIABLE})")
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="a request's answer, at most this late")
-    parser.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit, in MiB")
+                        help=f"a bearer token every route but health then requires (or set {TOKEN_VARIABLE})")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="a request's answer, at most this late (default: 30)")
+    parser.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit, in MiB (default: 20)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000,
-                        help="an uploaded image's pixel limit, read from its header before decoding")
+                        help="an uploaded image's pixel limit, read from its header before decoding (default: 40,000,000)")
     parser.set_defaults(run=run_serve)
     return parser
 

@@ -115,8 +115,9 @@ def build_app(models: list[ServedModel], *, limits: Limits = Limits(), token: st
             raise ProtocolError(415, "send the request uncompressed (no Content-Encoding)")
         body = await request.body()
         metadata = model.trained.metadata
-        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), model.batcher.image_shape,
-                                     metadata.num_classes)
+        # in a thread: the JSON of a batch of images can take a while to parse, and the event loop must not wait
+        parsed = await run_in_threadpool(parse_infer_request, body, request.headers.get(HEADER_LENGTH),
+                                         model.batcher.image_shape, metadata.num_classes)
         count = len(parsed.tensor) if parsed.tensor is not None else len(parsed.files)
         if count > limits.max_images:
             raise ProtocolError(413, f"{count} images in one request; send at most {limits.max_images}")
