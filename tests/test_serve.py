@@ -519,6 +519,9 @@ def test_serve_command_errors_are_one_line(tmp_path, weights, capsys):
     assert "two models are named 'a'" in capsys.readouterr().err
     assert main(["serve", str(weights), "--port", "0", "--token", "short"]) == 2
     assert "the token must be at least 8 letters" in capsys.readouterr().err
+    for flag, value in (("--timeout-s", "nan"), ("--max-body-mb", "0"), ("--max-body-mb", "inf"), ("--max-pixels", "-1")):
+        assert main(["serve", str(weights), "--port", "0", flag, value]) == 2
+        assert f"{flag} must be a positive number" in capsys.readouterr().err
 
 
 def test_decode_reads_uploaded_bytes_as_it_reads_files(image_files, tmp_path):

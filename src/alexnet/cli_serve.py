@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -50,8 +51,9 @@ def run_serve(args: argparse.Namespace) -> int:
         # it travels in a header, a cookie and a URL: characters none of them needs to escape
         raise AlexNetError("the token must be at least 8 letters, digits or ._~+/=- (python -c 'import secrets; "
                            "print(secrets.token_urlsafe())' makes one)")
-    limits = serve.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
-                          timeout_s=args.timeout_s)
+    body_bytes = args.max_body_mb * 2**20
+    limits = serve.Limits(max_body_bytes=int(body_bytes) if math.isfinite(body_bytes) else body_bytes,
+                          max_pixels=args.max_pixels, timeout_s=args.timeout_s)
     listener = serve.bind(args.host, args.port)  # before the models load: a taken port fails at once
     models = serve.open_models(args.sources, device=args.device, precision=args.precision,
                                max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000)

@@ -4,6 +4,7 @@ described by its model card."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import tempfile
 import threading
@@ -34,13 +35,16 @@ class Limits:
     timeout_s: float = 30.0  # from the request's arrival to its answer
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_pixels", "max_images", "timeout_s"):
-            if not getattr(self, name) > 0:
-                raise AlexNetError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        flags = {"max_body_bytes": "--max-body-mb", "max_pixels": "--max-pixels", "max_images": "max_images",
+                 "timeout_s": "--timeout-s"}
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise AlexNetError(f"{flag} must be a positive number, got {value}")
 
 
 class ImageRefused(ProtocolError):
-    """An uploaded file that is not an image, or one too large to decode (``status`` 413)."""
+    """An uploaded file refused: too large to decode (``status`` 413), or not a readable image (422)."""
 
 
 @dataclass
