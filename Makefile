@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast install data clean
+.PHONY: run test test-fast install data browser clean
 
 run: $(STAMP) data
 	$(BIN)/alexnet train $(ARGS)
@@ -14,10 +14,10 @@ run: $(STAMP) data
 # so its module fixtures (a trained run) are made once.
 XDIST := -n 2 --dist loadfile
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
-test-fast: $(STAMP) data
+test-fast: $(STAMP) data browser
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -37,6 +37,17 @@ data:
 		$$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
 		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded on first use"; \
+	fi
+
+# Debian's chromium for the browser test of `alexnet serve` (Playwright drives it; its own browser
+# downloads are not needed). Without apt, that one test is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+		echo "note: could not install chromium; the browser test of alexnet serve will be skipped"; \
 	fi
 
 clean:

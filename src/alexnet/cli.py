@@ -9,6 +9,7 @@ from pathlib import Path
 from .cli_explain import add_explain_command
 from .cli_export import add_export_command, add_summary_command, parse_shape
 from .cli_predict import add_predict_command, add_weights_command
+from .cli_serve import add_serve_command
 from .errors import AlexNetError
 from .perf import PRECISIONS
 
@@ -444,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(commands)
     add_weights_command(commands)
     add_explain_command(commands)
+    add_serve_command(commands)
     return parser
 
 
