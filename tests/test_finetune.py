@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from image_files import png_bytes  # tests/ is on the path (pytest's prepend import mode)
 from safetensors.torch import load_file
 
 from alexnet import AlexNetError
@@ -153,8 +154,6 @@ def test_keep_head_and_new_head_flags_set_the_head():
 
 def write_task(root: Path, classes: tuple[int, ...], train_count: int, val_count: int, test_count: int) -> Path:
     """Fashion-MNIST's ``classes`` as train/ val/ test/ folders of PNGs: a dataset of its own."""
-    from torchvision.io import write_png
-
     from alexnet.data import load_tensors
 
     train_set, test_set = load_tensors("fashion-mnist", "train"), load_tensors("fashion-mnist", "test")
@@ -167,7 +166,7 @@ def write_task(root: Path, classes: tuple[int, ...], train_count: int, val_count
             folder = root / split / name
             folder.mkdir(parents=True)
             for index in indices.tolist():
-                write_png(data.images[index], str(folder / f"{index}.png"))
+                (folder / f"{index}.png").write_bytes(png_bytes(data.images[index]))
     return root
 
 

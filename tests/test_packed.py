@@ -6,13 +6,13 @@ import tarfile
 
 import pytest
 import torch
-from torchvision.io import decode_jpeg, encode_jpeg
+from image_files import jpeg_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.data import build_eval_loader, build_loaders, num_classes
 from alexnet.data.loaders import pack_folder
-from alexnet.data.packed import INDEX_FILE, PackedIndex, _read_pieces, ranges_of, split_range
+from alexnet.data.packed import INDEX_FILE, PackedIndex, _read_pieces, from_jpeg, ranges_of, split_range
 
 CLASSES = 3
 PER_CLASS = 14
@@ -28,7 +28,7 @@ def folder(tmp_path_factory):
         (root / f"class{label}").mkdir()
         for i in range(PER_CLASS):
             image = (torch.rand(3, 90, 120, generator=generator) * 60 + 80 * label).to(torch.uint8)
-            (root / f"class{label}" / f"{i}.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
+            (root / f"class{label}" / f"{i}.jpg").write_bytes(jpeg_bytes(image))
     (root / "class1" / "notes.jpg").write_bytes(b"not an image")
     return root
 
@@ -52,7 +52,7 @@ def test_pack_writes_webdataset_shards_of_resized_images(packed):
     samples = list(webdataset.WebDataset(urls, shardshuffle=False))
     assert len(samples) == index.images("train")
     for sample in samples:
-        image = decode_jpeg(torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8))
+        image = from_jpeg(sample["jpg"])
         assert min(image.shape[1:]) == 40 and image.shape[1:] == (40, 53)  # 120x90 -> 53x40
         label = int(sample["cls"])
         # the class is in the pixels: the brightness each class was written with survived packing

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import write_png
+from image_files import png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 from alexnet import AlexNetError
 from alexnet.data import build_eval_loader, build_loaders, load_tensors
@@ -25,7 +25,7 @@ def write_folder(root: Path, per_class: dict[int, int]) -> Path:
         folder = root / data.classes[label].replace("/", "-")
         folder.mkdir(parents=True)
         for index in torch.nonzero(data.labels == label).squeeze(1)[:count].tolist():
-            write_png(data.images[index], str(folder / f"{index}.png"))
+            (folder / f"{index}.png").write_bytes(png_bytes(data.images[index]))
     return root
 
 

@@ -24,6 +24,7 @@ give every rank the same number of images; the ranges above do, so the reading i
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -32,9 +33,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
-from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
@@ -101,13 +103,27 @@ def is_packed(root: str | Path) -> bool:
 # --- writing ----------------------------------------------------------------------------------
 
 
+# JPEG in and out with Pillow (libjpeg-turbo, as torchvision's codecs, which 0.29 deprecates).
+def jpeg_bytes(image: torch.Tensor, quality: int) -> bytes:
+    """The JPEG file of a (3, H, W) uint8 RGB image."""
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def from_jpeg(data: bytes) -> torch.Tensor:
+    """A JPEG file's bytes (as this module writes them) as a (3, H, W) uint8 RGB image."""
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
 def _encode(item: tuple[str, int, int]) -> tuple[bytes | None, str | None]:
     """(JPEG bytes of the file's image with its shorter side resized to ``size``, None), or
     (None, why it could not be read)."""
     path, size, quality = item
     try:
         image = resize_shorter_side(decode(path), size)
-        return encode_jpeg(image, quality=quality).numpy().tobytes(), None
+        return jpeg_bytes(image, quality), None
     except Exception as error:  # corrupt, truncated, not an image: counted, as the streaming path does
         return None, f"{path} ({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})"
 
@@ -157,7 +173,7 @@ def pack_splits(
                 count += 1
                 if pca_every and position % pca_every == 0 and len(pca_images) < 500:
                     pca_images.append(v2.functional.center_crop(resize_shorter_side(
-                        decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8)), 64), [64, 64]))
+                        from_jpeg(encoded), 64), [64, 64]))
             if writer is not None:
                 writer.close()
                 shards.append((name, count))
@@ -297,7 +313,7 @@ class PackedDataset(IterableDataset):
                               epoch_generator(self.seed, self.epoch, "cpu", f"buffer:{self.rank}:{worker}"))
         images, labels = [], []
         for key, data, label in items:
-            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            image = from_jpeg(data)
             # transforms.v2 draw from the global generator: seeded per (seed, epoch, image), as the
             # streaming path does, so an image's augmentation does not depend on who decodes it.
             with torch.random.fork_rng(devices=[]):
