@@ -6,7 +6,9 @@ baseline: ``torchvision.models.alexnet``, eager, fp32, contiguous NCHW, torch's 
 and allocator. Achieved GFLOP/s count 2 FLOPs per multiply-accumulate of the architecture table
 (:func:`alexnet.summarize`) and 3x that for a training step (the backward pass does twice the
 forward's arithmetic); they are set against a large matrix multiply timed in the same run, in the
-same precision, as this machine's peak.
+same precision, as this machine's peak. The strongest peers (:mod:`alexnet.peers`: torchvision cast
+to bf16 and channels-last, its autocast training recipe, ONNX Runtime and OpenVINO on our export)
+are timed on the same batch in the same threads, interleaved with ours.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ def run_benchmark(
             calls |= {peer.name: (peer.run, compile_warmup if peer.compiled else warmup)
                       for peer in inference_peer_list}
             first, timed = time_interleaved(calls, repeats, device)
-    inference_key = "ours, compiled" if compile else "ours"
+    ours_key = "ours, compiled" if compile else "ours"
     compile_inference = (_compilation(first["ours, compiled"], timed["ours"], timed["ours, compiled"])
                          if compile else None)
     peer_inference = {peer.name: Timing(timed[peer.name], batch_size, peer_flops[peer.model], peaks[name])
@@ -317,8 +319,8 @@ def run_benchmark(
         channels_last=channels_last, compiled=compile, threads=threads,
         baseline_threads=baseline_threads, macs_per_image=macs, baseline_macs_per_image=baseline_macs,
         matmul_peak_gflops=peaks,
-        inference=Timing(timed[inference_key], batch_size, flops, peaks[name]),
-        training=Timing(timed_training[inference_key], batch_size, TRAINING_FLOPS_PER_FORWARD * flops, peaks[name]),
+        inference=Timing(timed[ours_key], batch_size, flops, peaks[name]),
+        training=Timing(timed_training[ours_key], batch_size, TRAINING_FLOPS_PER_FORWARD * flops, peaks[name]),
         baseline_inference=Timing(base_inference, batch_size, baseline_flops, fp32_peak),
         baseline_training=Timing(base_training, batch_size, TRAINING_FLOPS_PER_FORWARD * baseline_flops,
                                  fp32_peak),
@@ -369,7 +371,7 @@ def format_result(result: BenchmarkResult) -> str:
         f"machine: {machine.get('cpu', '?')}" + (f", {machine['gpu']}" if "gpu" in machine else ""),
         f"torch {machine.get('torch')}, torchvision {machine.get('torchvision')}, python {machine.get('python')}",
         f"ours: {result.precision}, {'channels_last' if result.channels_last else 'NCHW'}, "
-        f"{'compiled' if result.compiled else 'eager'}, {result.threads} threads, fused SGD, freed memory reused"
+        f"{'compiled (inference with frozen weights)' if result.compiled else 'eager'}, {result.threads} threads, fused SGD, freed memory reused"
         + (f", inference weights cast to {result.precision} once" if result.precision != "fp32" else ""),
         f"baseline: torchvision alexnet, eager fp32, NCHW, {result.baseline_threads} threads (torch's default); "
         f"peers in our threads, timed interleaved with ours",
