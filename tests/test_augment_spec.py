@@ -193,7 +193,7 @@ def test_a_training_config_refuses_a_bad_spec_and_keeps_a_good_one():
     with pytest.raises(AlexNetError, match=re.escape("'rotat=5' in augmentation 'paper,rotat=5'")):
         TrainConfig(augment="paper,rotat=5").validate()
     config = TrainConfig(recipe="paper", augment="paper,noise=0.02").resolved()
-    assert config.augment == "paper,noise=0.02"  # stored as given
+    assert config.augment == "crop=224/256,hflip,pca=0.1,noise=0.02"  # the canonical spec (a preset alone: its name)
     assert TestViews.from_config(config) == TestViews(224 / 256, "ten")  # the paper's crops: its ten views
     config = TrainConfig(recipe="fast", augment="hflip,rotate=10").resolved()
     assert config.flip_test and TestViews.from_config(config) == TestViews(1.0, "mirror")

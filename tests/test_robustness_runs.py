@@ -183,3 +183,20 @@ def test_a_val_size_that_leaves_no_training_image_says_to_hold_out_fewer(tmp_pat
     with pytest.raises(AlexNetError, match=r"0 training images are left after --val-size 60000 held out.*smaller "
                                            r"--val-size"):
         train(TrainConfig(val_size=60000, epochs=1, quiet=True, out=str(tmp_path), name="none"))
+
+
+def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp_path):
+    from alexnet.training.loop import _continued_config
+
+    config = TrainConfig(augment=",".join(["hflip"] * 10_000)).resolved()
+    assert config.augment == "hflip"  # not 60 KB in config.yaml and the weights
+    assert TrainConfig(augment="flip").resolved().augment == "flip"  # a preset keeps its name
+    for spec, message in (("crop=1e-300", r"crop takes .* in \(0.05, 1\]"),
+                          ("scale=1e-300-1e-300", r"scale takes MIN-MAX with 0.05 < MIN"),
+                          ("shift=3000", r"shift takes PIXELS, an integer in \[0, 256\]")):
+        with pytest.raises(AlexNetError, match=message):
+            TrainConfig(augment=spec).resolved()
+    trained = TrainConfig(augment="flip").resolved()
+    assert _continued_config(trained, trained, {"augment": "hflip"}).augment == "flip"  # the same augmentation
+    with pytest.raises(AlexNetError, match="cannot change augment"):
+        _continued_config(trained, trained, {"augment": "vflip"})

@@ -109,8 +109,11 @@ class TrainConfig:
                 values[name] = getattr(recipe, name)
         values["model_options"] = {**recipe.model_options, **self.model_options}
         from ..data import resolve_augment
+        from ..data.augment import PRESETS
 
         augment = resolve_augment(values["augment"], values["dataset"])
+        if values["augment"] not in PRESETS:  # the canonical spec: `hflip` 10,000 times is stored as `hflip`
+            values["augment"] = augment.spec()
         # The ten views are the training crops' corners and centre, cut from test images enlarged by
         # 256/224, and their mirrors: a network trained on whole images would see them at the wrong
         # scale, and one never trained on mirrors (digits are not mirrored) would see half of them

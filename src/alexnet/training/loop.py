@@ -677,6 +677,8 @@ def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dic
                 raise AlexNetError(f"unknown configuration key {quote(key)}")
             if key == "model_options" and source == "the command line":
                 value = {**before["model_options"], **value}
+            if key == "augment" and _same_augmentation(value, before[key], before["dataset"]):
+                continue  # `hflip` for a `flip` run: another spelling of the same augmentation
             if value != before[key]:
                 changes[key] = (value, source)
     refused = {key: change for key, change in changes.items() if key not in RESUMABLE_FIELDS}
@@ -743,6 +745,15 @@ def _check_free(folder: RunFolder) -> None:
     """Refuse a folder another process is training in (the lock is taken and let go at once)."""
     if folder.lock_file.exists():
         folder.lock().release()
+
+
+def _same_augmentation(spec, trained, dataset: str) -> bool:
+    from ..data import resolve_augment
+
+    try:
+        return resolve_augment(spec, dataset) == resolve_augment(trained, dataset)
+    except AlexNetError:  # a bad spec is refused by name as a change
+        return False
 
 
 def best_epoch(history: list[dict]) -> int:
