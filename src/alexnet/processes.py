@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 # How long a parent waits, after passing a signal on, for its children to save and end before it
@@ -51,13 +50,17 @@ def start_child(new_session: bool = False) -> None:
     if new_session:
         own_session()
     stop_with_parent()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if hasattr(signal, "pthread_sigmask"):  # (not on Windows)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
     """The stop signals held back while a child is started: it inherits the mask, and a signal sent
     before it has its own session and handlers waits for them instead of killing it half-started."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -105,16 +108,3 @@ class ForwardedSignals:
         finally:
             for each, handler in previous.items():
                 signal.signal(each, handler)
-
-
-def end_within(pids: list[int], alive: Callable[[int], bool], seconds: float = STOP_GRACE_SECONDS) -> list[int]:
-    """Wait up to ``seconds`` for the processes ``pids`` to end, then SIGKILL those left; returns the
-    ones that had to be killed."""
-    deadline = time.monotonic() + seconds
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    killed = [pid for pid in pids if alive(pid)]
-    for pid in killed:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return killed
