@@ -145,9 +145,10 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
     if failed:
         note = (f"; {folder / 'results.md'} is left as it was" if kept and (folder / "results.md").is_file()
                 else f"; {folder / 'results.md'} shows the {len(measured)} that did, marked partial" if not kept else "")
+        advice = ("Fix what they say, then run the same command again" if not measured else
+                  "Run the same command again to continue: finished arms are kept")
         raise AlexNetError(f"experiment {name}: {len(failed)} run(s) did not finish ({', '.join(failed)}); their "
-                           f"messages are above{note}. Run the same command again to continue: finished arms are "
-                           f"kept")
+                           f"messages are above{note}. {advice}")
     return folder
 
 
