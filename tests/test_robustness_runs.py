@@ -73,6 +73,10 @@ def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
     from alexnet.weights import read_metadata
 
     assert list(read_metadata(RunFolder(tuned.directory).weights).mean) == pytest.approx(mean)
+    # its own report.html named as --out: written in place (a SameFileError traceback before)
+    report = RunFolder(tuned.directory).report
+    assert main(["report", str(tuned.directory), "--out", str(report)]) == 0
+    assert report.read_text().startswith("<!")
 
 
 # -- item 12: experiments ---------------------------------------------------------------------------------

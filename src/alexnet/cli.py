@@ -240,7 +240,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_comparison, build_experiment_report, build_report, is_experiment_folder
-
     from .runs import RunFolder, atomic_write
 
     own_report = (len(args.run_dirs) == 1 and args.out is not None
