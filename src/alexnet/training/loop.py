@@ -737,7 +737,8 @@ def check_before_launch(config: TrainConfig | None, *, resume: str | Path | None
         trained = TrainConfig.from_dict(checkpoint["config"])
     config = _continued_config(trained, written, overrides or {}).resolved()
     if checkpoint is not None:
-        _check_not_finished(folder, config, checkpoint["epoch"], stops_early(checkpoint["history"], config.early_stopping))
+        stopped = stops_early(checkpoint["history"], config.early_stopping)
+        _check_not_finished(folder, config, checkpoint["epoch"], stopped)
     per_process_batch(config.batch_size, processes)
 
 
