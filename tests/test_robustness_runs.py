@@ -204,3 +204,15 @@ def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp
     assert _continued_config(trained, trained, {"augment": "hflip"}).augment == "flip"  # the same augmentation
     with pytest.raises(AlexNetError, match="cannot change augment"):
         _continued_config(trained, trained, {"augment": "vflip"})
+
+
+def test_partial_results_say_so():
+    from alexnet.experiments.runner import results_markdown, summarise
+    from alexnet.experiments import CLAIMS
+
+    options = ExperimentOptions(seeds=2, epochs=2, subset=0.1, model="alexnet_small28")
+    run = {"run": "r", "seed": 0, "epochs": 2, "test_top1_error": 0.2, "test_top5_error": 0.01,
+           "train_errors": [0.5, 0.3], "val_errors": [0.4, 0.25], "num_classes": 10, "re_evaluations": {}}
+    results = {**summarise(CLAIMS["lrn"], options, {"lrn-seed0": run}), "runs": 4, "runs_finished": 1}
+    assert "**Partial: 1 of 4 runs finished**" in results_markdown(results)
+    assert "Partial" not in results_markdown({**results, "runs_finished": 4})
