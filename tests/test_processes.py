@@ -4,6 +4,7 @@ exit status 128 + the signal and the runs resumable. Ctrl-C is sent as a termina
 command's whole process group; SIGTERM and SIGKILL as a scheduler or ``kill`` send them, to its pid.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -118,7 +119,8 @@ def test_a_signal_is_forwarded_once_and_a_second_ctrl_c_again(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)  # changes nothing: the children are stopping
         os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C is passed on
     assert forward.signum == signal.SIGTERM and forward.count == 2
-    assert sleeper.communicate(timeout=30)[0].strip() == f"[{int(signal.SIGTERM)}, {int(signal.SIGINT)}]"
+    # each passed on once (both may arrive at once, and the kernel then delivers the lower number first)
+    assert sorted(json.loads(sleeper.communicate(timeout=30)[0])) == sorted([signal.SIGTERM, signal.SIGINT])
 
 
 # -- experiment --jobs (items 1, 2) ------------------------------------------------------------------
