@@ -210,7 +210,7 @@ def test_unsupported_format(weights_file):
 
 
 def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(AlexNetError, match="no weights file or run folder at"):
+    with pytest.raises(AlexNetError, match="no weights file at"):  # inference.weights_path's words
         export(tmp_path / "nothing.safetensors", "pt2")
     with pytest.raises(AlexNetError, match="holds no model.safetensors"):
         export(tmp_path, "pt2")
