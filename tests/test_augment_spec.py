@@ -118,16 +118,16 @@ def test_later_terms_override_and_presets_set_only_their_own_fields():
     assert parse_augment("crop=0.5").crop_fraction == 0.5 and parse_augment("crop=1/4").crop_fraction == 0.25
 
 
-def _ranges(high: float):
-    bound = st.floats(min_value=0, max_value=high, exclude_min=True)
+def _ranges(low: float, high: float):
+    bound = st.floats(min_value=low, max_value=high, exclude_min=True)
     return st.tuples(bound, bound).map(lambda pair: tuple(sorted(pair)))
 
 
 CONFIGS = st.builds(
     AugmentConfig,
     crop_padding=st.integers(0, 64),
-    crop_fraction=st.floats(min_value=0, max_value=1, exclude_min=True) | st.just(224 / 256),
-    random_resized_crop=st.none() | _ranges(1),
+    crop_fraction=st.floats(min_value=0.05, max_value=1, exclude_min=True) | st.just(224 / 256),
+    random_resized_crop=st.none() | _ranges(0.01, 1),
     horizontal_flip=st.booleans(),
     vertical_flip=st.booleans(),
     rotation_degrees=st.floats(0, 180),
@@ -135,7 +135,7 @@ CONFIGS = st.builds(
     color_jitter=st.floats(0, 1),
     pca_lighting_std=st.floats(0, 1),
     gaussian_noise_std=st.floats(0, 1),
-    zoom_range=st.none() | _ranges(10),
+    zoom_range=st.none() | _ranges(0.05, 10),
     hue_jitter=st.floats(0, 0.5),
 ).filter(lambda config: not (config.random_resized_crop and config.crop_fraction != 1.0))  # refused together
 
@@ -158,13 +158,13 @@ BAD_SPECS = [
     ("rotate=nan", "got 'nan'"),
     ("rotate", "rotate needs a value, rotate=DEGREES"),
     ("hue=0.6", "hue takes FRACTION, a number in [0, 0.5], got '0.6'"),
-    ("scale=1.2-0.8", "scale takes MIN-MAX with 0 < MIN <= MAX <= 10, got '1.2-0.8'"),
+    ("scale=1.2-0.8", "scale takes MIN-MAX with 0.05 < MIN <= MAX <= 10, got '1.2-0.8'"),
     ("scale=80-120", "got '80-120'"),
     ("scale=0.8", "got '0.8'"),
-    ("resized-crop=0-1", "resized-crop takes MIN-MAX with 0 < MIN <= MAX <= 1"),
-    ("crop=256/224", "crop takes A/B|FRACTION, a number or a ratio in (0, 1], got '256/224'"),
+    ("resized-crop=0-1", "resized-crop takes MIN-MAX with 0.01 < MIN <= MAX <= 1"),
+    ("crop=256/224", "crop takes A/B|FRACTION, a number or a ratio in (0.05, 1], got '256/224'"),
     ("crop=224/0", "got '224/0'"),
-    ("shift=2.5", "shift takes PIXELS, an integer of 0 or more, got '2.5'"),
+    ("shift=2.5", "shift takes PIXELS, an integer in [0, 256], got '2.5'"),
     ("hflip=0.5", "'hflip=0.5': hflip takes no value"),
     ("paper,hflip=0.5", "hflip takes no value"),
     ("paper=1", "paper is a preset and takes no value"),
@@ -192,7 +192,7 @@ def test_a_training_config_refuses_a_bad_spec_and_keeps_a_good_one():
     with pytest.raises(AlexNetError, match=re.escape("'rotat=5' in augmentation 'paper,rotat=5'")):
         TrainConfig(augment="paper,rotat=5").validate()
     config = TrainConfig(recipe="paper", augment="paper,noise=0.02").resolved()
-    assert config.augment == "paper,noise=0.02"  # stored as given
+    assert config.augment == "crop=224/256,hflip,pca=0.1,noise=0.02"  # the canonical spec (a preset alone: its name)
     assert TestViews.from_config(config) == TestViews(224 / 256, "ten")  # the paper's crops: its ten views
     config = TrainConfig(recipe="fast", augment="hflip,rotate=10").resolved()
     assert config.flip_test and TestViews.from_config(config) == TestViews(1.0, "mirror")

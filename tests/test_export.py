@@ -222,7 +222,7 @@ def test_missing_and_foreign_files(tmp_path):
     with pytest.raises(AlexNetError, match="has no alexnet metadata"):
         export(tmp_path / "other.safetensors", "torchscript")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
-    with pytest.raises(AlexNetError, match="not a readable safetensors file"):
+    with pytest.raises(AlexNetError, match="is not a safetensors weights file"):  # named from its first bytes
         export(tmp_path / "junk.safetensors", "torchscript")
     (tmp_path / "plain.pt").write_bytes(b"not a zip")
     with pytest.raises(AlexNetError, match="carries no alexnet metadata"):

@@ -4,6 +4,7 @@ exit status 128 + the signal and the runs resumable. Ctrl-C is sent as a termina
 command's whole process group; SIGTERM and SIGKILL as a scheduler or ``kill`` send them, to its pid.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -118,7 +119,8 @@ def test_a_signal_is_forwarded_once_and_a_second_ctrl_c_again(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)  # changes nothing: the children are stopping
         os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C is passed on
     assert forward.signum == signal.SIGTERM and forward.count == 2
-    assert sleeper.communicate(timeout=30)[0].strip() == f"[{int(signal.SIGTERM)}, {int(signal.SIGINT)}]"
+    # each passed on once (both may arrive at once, and the kernel then delivers the lower number first)
+    assert sorted(json.loads(sleeper.communicate(timeout=30)[0])) == sorted([signal.SIGTERM, signal.SIGINT])
 
 
 # -- experiment --jobs (items 1, 2) ------------------------------------------------------------------
@@ -164,7 +166,7 @@ def test_experiment_workers_do_not_outlive_a_killed_experiment(tmp_path):
 
 # -- train --nproc (items 3, 4) --------------------------------------------------------------------
 
-NPROC = ["train", "--nproc", "2", "--subset", "0.1", "--epochs", "2", "--batch-size", "64", "--val-size", "500",
+NPROC = ["train", "--nproc", "2", "--subset", "0.03", "--epochs", "1", "--batch-size", "64", "--val-size", "500",
          "--precision", "fp32", "--device", "cpu", "--quiet"]
 
 
@@ -199,7 +201,7 @@ def test_train_nproc_passes_a_signal_to_every_rank_and_the_run_continues(tmp_pat
     assert f"{signal.Signals(signum).name}: stopped in epoch" in folder.log.read_text()
     folder.lock().release()  # rank 0's lock went with it
     resumed = subprocess.run([*CLI, "train", "--resume", str(folder.directory), "--quiet"], capture_output=True,
-                             text=True, env=env(), timeout=600)
+                             text=True, env=env(), timeout=900)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert folder.weights.is_file()
 

@@ -73,6 +73,10 @@ def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
     from alexnet.weights import read_metadata
 
     assert list(read_metadata(RunFolder(tuned.directory).weights).mean) == pytest.approx(mean)
+    # its own report.html named as --out: written in place (a SameFileError traceback before)
+    report = RunFolder(tuned.directory).report
+    assert main(["report", str(tuned.directory), "--out", str(report)]) == 0
+    assert report.read_text().startswith("<!")
 
 
 # -- item 12: experiments ---------------------------------------------------------------------------------
@@ -183,3 +187,32 @@ def test_a_val_size_that_leaves_no_training_image_says_to_hold_out_fewer(tmp_pat
     with pytest.raises(AlexNetError, match=r"0 training images are left after --val-size 60000 held out.*smaller "
                                            r"--val-size"):
         train(TrainConfig(val_size=60000, epochs=1, quiet=True, out=str(tmp_path), name="none"))
+
+
+def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp_path):
+    from alexnet.training.loop import _continued_config
+
+    config = TrainConfig(augment=",".join(["hflip"] * 10_000)).resolved()
+    assert config.augment == "hflip"  # not 60 KB in config.yaml and the weights
+    assert TrainConfig(augment="flip").resolved().augment == "flip"  # a preset keeps its name
+    for spec, message in (("crop=1e-300", r"crop takes .* in \(0.05, 1\]"),
+                          ("scale=1e-300-1e-300", r"scale takes MIN-MAX with 0.05 < MIN"),
+                          ("shift=3000", r"shift takes PIXELS, an integer in \[0, 256\]")):
+        with pytest.raises(AlexNetError, match=message):
+            TrainConfig(augment=spec).resolved()
+    trained = TrainConfig(augment="flip").resolved()
+    assert _continued_config(trained, trained, {"augment": "hflip"}).augment == "flip"  # the same augmentation
+    with pytest.raises(AlexNetError, match="cannot change augment"):
+        _continued_config(trained, trained, {"augment": "vflip"})
+
+
+def test_partial_results_say_so():
+    from alexnet.experiments.runner import results_markdown, summarise
+    from alexnet.experiments import CLAIMS
+
+    options = ExperimentOptions(seeds=2, epochs=2, subset=0.1, model="alexnet_small28")
+    run = {"run": "r", "seed": 0, "epochs": 2, "test_top1_error": 0.2, "test_top5_error": 0.01,
+           "train_errors": [0.5, 0.3], "val_errors": [0.4, 0.25], "num_classes": 10, "re_evaluations": {}}
+    results = {**summarise(CLAIMS["lrn"], options, {"lrn-seed0": run}), "runs": 4, "runs_finished": 1}
+    assert "**Partial: 1 of 4 runs finished**" in results_markdown(results)
+    assert "Partial" not in results_markdown({**results, "runs_finished": 4})

@@ -144,6 +144,7 @@ def _launch_torchrun(nproc: int) -> int:
 
     torchrun runs in a session of its own, so that a Ctrl-C reaches it once, passed on from here
     (see ``alexnet.processes``); it then stops its ranks, which save, and this waits for it."""
+    import os
     import subprocess
 
     from .processes import STOP_GRACE_SECONDS, ForwardedSignals, signals_blocked
@@ -160,7 +161,7 @@ def _launch_torchrun(nproc: int) -> int:
         if item.startswith("--nproc="):
             continue
         cleaned.append(item)
-    start = "from alexnet.training.distributed import run_torchrun; run_torchrun()"
+    start = f"from alexnet.training.distributed import run_torchrun; run_torchrun({os.getpid()})"
     command = [sys.executable, "-c", start, "--standalone", f"--nproc-per-node={nproc}", "-m", "alexnet", *cleaned]
     started: list[subprocess.Popen] = []
     with ForwardedSignals.installed(lambda: [process.pid for process in started]) as forward:
@@ -277,7 +278,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_comparison, build_experiment_report, build_report, is_experiment_folder
-
     from .runs import RunFolder, atomic_write
 
     own_report = (len(args.run_dirs) == 1 and args.out is not None

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 # How long a parent waits, after passing a signal on, for its children to save and end before it
@@ -27,37 +26,44 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def stop_with_parent(signum: int = signal.SIGTERM) -> None:
+def stop_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
     """Have the kernel send this process ``signum`` when its parent dies (Linux; elsewhere nothing).
 
-    Called first thing in a child: if the parent is already gone by then (a ``kill -9`` in the
-    moment between the two), the child stops itself the same way."""
+    Called first thing in a child. ``parent``: the pid the parent had when it started this child;
+    if the parent is no longer that (a ``kill -9`` before the kernel was asked), the child stops
+    itself the same way. (Without it, only a death during the call is noticed: a parent of pid 1,
+    torchrun in a container, is a parent like any other.)"""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
+    before = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     except (OSError, AttributeError):  # no prctl (a libc without it): the parent's own forwarding still holds
         return
-    if os.getppid() != parent or parent == 1:
+    if os.getppid() != (before if parent is None else parent):
         os.kill(os.getpid(), signum)
 
 
-def start_child(new_session: bool = False) -> None:
-    """First thing in a child we started: its own session (``new_session``; where its parent could
-    not give it one), stopping with its parent, and the stop signals its parent blocked while
-    starting it unblocked (one sent meanwhile is delivered now, not lost)."""
+def start_child(parent: int, new_session: bool = False) -> None:
+    """First thing in a child we started (``parent``: the starter's pid): its own session
+    (``new_session``, where the parent could not give it one), stopping with its parent, and the
+    stop signals the parent blocked while starting it unblocked (one sent meanwhile is delivered
+    now, not lost)."""
     if new_session:
         own_session()
-    stop_with_parent()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    stop_with_parent(parent=parent)
+    if hasattr(signal, "pthread_sigmask"):  # (not on Windows)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
     """The stop signals held back while a child is started: it inherits the mask, and a signal sent
     before it has its own session and handlers waits for them instead of killing it half-started."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -105,16 +111,3 @@ class ForwardedSignals:
         finally:
             for each, handler in previous.items():
                 signal.signal(each, handler)
-
-
-def end_within(pids: list[int], alive: Callable[[int], bool], seconds: float = STOP_GRACE_SECONDS) -> list[int]:
-    """Wait up to ``seconds`` for the processes ``pids`` to end, then SIGKILL those left; returns the
-    ones that had to be killed."""
-    deadline = time.monotonic() + seconds
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    killed = [pid for pid in pids if alive(pid)]
-    for pid in killed:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return killed

@@ -111,7 +111,7 @@ class Operation:
     def expects(self) -> str:
         """The value this operation takes, with its bounds, as an error message says it."""
         if self.kind == "pixels":
-            return f"{self.syntax}, an integer of 0 or more"
+            return f"{self.syntax}, an integer in [{self.low:g}, {self.high:g}]"
         if self.kind == "range":
             return f"{self.syntax} with {self.low:g} < MIN <= MAX <= {self.high:g}"
         if self.kind == "fraction":
@@ -121,7 +121,7 @@ class Operation:
     def read(self, text: str) -> object:
         """The field's value from the text after ``=``; ``ValueError`` when it is not one."""
         if self.kind == "pixels":
-            if not re.fullmatch(r"\d+", text):
+            if not re.fullmatch(r"\d+", text) or not self.low <= int(text) <= self.high:
                 raise ValueError
             return int(text)
         if self.kind == "range":
@@ -163,13 +163,16 @@ def _number(value: float) -> str:
 
 # In the order ``spec()`` writes them: geometry as it is applied, then colour.
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("shift", "crop_padding", "pixels", "PIXELS", 0, math.inf,
+    # The bounds leave an image to learn from: shifts of at most 256 pixels (beyond that, past the side of
+    # any input, only padding is left), crops of more than 5% of the side or 1% of the area, zooms out to
+    # no less than 1/20 (crop=1e-300 would be one pixel blown up to the whole input).
+    Operation("shift", "crop_padding", "pixels", "PIXELS", 0, 256,
               "zero padding, then a random crop back to full size: shifts of up to PIXELS",
               "He et al. 2016; airbench (CIFAR)"),
-    Operation("crop", "crop_fraction", "fraction", "A/B|FRACTION", 0, 1,
+    Operation("crop", "crop_fraction", "fraction", "A/B|FRACTION", 0.05, 1,
               "random crops of FRACTION of the side, resized to the input; the centre crop at test",
               "paper Sections 2, 4.1 (224/256)"),
-    Operation("resized-crop", "random_resized_crop", "range", "MIN-MAX", 0, 1,
+    Operation("resized-crop", "random_resized_crop", "range", "MIN-MAX", 0.01, 1,
               "Inception-style crops of MIN..MAX of the area, aspect 3/4..4/3, resized to the input",
               "Szegedy et al. 2015; tutorials"),
     Operation("hflip", "horizontal_flip", "switch", "", 0, 0, "mirror half the images left to right",
@@ -179,7 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "tutorials, seeds"),
     Operation("translate", "translate", "number", "FRACTION", 0, 1,
               "shift uniform in +-FRACTION of the side, each axis (zero fill)", "tutorials, seeds"),
-    Operation("scale", "zoom_range", "range", "MIN-MAX", 0, 10,
+    Operation("scale", "zoom_range", "range", "MIN-MAX", 0.05, 10,
               "isotropic zoom uniform in MIN..MAX about the centre: above 1 in, below 1 out (zero borders)",
               "torchvision's RandomAffine scale"),
     Operation("jitter", "color_jitter", "number", "STRENGTH", 0, 1,

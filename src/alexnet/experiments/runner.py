@@ -144,11 +144,15 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
             write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
             write_text(folder / "results.md", results_markdown(results))
     if failed:
-        note = (f"; {folder / 'results.md'} is left as it was" if kept and (folder / "results.md").is_file()
-                else f"; {folder / 'results.md'} shows the {len(measured)} that did, marked partial" if not kept else "")
+        note = ""
+        if not kept:
+            note = f"; {folder / 'results.md'} shows the {len(measured)} that did, marked partial"
+        elif (folder / "results.md").is_file():
+            note = f"; {folder / 'results.md'} is left as it was"
+        advice = ("Fix what they say, then run the same command again" if not measured else
+                  "Run the same command again to continue: finished arms are kept")
         raise AlexNetError(f"experiment {name}: {len(failed)} run(s) did not finish ({', '.join(failed)}); their "
-                           f"messages are above{note}. Run the same command again to continue: finished arms are "
-                           f"kept")
+                           f"messages are above{note}. {advice}")
     return folder
 
 
@@ -275,7 +279,7 @@ def _train_in_workers(tasks: list[_Task], jobs: int, record: Callable[[_Task, di
             while waiting and forward.signum is None and len(running) < jobs:
                 task = waiting.pop()
                 receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(task, sender), name=f"alexnet {task.name}")
+                process = context.Process(target=_worker, args=(task, sender, os.getpid()), name=f"alexnet {task.name}")
                 with signals_blocked():
                     process.start()
                 sender.close()
@@ -303,11 +307,11 @@ def _train_in_workers(tasks: list[_Task], jobs: int, record: Callable[[_Task, di
             raise Interrupted(forward.signum)
 
 
-def _worker(task: _Task, sender) -> None:
+def _worker(task: _Task, sender, parent: int) -> None:
     """A worker process: one task, its outcome sent back; None when a signal stopped it."""
     try:
         with _stop_on_signals():
-            start_child(new_session=True)
+            start_child(parent, new_session=True)
             outcome = _run_task(task)
     except KeyboardInterrupt:
         outcome = None

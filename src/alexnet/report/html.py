@@ -486,7 +486,7 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
     sections.append(("Configuration", _config_table(config)))
     sections.append(("Weights and how to use them", _usage(run)))
     path = run.directory / REPORT_NAME
-    path.write_text(page_html(f"Run {run.name}", subtitle, sections), encoding="utf-8")
+    write_text(path, page_html(f"Run {run.name}", subtitle, sections))  # whole or not at all; any class name
     return path
 
 

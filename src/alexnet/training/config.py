@@ -125,10 +125,13 @@ class TrainConfig:
             trained = read_trained_metadata(self.init_from)
             values["model_options"] = {**trained.model_options, **self.model_options}
         from ..data import resolve_augment
+        from ..data.augment import PRESETS
 
         from ..inference import ten_views_unlike_training
 
         augment = resolve_augment(values["augment"], values["dataset"])
+        if values["augment"] not in PRESETS:  # the canonical spec: `hflip` 10,000 times is stored as `hflip`
+            values["augment"] = augment.spec()
         unlike_training = ten_views_unlike_training(augment)
         dropped_ten_views = bool(values["ten_crop"] and unlike_training)
         if dropped_ten_views:

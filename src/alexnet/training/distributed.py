@@ -156,13 +156,14 @@ def restarted_run_folder(out: str | Path, name: str | None) -> Path | None:
     return None
 
 
-def run_torchrun() -> None:
-    """torchrun's command line (``sys.argv[1:]``), as ``alexnet train --nproc N`` runs it: a child
-    that stops with that command however it ends (``alexnet.processes``), and that, stopped by a
-    signal, exits with 128 + its number instead of torchrun's traceback of ``SignalException``."""
+def run_torchrun(parent: int) -> None:
+    """torchrun's command line (``sys.argv[1:]``), as ``alexnet train --nproc N`` (process ``parent``)
+    runs it: a child that stops with that command however it ends (``alexnet.processes``), and that,
+    stopped by a signal, exits with 128 + its number instead of torchrun's traceback of
+    ``SignalException``."""
     import sys
 
-    start_child()
+    start_child(parent)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import main
 

@@ -832,6 +832,8 @@ def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dic
                 raise AlexNetError(f"unknown configuration key {quote(key)}")
             if key == "model_options" and source == "the command line":
                 value = {**before["model_options"], **value}
+            if key == "augment" and _same_augmentation(value, before[key], before["dataset"]):
+                continue  # `hflip` for a `flip` run: another spelling of the same augmentation
             if value != before[key]:
                 changes[key] = (value, source)
     refused = {key: change for key, change in changes.items() if key not in RESUMABLE_FIELDS}
@@ -890,7 +892,8 @@ def check_before_launch(config: TrainConfig | None, *, resume: str | Path | None
         trained = TrainConfig.from_dict(checkpoint["config"])
     config = _continued_config(trained, written, overrides or {}).resolved()
     if checkpoint is not None:
-        _check_not_finished(folder, config, checkpoint["epoch"], stops_early(checkpoint["history"], config.early_stopping))
+        stopped = stops_early(checkpoint["history"], config.early_stopping)
+        _check_not_finished(folder, config, checkpoint["epoch"], stopped)
     per_process_batch(config.batch_size, processes)
 
 
@@ -898,6 +901,15 @@ def _check_free(folder: RunFolder) -> None:
     """Refuse a folder another process is training in (the lock is taken and let go at once)."""
     if folder.lock_file.exists():
         folder.lock().release()
+
+
+def _same_augmentation(spec, trained, dataset: str) -> bool:
+    from ..data import resolve_augment
+
+    try:
+        return resolve_augment(spec, dataset) == resolve_augment(trained, dataset)
+    except AlexNetError:  # a bad spec is refused by name as a change
+        return False
 
 
 def best_epoch(history: list[dict]) -> int:
