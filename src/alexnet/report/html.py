@@ -219,7 +219,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          lambda: figures.confident_mistakes(test.thumbnails, test.labels, test.probabilities, classes,
                                             count=GRID_IMAGES))
     try:
-        _inside_figures(run, draw, model, metadata, test_images, test, classes, torch_device, test_limit)
+        _inside_figures(draw, model, metadata, test_images, test, classes, torch_device, test_limit)
     except Exception as error:  # the views inside the network must not cost the figures after them
         log.warning("report: Grad-CAM and top patches failed: %s", error)
         inside_missing = [f"Grad-CAM and top patches: {error}"]
@@ -246,7 +246,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     return inside_missing
 
 
-def _inside_figures(run: RunFiles, draw, model, metadata: WeightsMetadata, test_images, test, classes, device,
+def _inside_figures(draw, model, metadata: WeightsMetadata, test_images, test, classes, device,
                     test_limit: int) -> None:
     """Grad-CAM (alexnet.explain) on the most confident mistakes and on one correct image per class,
     and the test patches that drive a few conv5 filters most."""
