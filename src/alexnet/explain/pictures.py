@@ -93,7 +93,7 @@ def feature_maps_figure(maps: FeatureMaps, *, per_layer: int = MAPS_PER_LAYER) -
     layers = list(maps.layers.items())
     columns = 16
     heights = [max(1, -(-min(per_layer, len(stack)) // columns)) for _, stack in layers]
-    figure = plt.figure(figsize=(11, 1.2 + sum(0.75 * rows + 0.35 for rows in heights)))
+    figure = plt.figure(figsize=(11, 0.5 + sum(0.5 * rows + 0.45 for rows in heights)))
     grid = figure.add_gridspec(len(layers), 2, width_ratios=[1, 6], height_ratios=[r + 0.45 for r in heights])
     image_axis = figure.add_subplot(grid[:, 0])
     image_axis.imshow(_rgb(maps.image), interpolation="nearest")

@@ -218,7 +218,13 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          f"Of the first {len(test):,} test images, the wrong predictions made with the highest probability.",
          lambda: figures.confident_mistakes(test.thumbnails, test.labels, test.probabilities, classes,
                                             count=GRID_IMAGES))
-    _inside_figures(run, draw, model, metadata, test_images, test, classes, torch_device, test_limit)
+    try:
+        _inside_figures(draw, model, metadata, test_images, test, classes, torch_device, test_limit)
+    except Exception as error:  # the views inside the network must not cost the figures after them
+        log.warning("report: Grad-CAM and top patches failed: %s", error)
+        inside_missing = [f"Grad-CAM and top patches: {error}"]
+    else:
+        inside_missing = []
     try:  # a fixed, seeded sample of the training images, cropped as the test images are
         train = build_loaders(name, data_dir=data_dir, batch_size=500, output_shape=tuple(model.input_size),
                               augment=views.loader_augment(), **common).train
@@ -228,7 +234,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
         pool = predictions.collect_outputs(model, train, mean, std, limit=pool_size, probabilities=False,
                                            precision=dtype)
     except AlexNetError as error:
-        return [f"training images of {name!r}: {error}; no nearest neighbours"]
+        return inside_missing + [f"training images of {name!r}: {error}; no nearest neighbours"]
     found = predictions.find_neighbours(test, pool)
     draw("neighbours", "Nearest neighbours by FC7 features",
          ("Left: one test image per class" if len(found.query_index) == len(classes) else
@@ -240,10 +246,10 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
          lambda: figures.nearest_neighbours(test.thumbnails[found.query_index], test.labels[found.query_index],
                                             pool.thumbnails[found.index], pool.labels[found.index], found.distance,
                                             classes, pool_size=len(pool)))
-    return []
+    return inside_missing
 
 
-def _inside_figures(run: RunFiles, draw, model, metadata: WeightsMetadata, test_images, test, classes, device,
+def _inside_figures(draw, model, metadata: WeightsMetadata, test_images, test, classes, device,
                     test_limit: int) -> None:
     """Grad-CAM (alexnet.explain) on the most confident mistakes and on one correct image per class,
     and the test patches that drive a few conv5 filters most."""
