@@ -112,7 +112,7 @@ def test_a_grey_model_with_rgb_constants_predicts_and_exports(tmp_path):
 def test_init_from_trains_with_the_fine_tuning_recipe_and_the_weights_switches(tmp_path):
     source = weights(tmp_path / "w.safetensors", norm="batch", dropout=0.0)
     config = TrainConfig(init_from=str(source)).resolved()
-    assert config.recipe == "finetune" and config.lr == 0.01 and config.backbone_lr_scale == 0.1
+    assert config.recipe == "finetune" and config.warmup_fraction == 0.1 and config.backbone_lr_scale == 0.1
     assert config.model_options["norm"] == "batch" and config.model_options["dropout"] == 0.0
     assert "recipe: finetune" in config.to_yaml()
     named = TrainConfig(init_from=str(source), recipe="fast", backbone_lr_scale=0.5).resolved()

@@ -107,7 +107,9 @@ def test_precision_is_chosen_by_hardware():
     fast = native and perf.cpu_bf16_speedup() >= perf.BF16_MIN_SPEEDUP
     assert resolve_precision("auto", "cpu") is (torch.bfloat16 if fast else None)
     assert precision_name(resolve_precision("auto", "cpu")) == ("bf16" if fast else "fp32")
-    with pytest.raises(AlexNetError, match="auto, fp32, bf16"):
+    with pytest.raises(AlexNetError, match="auto, fp32, bf16, fp16"):
+        resolve_precision("fp8", "cpu")
+    with pytest.raises(AlexNetError, match="fp16 is for CUDA devices"):
         resolve_precision("fp16", "cpu")
     with autocast_context("cpu", None):
         assert not torch.is_autocast_enabled("cpu")

@@ -159,7 +159,7 @@ def test_metrics_on_a_hand_made_confusion_case():
         ({"model": "vgg16"}, "unknown model 'vgg16'.*alexnet_paper"),
         ({"dataset": "svhn"}, "unknown dataset 'svhn'.*fashion-mnist"),
         ({"recipe": "adam"}, "unknown recipe 'adam'.*paper, tutorial, fast"),
-        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
+        ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, fp16"),
         ({"subset": 1.5}, "subset must be a fraction"),
         ({"epochs": 0}, "epochs must be a positive integer"),
     ],
