@@ -55,6 +55,8 @@ def run_server(models: list[ServedModel], *, host: str = "127.0.0.1", port: int 
     shown = f"[{address[0]}]" if listener.family == socket.AF_INET6 else address[0]
     if on_listening is not None:
         on_listening(f"http://{shown}:{address[1]}")
+    # uvicorn closes a connection idle for 5 s by default; a client reusing it at that moment (a loaded
+    # machine's clients answer late) loses its request to a reset. 75 s is nginx's keep-alive default.
     config = uvicorn.Config(build_app(models, limits=limits, token=token), log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=limits.timeout_s + 5, lifespan="on")
+                            timeout_graceful_shutdown=limits.timeout_s + 5, timeout_keep_alive=75, lifespan="on")
     _DrainingServer(config).run(sockets=[listener])
