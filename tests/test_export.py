@@ -5,6 +5,7 @@ import argparse
 import builtins
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -42,7 +43,9 @@ def exported_logits(path, fmt, images):
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
     if fmt == "torchscript":
-        return torch.jit.load(str(path))(images)
+        with warnings.catch_warnings():  # TorchScript is deprecated for torch.export; libtorch still loads it
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+            return torch.jit.load(str(path))(images)
     return torch.export.load(str(path)).module()(images)
 
 
@@ -134,7 +137,7 @@ def test_onnx_lrn_is_the_papers_lrn(towers, tmp_path):
     torch.manual_seed(0)
     layer = LocalResponseNorm(groups=towers)
     x = torch.rand(2, 12, 5, 5) * 40  # large activations make alpha matter: d = 2 + alpha * sum(a^2) ~ 2.5
-    torch.onnx.export(nn.Sequential(layer), (x,), str(tmp_path / "lrn.onnx"), dynamo=True, verbose=False)
+    torch.onnx.export(nn.Sequential(layer).eval(), (x,), str(tmp_path / "lrn.onnx"), dynamo=True, verbose=False)
     graph = onnx.load(str(tmp_path / "lrn.onnx")).graph
     nodes = [node for node in graph.node if node.op_type == "LRN"]
     assert len(nodes) == towers  # one LRN per tower: each normalised on its own
@@ -187,7 +190,9 @@ def test_metadata_round_trips_and_default_path_is_next_to_the_weights(weights_fi
         assert json.loads(props[METADATA_KEY])["class_names"] == list(CLASSES)
     elif fmt == "torchscript":
         files = {METADATA_KEY: ""}
-        torch.jit.load(str(result.path), _extra_files=files)
+        with warnings.catch_warnings():  # as in exported_logits
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+            torch.jit.load(str(result.path), _extra_files=files)
         assert json.loads(files[METADATA_KEY])["mean"] == [0.2860]
     else:
         files = {METADATA_KEY: ""}
@@ -320,7 +325,8 @@ def test_summary_plot(tmp_path, capsys):
 
     assert run_summary(["alexnet_paper", "--plot", str(tmp_path / "paper.png")]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"wrote {tmp_path / 'paper.png'}")
-    width, height = Image.open(tmp_path / "paper.png").size
+    with Image.open(tmp_path / "paper.png") as image:
+        width, height = image.size
     assert width > 2 * height > 1000  # ten columns side by side
     run_summary(["alexnet_small28", "--towers", "1", "--plot", str(tmp_path / "small.svg")])
     svg = (tmp_path / "small.svg").read_text()

@@ -177,7 +177,7 @@ def test_folder_walk_is_recursive_sorted_and_skips_unreadable_files(imported, tm
     assert all(len(p.classes) == 3 for p in predictions)
     assert predictions[1].indices == predict(imported, [DATA / "chelsea.png"], top_k=3)[0].indices
     assert [(s.source, s.reason) for s in predictions.skipped] == [
-        (str(tmp_path / "b/cut.jpg"), "Image is incomplete or truncated"),
+        (str(tmp_path / "b/cut.jpg"), "image file is truncated (37 bytes not processed)"),
         (str(tmp_path / "b/notes.txt"), "not an image file Pillow or torchvision can read"),
         (str(tmp_path / "absent.png"), "no such file or folder"),
     ]
@@ -198,7 +198,8 @@ def test_every_image_kind_is_predicted(imported, tmp_path):
     }
     for name, write in files.items():
         write(tmp_path / name)
-    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    with Image.open(tmp_path / "grey16.png") as grey16:
+        assert grey16.mode.startswith("I")
 
     predictions = predict(imported, [tmp_path / name for name in files], top_k=5)
 
@@ -313,7 +314,8 @@ def test_predict_command_prints_text_json_and_csv(imported, tmp_path, capsys):
     table = tmp_path / "predictions.csv"
     assert run_command(["predict", imported, *photos, "--top-k", "3", "--csv", table]) == 0
     assert "wrote" in capsys.readouterr().out
-    rows = list(csv.DictReader(table.open()))
+    with table.open() as file:
+        rows = list(csv.DictReader(file))
     assert len(rows) == 6 and [row["path"] for row in rows] == [str(photos[0])] * 3 + [str(photos[1])] * 3
     assert [row["rank"] for row in rows[:3]] == ["1", "2", "3"] and rows[3]["class"] == expected[1].classes[0]
 

@@ -190,7 +190,8 @@ def test_links_are_followed_but_not_to_the_root_or_in_loops(tmp_path):
 def test_16_bit_pngs_are_scaled_to_8_bits_and_batch_with_8_bit_ones(tmp_path):
     grey = np.full((24, 20), 0xABCD, dtype=np.uint16)
     Image.fromarray(grey).save(tmp_path / "grey16.png")  # Pillow's mode "I;16"
-    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    with Image.open(tmp_path / "grey16.png") as grey16:
+        assert grey16.mode == "I;16"
     # RGB at 16 bits per channel (Pillow cannot write it): red 0xFFFF, green 0x8000, blue 0x0100
     write_png(tmp_path / "rgb16.png", 20, 24, bit_depth=16, colour_type=2, row=bytes.fromhex("ffff80000100") * 20)
     solid_png(tmp_path / "rgb8.png", (7, 8, 9))
