@@ -66,6 +66,7 @@ def assert_same_as_pytorch(model, result, images):
 @pytest.mark.parametrize("fmt", formats())
 @pytest.mark.parametrize(
     "name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG_MODELS else name for name in list_models()])
+@pytest.mark.slow
 def test_every_registered_model_exports_to_every_format(name, fmt, tmp_path):
     torch.manual_seed(0)
     model = build_model(name)
@@ -81,6 +82,7 @@ SWITCHES = [dict(towers=t, norm=n) for t, n in itertools.product((1, 2), ("lrn",
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: "-".join(map(str, s.values())))
 def test_switches_export(switches, fmt, tmp_path):
@@ -110,6 +112,7 @@ def test_every_switch_combination_exports(fmt, tmp_path):
         assert result.max_abs_diff <= result.tolerance and result.top1_agreement == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 def test_dynamic_batch_takes_any_batch_size(fmt, tmp_path):
     torch.manual_seed(0)
@@ -121,6 +124,7 @@ def test_dynamic_batch_takes_any_batch_size(fmt, tmp_path):
             torch.testing.assert_close(exported_logits(result.path, fmt, batch), model(batch), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_static_onnx_takes_one_image(tmp_path):
     result = export(build_model("alexnet_small28"), "onnx", tmp_path / "model.onnx")
@@ -178,6 +182,7 @@ def weights_file(tmp_path_factory):
     return save_weights(tmp_path_factory.mktemp("run") / "model.safetensors", model, metadata), metadata
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 def test_metadata_round_trips_and_default_path_is_next_to_the_weights(weights_file, fmt):
     path, metadata = weights_file
