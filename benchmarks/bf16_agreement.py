@@ -17,18 +17,15 @@ from pathlib import Path
 import torch
 
 from alexnet.evaluation import evaluate_model, test_loader
-from alexnet.inference import TestViews
-from alexnet.perf import prepare_model, resolve_device
-from alexnet.weights import load_weights
+from alexnet.inference import open_trained
+from alexnet.perf import resolve_device
 
 
 def agreement(source: Path, device: torch.device) -> tuple[float, float, float, int]:
     """(fp32 top-1, bf16 top-1, agreement, images) of the weights in ``source``."""
-    path = source / "model.safetensors" if source.is_dir() else source
-    model, metadata = load_weights(path, device=str(device))
-    prepare_model(model, device)
-    views = TestViews.from_metadata(metadata)
-    loader, classes = test_loader(metadata.dataset, views, tuple(model.input_size), data_dir=metadata.data_dir,
+    trained = open_trained(source, device=device)
+    model, metadata, views = trained.model, trained.metadata, trained.views
+    loader, classes = test_loader(metadata.dataset, views, trained.input_size, data_dir=trained.data_dir,
                                   val_size=metadata.val_size, seed=metadata.seed, device=device,
                                   normalization=(metadata.mean, metadata.std))
     results = {}

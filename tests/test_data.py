@@ -195,6 +195,7 @@ def test_flowers17_archive(tmp_path, monkeypatch):
         train = load_tensors("flowers17", "train", data_dir=data_dir, download=True)
     finally:
         server.shutdown()
+        server.server_close()
     test = load_tensors("flowers17", "test", data_dir=data_dir)
     assert train.images.shape == (1_020, 3, 16, 16) and len(test) == 340
     assert torch.bincount(train.labels).tolist() == [60] * 17 and torch.bincount(test.labels).tolist() == [20] * 17

@@ -5,6 +5,7 @@ import argparse
 import builtins
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -42,7 +43,9 @@ def exported_logits(path, fmt, images):
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
     if fmt == "torchscript":
-        return torch.jit.load(str(path))(images)
+        with warnings.catch_warnings():  # TorchScript is deprecated for torch.export; libtorch still loads it
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+            return torch.jit.load(str(path))(images)
     return torch.export.load(str(path)).module()(images)
 
 
@@ -63,6 +66,7 @@ def assert_same_as_pytorch(model, result, images):
 @pytest.mark.parametrize("fmt", formats())
 @pytest.mark.parametrize(
     "name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG_MODELS else name for name in list_models()])
+@pytest.mark.slow
 def test_every_registered_model_exports_to_every_format(name, fmt, tmp_path):
     torch.manual_seed(0)
     model = build_model(name)
@@ -78,6 +82,7 @@ SWITCHES = [dict(towers=t, norm=n) for t, n in itertools.product((1, 2), ("lrn",
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: "-".join(map(str, s.values())))
 def test_switches_export(switches, fmt, tmp_path):
@@ -107,6 +112,7 @@ def test_every_switch_combination_exports(fmt, tmp_path):
         assert result.max_abs_diff <= result.tolerance and result.top1_agreement == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 def test_dynamic_batch_takes_any_batch_size(fmt, tmp_path):
     torch.manual_seed(0)
@@ -118,6 +124,7 @@ def test_dynamic_batch_takes_any_batch_size(fmt, tmp_path):
             torch.testing.assert_close(exported_logits(result.path, fmt, batch), model(batch), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_static_onnx_takes_one_image(tmp_path):
     result = export(build_model("alexnet_small28"), "onnx", tmp_path / "model.onnx")
@@ -134,7 +141,7 @@ def test_onnx_lrn_is_the_papers_lrn(towers, tmp_path):
     torch.manual_seed(0)
     layer = LocalResponseNorm(groups=towers)
     x = torch.rand(2, 12, 5, 5) * 40  # large activations make alpha matter: d = 2 + alpha * sum(a^2) ~ 2.5
-    torch.onnx.export(nn.Sequential(layer), (x,), str(tmp_path / "lrn.onnx"), dynamo=True, verbose=False)
+    torch.onnx.export(nn.Sequential(layer).eval(), (x,), str(tmp_path / "lrn.onnx"), dynamo=True, verbose=False)
     graph = onnx.load(str(tmp_path / "lrn.onnx")).graph
     nodes = [node for node in graph.node if node.op_type == "LRN"]
     assert len(nodes) == towers  # one LRN per tower: each normalised on its own
@@ -175,6 +182,7 @@ def weights_file(tmp_path_factory):
     return save_weights(tmp_path_factory.mktemp("run") / "model.safetensors", model, metadata), metadata
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", formats())
 def test_metadata_round_trips_and_default_path_is_next_to_the_weights(weights_file, fmt):
     path, metadata = weights_file
@@ -187,7 +195,9 @@ def test_metadata_round_trips_and_default_path_is_next_to_the_weights(weights_fi
         assert json.loads(props[METADATA_KEY])["class_names"] == list(CLASSES)
     elif fmt == "torchscript":
         files = {METADATA_KEY: ""}
-        torch.jit.load(str(result.path), _extra_files=files)
+        with warnings.catch_warnings():  # as in exported_logits
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+            torch.jit.load(str(result.path), _extra_files=files)
         assert json.loads(files[METADATA_KEY])["mean"] == [0.2860]
     else:
         files = {METADATA_KEY: ""}

@@ -55,6 +55,7 @@ def test_freeze_names_the_layers_up_to_the_nth_convolution():
         freeze(build_model("alexnet_small28"), "conv1-9")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_fine_tuning_keeps_frozen_layers_bit_identical_and_their_statistics_still(tmp_path):
     base = train(TrainConfig(**TINY, out=str(tmp_path), name="base"))

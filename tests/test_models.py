@@ -165,6 +165,7 @@ def test_wrong_input_says_what_the_model_expects():
         build_model("alexnet_owt")(torch.randn(1, 3, 32, 32))
 
 
+@pytest.mark.slow
 def test_cli_summary_and_models(capsys):
     from alexnet.cli import main
 

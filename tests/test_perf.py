@@ -158,6 +158,7 @@ def test_fused_optimizer_step_matches_the_plain_one():
 # -- the benchmark: its figures are consistent (never how large they are) ----------------------
 
 
+@pytest.mark.slow
 def test_benchmark_reports_consistent_figures():
     from alexnet.benchmark import format_result, run_benchmark
 
@@ -217,6 +218,7 @@ def test_benchmark_command_refuses_what_the_baseline_cannot_run(capsys):
     # that cancel (1e-2 relative differences between two correct orders), so fp32 uses default init.
     ("alexnet_small28", torch.float32, 1e-4),
 ])
+@pytest.mark.slow
 def test_channels_last_gives_the_same_outputs_and_gradients(name, dtype, tolerance):
     torch.manual_seed(0)
     init = "paper" if dtype == torch.float64 else "default"

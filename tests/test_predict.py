@@ -72,6 +72,7 @@ def torchvision_probabilities(state: dict, paths: list[Path]) -> torch.Tensor:
 # --- ImageNet weights from torchvision ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_imported_weights_predict_as_torchvision_does_on_real_photos(imported, torchvision_state):
     expected = torchvision_probabilities(torchvision_state, PHOTOS)
     predictions = predict(imported, [str(path) for path in PHOTOS], top_k=1000, batch_size=3, precision="fp32")
@@ -131,6 +132,7 @@ def test_import_download_goes_through_torchvision(torchvision_state, tmp_path, m
         import_torchvision(download=True, out=tmp_path / "b.safetensors")
 
 
+@pytest.mark.slow
 def test_import_refuses_other_architectures_naming_the_tensor(torchvision_state, tmp_path):
     resnet = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
@@ -183,6 +185,7 @@ def test_folder_walk_is_recursive_sorted_and_skips_unreadable_files(imported, tm
     ]
 
 
+@pytest.mark.slow
 def test_every_image_kind_is_predicted(imported, tmp_path):
     with Image.open(DATA / "chelsea.png") as opened:
         photo = opened.convert("RGB")
@@ -214,6 +217,7 @@ def test_every_image_kind_is_predicted(imported, tmp_path):
     assert (decode(str(tmp_path / "cmyk.jpg")).float() - decode(str(DATA / "chelsea.png")).float()).abs().mean() < 3
 
 
+@pytest.mark.slow
 def test_tensors_predict_as_their_files(imported):
     image = decode(str(DATA / "chelsea.png"))
     from_file = predict(imported, [DATA / "chelsea.png"])[0]
@@ -296,6 +300,7 @@ def run_command(argv: list[str]) -> int:
         return 2
 
 
+@pytest.mark.slow
 def test_predict_command_prints_text_json_and_csv(imported, tmp_path, capsys):
     photos = [DATA / "chelsea.png", DATA / "rocket.jpg"]
     expected = predict(imported, photos, top_k=3)
@@ -344,6 +349,7 @@ def test_predict_command_errors_are_one_line(imported, tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_weights_import_command(torchvision_file, tmp_path, capsys):
     out = tmp_path / "imagenet.safetensors"
     assert run_command(["weights", "import", "torchvision", "--file", torchvision_file, "--out", out]) == 0

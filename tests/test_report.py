@@ -99,6 +99,7 @@ def run_dir(tmp_path_factory) -> Path:
     return out / "short"
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_training_writes_every_figure_as_png(run_dir):
     assert (run_dir / "report.html").is_file()
@@ -108,6 +109,7 @@ def test_training_writes_every_figure_as_png(run_dir):
     assert "report: " in (run_dir / "log.txt").read_text()
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
     page = Page((run_dir / "report.html").read_text())
@@ -142,6 +144,7 @@ def test_report_parses_its_images_decode_and_its_numbers_are_the_runs(run_dir):
     assert "image and mirror averaged" in text
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_report_probabilities_are_those_evaluate_uses(run_dir):
     model, metadata = load_weights(run_dir / "model.safetensors")
@@ -186,6 +189,7 @@ def test_filters_one_block_per_tower_and_rgb_kernels():
     figures.plt.close(figure)
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_report_without_the_dataset_keeps_the_other_figures(run_dir, tmp_path, monkeypatch):
     copy = shutil.copytree(run_dir, tmp_path / "copied", ignore=shutil.ignore_patterns("figures", "report.html"))
@@ -205,6 +209,7 @@ def test_report_without_the_dataset_keeps_the_other_figures(run_dir, tmp_path, m
     assert keyed_values(page.tables["final-metrics"])["top1"] == evaluation["top1"]
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_comparison_of_two_runs_holds_both(run_dir, tmp_path):
     second = shutil.copytree(run_dir, tmp_path / "short-longer-lr", ignore=shutil.ignore_patterns("figures"))

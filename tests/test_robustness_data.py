@@ -400,6 +400,7 @@ def test_fuzzed_metrics_and_evaluation_are_shown_or_left_out(folder_run, tmp_pat
 # --- the augmentation preview's arguments -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_preview_refuses_bad_arguments_before_loading_anything(tmp_path, monkeypatch):
     from alexnet.data import preview
 
@@ -438,6 +439,7 @@ def test_preview_refuses_bad_arguments_before_loading_anything(tmp_path, monkeyp
 # --- summaries of any input shape -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_summary_judges_the_input_shape_without_allocating_it():
     from alexnet import build_model, summarize
 
@@ -548,6 +550,7 @@ def flowers_folder(tmp_path_factory) -> Path:
     return jpg
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: b"\xff\xd8\xff\xe0" + tail))
 def test_fuzzed_flowers17_file_is_named(flowers_folder, content):
@@ -581,6 +584,7 @@ def _damaged_images():
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blobs=st.lists(_damaged_images(), min_size=1, max_size=4))
 def test_fuzzed_images_in_a_folder_are_skipped_and_counted(tmp_path, blobs):
@@ -607,6 +611,7 @@ def test_fuzzed_images_in_a_folder_are_skipped_and_counted(tmp_path, blobs):
         assert sum(len(labels) for _, labels in strict) == len(samples)
 
 
+@pytest.mark.slow
 def test_a_png_with_damaged_pixels_is_skipped_not_a_crash(tmp_path):
     # torchvision 0.29's decode_png dies with SIGSEGV on these; the loader must skip and count them.
     good = png_bytes(torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0),

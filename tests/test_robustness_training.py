@@ -47,6 +47,7 @@ def cli_env() -> dict:
 # -- small runs (item 2) -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_a_run_of_a_few_steps_trains_and_one_of_none_is_refused_with_what_works(tmp_path):
     # 1,100 images at the fast recipe's batch of 256: 4 steps, which broke OneCycleLR's phases
@@ -124,6 +125,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
             folder.lock()  # a second holder, even in the same process, is refused
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_resume_continues_extends_or_refuses_by_name(tmp_path):
     run = train(tiny(tmp_path, "r", epochs=1))
@@ -155,6 +157,7 @@ def test_a_folder_without_a_checkpoint_starts_over_instead_of_a_dead_end(tmp_pat
     assert folder.metrics.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
 @needs_fashion
 def test_a_full_disk_says_so_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -373,6 +376,7 @@ def test_fuzzed_safetensors_files_end_in_a_clear_error(tmp_path, data, cut):
                                 st.recursive(st.none() | st.booleans() | st.integers(-3, 12) | st.floats() | st.text(max_size=8),
                                              lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
                                              max_leaves=8)))
+@pytest.mark.slow
 def test_fuzzed_weights_metadata_ends_in_a_clear_error_or_a_model(tmp_path_factory, metadata):
     from safetensors.torch import save_file
 

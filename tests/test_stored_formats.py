@@ -45,6 +45,7 @@ def test_old_weights_read_with_their_test_views(tmp_path):
     assert open_trained(tmp_path / "older.safetensors", device="cpu").views == TestViews(1.0, "mirror")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_old_weights_evaluate_to_the_number_their_run_recorded():
     recorded = json.loads((STORED / "evaluation.json").read_text())

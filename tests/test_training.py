@@ -34,6 +34,7 @@ def final_weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "model.safetensors"))
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
     run = train(tiny_config(tmp_path, "learn", subset=0.1, epochs=2, batch_size=128))
@@ -55,6 +56,7 @@ def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
     assert again.confusion_matrix == run.test_metrics.confusion_matrix
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_interrupt_mid_epoch_then_resume_gives_identical_weights(tmp_path, monkeypatch):
     reference = train(tiny_config(tmp_path, "reference"))
@@ -109,6 +111,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert all(torch.equal(whole[name], killed[name]) for name in whole)
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     original = loop._Trainer._optimizer_step
@@ -215,6 +218,7 @@ def test_ten_views_only_follow_training_crops():
     assert (crops.ten_crop, crops.flip_test) == (True, False)
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_evaluate_reproduces_a_run_trained_on_crops(tmp_path):
     # The paper's augmentation trains on 224/256 crops, so its test images are centre crops too:
@@ -225,6 +229,7 @@ def test_evaluate_reproduces_a_run_trained_on_crops(tmp_path):
     assert again.confusion_matrix == run.test_metrics.confusion_matrix
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
     from alexnet.models import build_model
@@ -298,6 +303,7 @@ def test_the_resolved_configuration_holds_every_recipe_value():
     assert all(getattr(resolved, name) is not None for name in RECIPE_FIELDS)  # the loop reads nothing else
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_a_run_written_before_its_config_held_the_recipe_still_resumes(tmp_path):
     import yaml
@@ -364,6 +370,7 @@ def test_early_stopping_rule_on_hand_made_histories():
     assert not loop.stops_early([], 1)
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_early_stopping_stops_records_and_goes_on_when_asked(tmp_path):
     # A rate of 1e-12 moves no fp32 weight (the steps are below their rounding), and without batch

@@ -137,6 +137,7 @@ def kinds(sequence):
     return [type(m).__name__ for m in sequence]
 
 
+@pytest.mark.slow
 def test_where_batch_norm_sits():
     twotower = kinds(build_model("alexnet_twotower_bn").features)
     # conv1 and conv2: conv -> batch norm -> ReLU -> pool; conv3-5 none.
@@ -157,6 +158,7 @@ def test_where_batch_norm_sits():
         assert not {"BatchNorm2d", "BatchNorm1d", "LocalResponseNorm"} & set(kinds(build_model(name).modules()))
 
 
+@pytest.mark.slow
 def test_fc_norm_is_a_switch_every_model_takes():
     plain = build_model("alexnet_paper")
     model = build_model("alexnet_paper", fc_norm="batch")
@@ -200,6 +202,7 @@ def test_glorot_uniform_init(name):
         assert not layer.bias.any()
 
 
+@pytest.mark.slow
 def test_two_towers_draw_glorot_per_tower():
     # conv1 of the two-tower tutorial is two Keras layers of 48 kernels: a = sqrt(6 / (363 + 48*121)),
     # not nn.init.xavier_uniform_'s sqrt(6 / (363 + 96*121)).
@@ -221,6 +224,7 @@ def test_reset_classifier_keeps_glorot():
     assert not head.bias.any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TUTORIAL_MODELS)
 def test_forward_backward_on_two_images(name):
     torch.manual_seed(0)
@@ -272,6 +276,7 @@ def test_freezing_conv1_2_takes_the_batch_norm_after_the_block():
     assert kinds(frozen) == ["Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d"] * 2
 
 
+@pytest.mark.slow
 def test_weights_round_trip_keeps_the_options(tmp_path):
     from alexnet.weights import WeightsMetadata, load_weights, save_weights
 
@@ -289,6 +294,7 @@ def test_weights_round_trip_keeps_the_options(tmp_path):
         torch.testing.assert_close(loaded.eval()(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_tutorial_model(tmp_path):
     pytest.importorskip("onnxruntime")
     from alexnet.export import export

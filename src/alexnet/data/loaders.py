@@ -60,7 +60,7 @@ class LoaderOptions:
     channels_last: bool = True  # NHWC batches: faster convolutions with cuDNN and on CPU
     # (mean, std) replacing the dataset's constants, e.g. what a trained model's weights were trained with
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    num_workers: int | None = None  # streaming: decoding processes; None: the CPU count, at most 8
+    num_workers: int | None = None  # streaming: decoding processes; None: the CPUs it may use, at most 8
     strict: bool = False  # streaming: an unreadable file raises instead of being skipped and counted
 
 
@@ -85,7 +85,7 @@ def build_loaders(
     (``parse_augment``: a preset name, or operations such as ``hflip,rotate=15``). ``flipped_copies``
     (in-memory sets only) adds every training image mirrored and every one upside down, once, after
     ``subset``: three times the training images, validation and test untouched.
-    ``num_workers`` (streaming only) defaults to the CPU count, at most 8. ``normalization``
+    ``num_workers`` (streaming only) defaults to the CPUs the process may use, at most 8. ``normalization``
     (mean, std) replaces the dataset's constants, e.g. the paper's mean subtraction on the 0..255
     scale (std 1/255), or whatever a trained model's weights say they were trained with.
     """
@@ -363,7 +363,7 @@ def _streaming_loader(
     augment: AugmentConfig, output_shape: tuple[int, int, int] | None, options: LoaderOptions,
 ) -> StreamingLoader:
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
-    workers = min(8, os.cpu_count() or 1) if options.num_workers is None else options.num_workers
+    workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
     return StreamingLoader(
         samples, classes, batch_size, train=train, mean=mean, std=std, augment=augment,
         output_shape=output_shape or DEFAULT_STREAMING_SHAPE, device=options.device, seed=options.seed,
@@ -417,10 +417,17 @@ def _packed_loader(
     shards = [(str(index.root / file), round(count * subset)) for file, count in index.splits[split]]
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
     output_shape = tuple(output_shape or DEFAULT_STREAMING_SHAPE)
-    workers = min(8, os.cpu_count() or 1) if options.num_workers is None else options.num_workers
+    workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
     return PackedLoader(
         shards, list(index.classes), batch_size, train=train, mean=mean, std=std,
         transform=sample_transform(augment, train=train, output_size=output_shape[1:]), augment=augment,
         output_shape=output_shape, device=options.device, seed=options.seed, rank=options.rank,
         world_size=options.world_size, channels_last=options.channels_last, num_workers=workers, pca=index.pca,
     )
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a job's share), as torch's
+    DataLoader counts them when it warns of more workers than CPUs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
