@@ -45,7 +45,9 @@ def test_pack_writes_webdataset_shards_of_resized_images(packed):
     import webdataset
 
     assert index.classes == ["class0", "class1", "class2"] and index.size == 40 and index.skipped == 1
-    assert index.images("train") == CLASSES * PER_CLASS - 6 and index.images("val") == 6
+    # a flat tree: validation (6 asked for) and a test split apart from it (10%, stratified), the rest trained on
+    assert index.images("val") == 6 and index.images("test") == 3
+    assert index.images("train") + index.images("val") + index.images("test") == CLASSES * PER_CLASS
     assert "notes.jpg" in json.loads((out / INDEX_FILE).read_text())["skipped_files"][0]
     # webdataset's own reader reads the shards: the format is WebDataset's, not ours
     urls = [str(out / file) for file, _ in index.splits["train"]]
@@ -136,7 +138,10 @@ def test_data_pack_command(folder, tmp_path, capsys):
     out = tmp_path / "packed"
     assert main(["data", "pack", str(folder), "--out", str(out), "--size", "36", "--workers", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "train 38 images" in printed and "val 4 images" in printed and "--data-dir" in printed
+    assert "train 34 images" in printed and "val 4 images" in printed and "test 4 images" in printed
+    assert "--data-dir" in printed
+    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "no-test"), "--test-size", "0", "--quiet"]) == 0
+    assert "train 38 images" in capsys.readouterr().out
     assert all(tarfile.is_tarfile(path) for path in out.glob("*.tar"))
     assert main(["data", "pack", str(folder), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err

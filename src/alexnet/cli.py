@@ -249,8 +249,8 @@ def _cmd_data_pack(args: argparse.Namespace) -> int:
     def progress(split: str, done: int, total: int) -> None:
         print(f"\r{split}: {done:,}/{total:,} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    index = pack_folder(args.folder, args.out, size=args.size, val_size=args.val_size, seed=args.seed,
-                        workers=args.workers, progress=None if args.quiet else progress)
+    index = pack_folder(args.folder, args.out, size=args.size, val_size=args.val_size, test_size=args.test_size,
+                        seed=args.seed, workers=args.workers, progress=None if args.quiet else progress)
     splits = ", ".join(f"{split} {index.images(split):,} images in {len(shards)} shards"
                        for split, shards in index.splits.items())
     skipped = f"; {index.skipped} unreadable files left out (named in packed.json)" if index.skipped else ""
@@ -415,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--out", required=True, help="a new folder for the shards and packed.json")
     pack.add_argument("--size", type=int, default=256, help="shorter side images are stored at (default: 256)")
     pack.add_argument("--val-size", type=int, default=None, help="a flat tree: images held out (default: 10%%)")
+    pack.add_argument("--test-size", type=int, default=None,
+                      help="a flat tree: images held out for the test, apart from validation (default: 10%%; 0: none)")
     pack.add_argument("--seed", type=int, default=0, help="the held-out images and the stored order")
     pack.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
     pack.add_argument("--quiet", action="store_true")

@@ -376,17 +376,18 @@ def _streaming_loader(
 
 
 def pack_folder(
-    folder: str | Path, out: str | Path, *, size: int = 256, val_size: int | None = None, seed: int = 0,
-    workers: int | None = None, progress=None,
+    folder: str | Path, out: str | Path, *, size: int = 256, val_size: int | None = None,
+    test_size: int | None = None, seed: int = 0, workers: int | None = None, progress=None,
 ) -> PackedIndex:
     """Pack a folder dataset (``train/`` and ``val/``, or a flat tree of class folders) into WebDataset
     shards under ``out`` (``data.packed``): its splits as a streamed run would take them (a flat tree
-    holds out ``val_size``, default 10%, from ``seed``), each image's shorter side resized to ``size``.
+    holds out ``val_size``, default 10%, then ``test_size``, default 10%, from ``seed``), each image's
+    shorter side resized to ``size``.
     Train on it with ``--dataset folder --data-dir OUT``."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise AlexNetError(f"{root} is not a folder; pack a folder of class folders (or of train/ and val/)")
-    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, seed)
+    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, seed, test_size)
     wanted = {"train": splits["train"], "val": splits["val"]}
     if splits["test"] is not splits["val"]:
         wanted["test"] = splits["test"]
