@@ -686,6 +686,9 @@ def test_browser_uploads_a_fashion_mnist_image_and_sees_the_right_class(trained_
                 shares = [float(text.rstrip("%")) for text in page.locator(".result .probability").all_inner_texts()]
                 assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
                 page.wait_for_function("document.querySelector('#card img').naturalWidth > 0")
+                # the Grad-CAM overlay, asked for once the bars were shown, lands beside the image
+                page.wait_for_function("document.querySelector('.result .views img.overlay')?.naturalWidth > 0")
+                assert page.get_attribute(".result .views img.overlay", "alt").endswith(f"saw {truth}")
                 page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
                 page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
                 assert page.evaluate("document.documentElement.scrollWidth") <= 390
