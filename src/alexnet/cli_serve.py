@@ -55,8 +55,12 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = serve.Limits(max_body_bytes=int(body_bytes) if math.isfinite(body_bytes) else body_bytes,
                           max_pixels=args.max_pixels, timeout_s=args.timeout_s)
     listener = serve.bind(args.host, args.port)  # before the models load: a taken port fails at once
-    models = serve.open_models(args.sources, device=args.device, precision=args.precision,
-                               max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000)
+    try:
+        models = serve.open_models(args.sources, device=args.device, precision=args.precision,
+                                   max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000)
+    except BaseException:
+        listener.close()  # weights that cannot be opened leave no listening socket behind
+        raise
     if token is None and not _loopback(args.host):
         print(f"alexnet: warning: serving on {args.host} without --token: anyone who can reach this machine "
               f"can use the models", file=sys.stderr)
