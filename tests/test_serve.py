@@ -79,7 +79,8 @@ class Server:
             stderr=subprocess.PIPE, text=True, env=environment)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         self.url = self._wait_for_address()
         if wait_ready:
             self.wait_ready()
@@ -116,7 +117,11 @@ class Server:
     def stop(self, timeout: float = 60) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self.reader.join(timeout)  # the output read to its end, then the pipes closed (no ResourceWarning)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +273,60 @@ def test_page_docs_and_model_card_are_served_with_nothing_from_outside(server):
         assert image.format == "PNG" and image.width > 500
 
 
+def test_explain_route_overlays_the_class_predict_gives(server, image_files):
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/explain" in schema["paths"]
+    for path in image_files:
+        predicted = httpx.post(f"{server.url}/predict", files={"files": (path.name, path.read_bytes())}, timeout=60)
+        explained = httpx.post(f"{server.url}/explain", files={"file": (path.name, path.read_bytes())}, timeout=60)
+        assert explained.status_code == 200, explained.text
+        answer, top = explained.json(), predicted.json()[0]["predictions"][0]
+        assert (answer["class"], answer["method"], answer["layer"], answer["source"]) == (
+            top["class"], "gradcam", "conv5", path.name)
+        assert answer["probability"] == pytest.approx(top["probability"], abs=2e-6)
+        prefix = "data:image/png;base64,"
+        assert answer["overlay"].startswith(prefix)
+        with Image.open(io.BytesIO(base64.b64decode(answer["overlay"][len(prefix):]))) as overlay:
+            assert overlay.format == "PNG" and overlay.size == (28, 28) and overlay.mode == "RGB"
+            assert len(np.unique(np.asarray(overlay).reshape(-1, 3), axis=0)) > 1  # a map over the image, not blank
+    saliency = httpx.post(f"{server.url}/explain", params={"method": "saliency"},
+                          files={"file": (image_files[1].name, image_files[1].read_bytes())}, timeout=60)
+    assert saliency.status_code == 200 and saliency.json()["layer"] is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_explain_runs_between_batches_and_leaves_the_batchers_model_as_it_was(weights, image_files, precision):
+    import asyncio
+
+    from alexnet.serve.models import decode_files, open_models
+
+    try:
+        served = open_models([f"fm={weights}"], device="cpu", precision=precision)[0]
+    except AlexNetError as error:
+        pytest.skip(f"no {precision} here: {error}")
+    model = served.trained.model
+
+    def state() -> tuple:
+        return (model.training, [module.inplace for module in model.modules() if hasattr(module, "inplace")],
+                [(p.dtype, p.requires_grad) for p in model.parameters()],
+                sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()))
+
+    images = served.prepare_files([path.read_bytes() for path in image_files], ["a", "b", "c", "d"], 10**7)
+    served.batcher.start()
+    assert served.batcher.ready.wait(60)
+    try:
+        before, inside = served.batcher.submit(images).result(30), served.batcher.run_job(state).result(30)
+        image = decode_files([image_files[1].read_bytes()], ["chelsea.png"], 10**7)[0]
+        explained = asyncio.run(served.explain(image, "gradcam", None))
+        assert np.isfinite(explained.attribution).all() and explained.attribution.max() > 0
+        assert ("bf16" in explained.note) == (precision == "bf16")  # attributed in fp32 even so
+        torch.testing.assert_close(served.batcher.submit(images).result(30), before, atol=0, rtol=0)
+        assert served.batcher.run_job(state).result(30) == inside
+    finally:
+        served.batcher.stop(30)
+    assert inside[-1] == 0 and not inside[0]  # jobs see the model in eval mode, with no hook left
+
+
 # --- the batcher -------------------------------------------------------------------------------------
 
 
@@ -399,6 +458,8 @@ def test_token_guards_every_route_but_health(guarded):
         assert httpx.get(f"{guarded.url}{path}", headers=AUTH).status_code == 200, path
     refused = httpx.post(f"{guarded.url}/predict", files={"files": ("a.png", b"x")})
     assert refused.status_code == 401
+    refused = httpx.post(f"{guarded.url}/explain", files={"file": ("a.png", b"x")})
+    assert refused.status_code == 401 and "bearer token is required" in refused.json()["error"]
     # the page's link: ?token= sets a cookie, which the page's own requests then carry
     with httpx.Client(base_url=guarded.url) as browser:
         assert browser.get("/", params={"token": "wrong"}).status_code == 401
@@ -434,6 +495,8 @@ def test_decompression_bomb_is_refused_from_its_header(guarded, tmp_path):
     response = httpx.post(f"{guarded.url}/v2/models/fm/infer", content=header + body,
                           headers={**AUTH, "Inference-Header-Content-Length": str(len(header))})
     assert response.status_code == 413 and "900,000,000 pixels" in response.json()["error"]
+    response = httpx.post(f"{guarded.url}/explain", headers=AUTH, files={"file": ("bomb.png", bomb.read_bytes())})
+    assert response.status_code == 413 and "900,000,000 pixels" in response.json()["error"]
 
 
 def test_garbage_truncated_and_malformed_requests_get_4xx_json_never_a_traceback(guarded, image_files, tmp_path):
@@ -445,6 +508,11 @@ def test_garbage_truncated_and_malformed_requests_get_4xx_json_never_a_traceback
         ("/predict", {"files": {"other": ("a.png", b"x")}}, 422, "invalid request"),
         ("/predict?top_k=0", {"files": {"files": ("a.png", b"x")}}, 422, "invalid request"),
         ("/predict?model=nope", {"files": {"files": ("a.png", b"x")}}, 404, "no model named 'nope'"),
+        ("/explain", {"files": {"file": ("noise.jpg", os.urandom(5000))}}, 422, "noise.jpg is not an image file"),
+        ("/explain", {"files": {"file": ("cut.png", truncated)}}, 422, "cut.png: cannot decode this PNG"),
+        ("/explain?method=occlusion", {"files": {"file": ("a.png", b"x")}}, 422, "invalid request"),
+        ("/explain?layer=conv7", {"files": {"file": ("a.png", photo)}}, 400, "unknown layer 'conv7'"),
+        ("/explain?model=nope", {"files": {"file": ("a.png", b"x")}}, 404, "no model named 'nope'"),
         ("/v2/models/fm/infer", {"content": b"{not json"}, 400, "not valid JSON"),
         ("/v2/models/fm/infer", {"content": b"\xff\xfe\x00"}, 400, "not valid JSON"),
         ("/v2/models/nope/infer", {"content": b"{}"}, 404, "no model named 'nope'"),
@@ -497,6 +565,7 @@ def test_sigterm_mid_load_answers_every_accepted_request_then_exits_0(weights, i
         running.process.send_signal(signal.SIGTERM)
         statuses = [answer.result(60) for answer in answers]
     assert running.process.wait(60) == 0
+    running.stop()  # exited already: stop() only closes the pipes, sending no second signal
     assert statuses == [200] * 24
     assert "every accepted request answered" in "".join(running.output)
     with pytest.raises(httpx.ConnectError):  # and nothing is accepted after
@@ -618,6 +687,9 @@ def test_browser_uploads_a_fashion_mnist_image_and_sees_the_right_class(trained_
                 shares = [float(text.rstrip("%")) for text in page.locator(".result .probability").all_inner_texts()]
                 assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
                 page.wait_for_function("document.querySelector('#card img').naturalWidth > 0")
+                # the Grad-CAM overlay, asked for once the bars were shown, lands beside the image
+                page.wait_for_function("document.querySelector('.result .views img.overlay')?.naturalWidth > 0")
+                assert page.get_attribute(".result .views img.overlay", "alt").endswith(f"saw {truth}")
                 page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
                 page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
                 assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -76,7 +76,9 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: Sequence[int], me
                                                                              relu_attributions=True)
             maps = LayerAttribution.interpolate(cam.float(), (height, width), interpolate_mode="bilinear")[:, 0]
         elif method == "saliency":
-            maps = Saliency(model).attribute(images.requires_grad_(), target=target, abs=True).amax(1)
+            # a copy: the caller's tensor may be ``images`` itself (one channel is channels-last already)
+            maps = Saliency(model).attribute(images.detach().clone().requires_grad_(), target=target,
+                                             abs=True).amax(1)
         elif method == "occlusion":
             window = max(2, round(min(height, width) / OCCLUSION_FRACTION))
             stride = max(1, window // 2)

@@ -4,13 +4,15 @@ safety around them (bearer token, body limit, per-request timeout, errors as JSO
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import hmac
 import json
 import logging
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
 import torch
@@ -24,10 +26,12 @@ from starlette.exceptions import HTTPException
 
 from ..errors import AlexNetError
 from ..predict import Prediction
-from .models import Limits, ServedModel
+from .models import Limits, ServedModel, decode_files
 from .protocol import HEADER_LENGTH, ProtocolError, infer_response, model_metadata, parse_infer_request
 
 log = logging.getLogger("alexnet.serve")
+EXPLAIN_METHODS = ("gradcam", "saliency")  # one backward pass each: occlusion and integrated gradients take
+# tens of passes, and the model's thread would serve no batch meanwhile (``alexnet explain`` has them)
 PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes carry no token (the protocol's health API)
 TOKEN_COOKIE = "alexnet_token"
 STATIC = resources.files("alexnet.serve") / "static"
@@ -167,6 +171,33 @@ def build_app(models: list[ServedModel], *, limits: Limits = Limits(), token: st
         return [Prediction(name, tuple(class_names[index] for index in row_indices), tuple(row), tuple(row_indices))
                 .to_dict() for name, row, row_indices in zip(names, top.tolist(), indices.tolist())]
 
+    @app.post("/explain", tags=["plain"])
+    async def explain(
+        file: Annotated[UploadFile, File(description="one image file (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
+        model: Annotated[str | None, Query(description="a model's name (default: the only one)")] = None,
+        layer: Annotated[str | None, Query(pattern=r"^conv[1-9]$",
+                                           description="Grad-CAM's layer, conv1..conv5 (default: the last)")] = None,
+        method: Annotated[Literal[EXPLAIN_METHODS], Query(description="the attribution method")] = "gradcam",
+    ) -> dict:
+        """Why the image got its class, as ``alexnet explain`` computes it: the predicted class, its
+        probability, and the attribution map laid over the image the network saw (its centre view) as
+        a PNG data URL: ``curl -F file=@shirt.png http://127.0.0.1:8000/explain``. The map is computed
+        in fp32 on the model's thread between batches."""
+        if model is None and len(models) > 1:
+            raise ProtocolError(400, f"this server has several models; choose one with ?model= "
+                                     f"({', '.join(by_name)})")
+        served = model_named(model) if model is not None else models[0]
+        name = file.filename or "file 1"
+
+        async def answer() -> dict:
+            content = await file.read()
+            image = (await run_in_threadpool(decode_files, [content], [name], limits.max_pixels))[0]
+            explained = await served.explain(image, method, layer)
+            return dict(explained.to_dict(), source=name,
+                        overlay=await run_in_threadpool(overlay_data_url, explained))
+
+        return await within_timeout(answer())
+
     @app.get("/models", tags=["plain"])
     async def model_cards() -> list[dict]:
         """The model card of every model: architecture, parameters, test metrics, preprocessing."""
@@ -216,6 +247,18 @@ def build_app(models: list[ServedModel], *, limits: Limits = Limits(), token: st
     if token:
         app.add_middleware(BearerToken, token=token)
     return app
+
+
+def overlay_data_url(explained) -> str:
+    """The explanation's overlay (``explain.pictures.overlay``: the map over the image) as a PNG data URL."""
+    from PIL import Image
+
+    from ..explain.pictures import overlay
+
+    pixels = (overlay(explained.image, explained.attribution, explained.method) * 255).round().astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 INFER_DOCS = {"requestBody": {"required": True, "content": {

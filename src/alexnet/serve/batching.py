@@ -6,6 +6,10 @@ images are queued or the oldest request has waited ``max_delay`` seconds, and ru
 Under load the model is busy while requests queue, so the next batch fills at once and the delay
 is not paid; alone, a request waits at most ``max_delay``. The event loop only enqueues and awaits
 a future, so inference never blocks it.
+
+Other work on the model (an attribution map for ``POST /explain``) is a job for the same thread,
+run between batches with the model out of its inference frame (its own fp32 weights, no
+``no_grad``), so that it never runs beside a batch or changes what a batch sees.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -23,6 +28,7 @@ from ..errors import AlexNetError
 from ..inference import TrainedModel
 
 log = logging.getLogger("alexnet.serve")
+JOBS: list = []  # what ``_next_group`` returns when jobs wait (compared by identity)
 
 
 @dataclass
@@ -55,6 +61,7 @@ class DynamicBatcher:
         self.images_run = 0
         self._pending: collections.deque[_Request] = collections.deque()
         self._pending_images = 0
+        self._jobs: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
         self._condition = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._work, name="alexnet-batcher", daemon=True)
@@ -83,6 +90,18 @@ class DynamicBatcher:
             self._condition.notify()
         return request.future
 
+    def run_job(self, job: Callable[[], Any]) -> Future:
+        """Queue ``job`` for the worker thread, to run between batches outside the inference frame:
+        the model as it was opened (fp32 weights, gradients allowed), no batch running beside it. The
+        job must leave the model as it found it (``explain.attribute`` does); the future gives its result."""
+        future: Future = Future()
+        with self._condition:
+            if self._stopping:
+                raise AlexNetError("the server is shutting down")
+            self._jobs.append((job, future))
+            self._condition.notify()
+        return future
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Answer what is queued, then end the worker (waits up to ``timeout_s``)."""
         with self._condition:
@@ -93,11 +112,16 @@ class DynamicBatcher:
 
     def _work(self) -> None:
         try:
-            with self.trained.running():  # eval mode, weights cast once, for the worker's whole life
-                self._warm_up()
-                self.ready.set()
-                while (group := self._next_group()) is not None:
-                    self._run(group)
+            while True:
+                with self.trained.running():  # eval mode, weights cast once, until a job needs the model
+                    if not self.ready.is_set():
+                        self._warm_up()
+                        self.ready.set()
+                    while (group := self._next_group()) is not None and group is not JOBS:
+                        self._run(group)
+                if group is None:
+                    break
+                self._run_jobs()
         except Exception as error:  # warm-up failed (out of memory, say): say so on /ready and to callers
             self.failure = f"{type(error).__name__}: {error}"
             log.exception("the model could not be warmed up")
@@ -106,6 +130,22 @@ class DynamicBatcher:
                 for request in self._pending:
                     request.future.set_exception(AlexNetError(f"the model failed to start: {self.failure}"))
                 self._pending.clear()
+                for _, future in self._jobs:
+                    future.set_exception(AlexNetError(f"the model failed to start: {self.failure}"))
+                self._jobs.clear()
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self._condition:
+                if not self._jobs:
+                    return
+                job, future = self._jobs.popleft()
+            if not future.set_running_or_notify_cancel():  # its caller timed out and left
+                continue
+            try:
+                future.set_result(job())
+            except Exception as error:  # a failed job fails its caller, never the worker
+                future.set_exception(error)
 
     def _warm_up(self) -> None:
         for count in sorted({self.max_batch, 1}, reverse=True):
@@ -113,10 +153,12 @@ class DynamicBatcher:
             self.trained.logits(images.contiguous(memory_format=torch.channels_last))
 
     def _next_group(self) -> list[_Request] | None:
-        """The next requests to run together (None: stopping and nothing left)."""
+        """The next requests to run together (``JOBS``: jobs are queued; None: stopping and nothing left)."""
         with self._condition:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._jobs and not self._stopping:
                 self._condition.wait()
+            if self._jobs:
+                return JOBS
             if not self._pending:
                 return None
             deadline = self._pending[0].arrived + self.max_delay_s

@@ -10,6 +10,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,9 @@ from ..perf import precision_name
 from ..summary import Summary, summarize
 from .batching import DynamicBatcher
 from .protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from ..explain import Explanation
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a URL path segment, as Triton's model names are
 CONFUSION_CLASSES = 30  # a confusion matrix is shown up to this many classes; past it, it is unreadable
@@ -64,21 +68,22 @@ class ServedModel:
 
     def prepare_files(self, files: list[bytes], names: list[str], max_pixels: int) -> torch.Tensor:
         """Decode and prepare uploaded image files (runs in a worker thread: decoding is slow)."""
-        images = []
-        for data, name in zip(files, names):
-            try:
-                found = check_header(data, limit=max_pixels)  # a decompression bomb stops here, undecoded
-            except ValueError as error:
-                raise ImageRefused(413, f"{name}: {error}") from None
-            if found is None:  # only what Pillow can read a header of: every size is checked first
-                raise ImageRefused(422, f"{name} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF), or its "
-                                        f"header is damaged")
-            try:
-                image = decode(data, max_pixels=max_pixels)
-            except Exception as error:  # damaged or truncated pixel data
-                raise ImageRefused(422, f"{name}: cannot decode this {found} ({str(error)[:120]})") from None
-            images.append(self.trained.preprocess(image))
-        return torch.stack(images)
+        return torch.stack([self.trained.preprocess(image) for image in decode_files(files, names, max_pixels)])
+
+    async def explain(self, image: torch.Tensor, method: str, layer: str | None) -> Explanation:
+        """The class of a decoded (C, H, W) uint8 image and its attribution map, by ``alexnet.explain``
+        on the batcher's thread between batches: in fp32, whatever precision the batches run in, and
+        never beside a batch (attribution hooks the model and changes its activations while it runs)."""
+        from ..explain import explain
+
+        if self.batcher.failure:
+            raise ProtocolError(503, f"model {self.name} failed to start: {self.batcher.failure}")
+        try:
+            future = self.batcher.run_job(lambda: explain(self.trained, [image], method=method, layer=layer)[0])
+        except AlexNetError as error:
+            raise ProtocolError(503, str(error)) from None
+        return await asyncio.wrap_future(future)
+
 
     async def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) of prepared images over the test views, from the batcher's next batch."""
@@ -138,6 +143,25 @@ class ServedModel:
             if len(evaluation["class_names"]) <= CONFUSION_CLASSES:
                 card["confusion_matrix"] = evaluation["confusion_matrix"]
         return card
+
+
+def decode_files(files: list[bytes], names: list[str], max_pixels: int) -> list[torch.Tensor]:
+    """Uploaded image files as (3, H, W) uint8 images; each size is checked from its header before
+    decoding (``ImageRefused``: 413 over ``max_pixels``, 422 not an image or damaged)."""
+    images = []
+    for data, name in zip(files, names):
+        try:
+            found = check_header(data, limit=max_pixels)  # a decompression bomb stops here, undecoded
+        except ValueError as error:
+            raise ImageRefused(413, f"{name}: {error}") from None
+        if found is None:  # only what Pillow can read a header of: every size is checked first
+            raise ImageRefused(422, f"{name} is not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF), or its "
+                                    f"header is damaged")
+        try:
+            images.append(decode(data, max_pixels=max_pixels))
+        except Exception as error:  # damaged or truncated pixel data
+            raise ImageRefused(422, f"{name}: cannot decode this {found} ({str(error)[:120]})") from None
+    return images
 
 
 def model_name(source: str) -> tuple[str, str]:

@@ -154,7 +154,26 @@ async function classify(file) {
     if (!response.ok) return showError(result, await errorOf(response));
     showPrediction(result, (await response.json())[0]);
   } catch (error) {
-    showError(result, `the server did not answer (${error.message})`);
+    return showError(result, `the server did not answer (${error.message})`);
+  }
+  explainImage(result, file);  // after the bars: the map takes longer than the classes
+}
+
+async function explainImage(result, file) {
+  const form = new FormData();
+  form.append("file", file, file.name || "pasted.png");
+  const query = new URLSearchParams({ model: state.model.name, method: "gradcam" });
+  try {
+    const response = await fetch(`/explain?${query}`, { method: "POST", body: form });
+    if (!response.ok) return showError(result, `no Grad-CAM map: ${await errorOf(response)}`);
+    const explained = await response.json();
+    const picture = element("img", "overlay");
+    picture.src = explained.overlay;  // a data: URL of a PNG the server drew
+    picture.alt = `Grad-CAM at ${explained.layer}: where the network saw ${explained.class}`;
+    picture.title = `${picture.alt} (${percent(explained.probability)})${explained.note ? `; ${explained.note}` : ""}`;
+    result.querySelector(".views").append(picture);
+  } catch (error) {
+    showError(result, `no Grad-CAM map: the server did not answer (${error.message})`);
   }
 }
 
