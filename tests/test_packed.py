@@ -40,6 +40,8 @@ def packed(folder, tmp_path_factory):
     return out, index
 
 
+# webdataset's reader leaves each tar file it opened to the garbage collector to close
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_pack_writes_webdataset_shards_of_resized_images(packed):
     out, index = packed
     import webdataset

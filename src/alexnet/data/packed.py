@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import tarfile
 from collections.abc import Callable, Iterator
@@ -149,7 +150,9 @@ def pack_splits(
     written: dict[str, list[tuple[str, int]]] = {}
     failures: list[str] = []
     pca_images: list[torch.Tensor] = []
-    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+    # Started, not forked: a fork of a process whose torch thread pool is running can hang in the child.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn) if workers > 1 else _InProcess() as pool:
         for split, samples in splits.items():
             order = torch.randperm(len(samples), generator=epoch_generator(seed, 0, "cpu", f"pack:{split}")).tolist()
             items = [(samples[i][0], size, quality) for i in order]
