@@ -255,7 +255,7 @@ def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeyp
     assert "not caching" in caplog.text
     class_tree(tmp_path / "folder", per_class=4)  # the colour PCA of streamed images is cached too
     loaders = build_loaders("folder", data_dir=tmp_path / "folder", augment="paper", batch_size=2,
-                            output_shape=(3, 16, 16), num_workers=0, val_size=2)
+                            output_shape=(3, 16, 16), num_workers=0, val_size=2, test_size=0)
     assert loaders.train.pca is not None and sum(len(y) for _, y in loaders.train) == 6
     assert not list(tmp_path.glob("afile*/**/*.tmp")) and (tmp_path / "afile").is_file()
 
@@ -280,8 +280,10 @@ def folder_run(tmp_path_factory) -> Path:
             path.write_bytes(png_bytes(image))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        # no test split apart from validation (test_size 0): 32 training images, 4 held out
         run = train(TrainConfig(model="alexnet_small32", dataset="folder", data_dir=str(base / "data"), epochs=1,
-                                batch_size=8, eval_batch_size=16, quiet=True, out=str(base / "runs"), name="tiny"))
+                                test_size=0, batch_size=8, eval_batch_size=16, quiet=True, out=str(base / "runs"),
+                                name="tiny"))
         build_report(run.directory)  # as `alexnet train` does when training returns
     return run.directory
 

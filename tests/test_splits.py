@@ -106,13 +106,20 @@ def test_evaluate_refuses_ten_views_for_a_run_not_trained_on_crops_and_mirrors(t
     from alexnet.models import build_model
     from alexnet.weights import WeightsMetadata, save_weights
 
-    def saved(augment: str, dataset: str) -> Path:
-        return save_weights(tmp_path / f"{augment}-{dataset}.safetensors", build_model("alexnet_small28"),
-                            WeightsMetadata(model="alexnet_small28", model_options={},
-                                            class_names=tuple(str(i) for i in range(10)), input_size=(1, 28, 28),
-                                            mean=(0.5,), std=(0.5,), dataset=dataset, augment=augment, flip_test=True))
+    def saved(augment: str | None, dataset: str, crop_fraction: float) -> Path:
+        """A run folder (its config.yaml names the augmentation), or a bare weights file for None."""
+        folder = tmp_path / f"{augment}-{dataset}"
+        folder.mkdir()
+        if augment is not None:
+            (folder / "config.yaml").write_text(f"augment: {augment}\ndataset: {dataset}\n")
+        return save_weights(folder / "model.safetensors", build_model("alexnet_small28"), WeightsMetadata(
+            model="alexnet_small28", model_options={}, class_names=tuple(str(i) for i in range(10)),
+            input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), dataset=dataset,
+            test_views={"crop_fraction": crop_fraction, "views": "mirror"})).parent
 
     with pytest.raises(AlexNetError, match="augmentation 'flip' on fashion-mnist trains on whole images"):
-        evaluate(saved("flip", "fashion-mnist"), ten_crop=True)
+        evaluate(saved("flip", "fashion-mnist", 1.0), ten_crop=True)
     with pytest.raises(AlexNetError, match="on mnist never mirrors the training images"):
-        evaluate(saved("paper", "mnist"), ten_crop=True)
+        evaluate(saved("paper", "mnist", 224 / 256), ten_crop=True)
+    with pytest.raises(AlexNetError, match="training of these weights on fashion-mnist trains on whole images"):
+        evaluate(saved(None, "fashion-mnist", 1.0) / "model.safetensors", ten_crop=True)

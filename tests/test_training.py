@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
         return (loss * float("nan") if calls["n"] >= 20 else loss), correct, count
 
     monkeypatch.setattr(loop._Trainer, "_optimizer_step", poisoned)
-    with pytest.raises(AlexNetError, match=r"epoch 2, step 2.*lower learning rate"):
+    with pytest.raises(AlexNetError, match=r"epoch 2, step 2.*at a lower rate"):
         train(tiny_config(tmp_path, "nan"))
     run_dir = tmp_path / "nan"
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)

@@ -214,7 +214,9 @@ def evaluate(
     if split not in SPLITS:
         raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     trained = open_trained(source, device=device, precision=precision)
-    refusal = trained_views_refusal(trained.metadata) if ten_crop and trained.views.views != "ten" else None
+    refusal = None
+    if ten_crop and trained.views.views != "ten":
+        refusal = trained_views_refusal(trained.metadata, trained.training_augment)
     if refusal:  # as `alexnet train --ten-crop` refuses it
         raise AlexNetError(refusal)
     trained = trained.with_views(ten_crop=ten_crop, flip=flip)

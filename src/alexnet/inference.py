@@ -48,17 +48,25 @@ def ten_views_unlike_training(augment: AugmentConfig) -> str | None:
     return None
 
 
-def trained_views_refusal(metadata) -> str | None:
-    """Why weights (``WeightsMetadata``) trained here may not be tested on the ten views, or None;
-    weights imported from elsewhere (their ``source``) say too little to refuse."""
-    if metadata.source is not None or metadata.augment is None:
+def trained_views_refusal(metadata, augment: str | None = None) -> str | None:
+    """Why weights (``WeightsMetadata``) trained here may not be tested on the ten views, or None.
+
+    ``augment`` is the training augmentation (a run folder's config.yaml, or an older file's
+    metadata); without it, the crop fraction the weights' test views record says whether training
+    cropped. Weights imported from elsewhere (their ``source``) say too little to refuse."""
+    if metadata.source is not None:
         return None
-    reason = ten_views_unlike_training(resolve_augment(metadata.augment, metadata.dataset))
+    if augment is not None:
+        reason = ten_views_unlike_training(resolve_augment(augment, metadata.dataset))
+        trained = f"the augmentation {augment!r} on {metadata.dataset}"
+    else:
+        reason = "trains on whole images" if TestViews.from_metadata(metadata).crop_fraction == 1.0 else None
+        trained = f"the training of these weights on {metadata.dataset}"
     if reason is None:
         return None
-    return (f"ten-crop testing shows the network crops and mirrors as training did, but the augmentation "
-            f"{metadata.augment!r} on {metadata.dataset} {reason}; evaluate without --ten-crop (as the run "
-            f"tested: its own views are the default), or with --flip where training mirrored")
+    return (f"ten-crop testing shows the network crops and mirrors as training did, but {trained} "
+            f"{reason}; evaluate without --ten-crop (as the run tested: its own views are the default), "
+            f"or with --flip where training mirrored")
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,18 @@ class TrainedModel:
     def data_dir(self) -> str | None:
         """Where the weights' dataset was found when they were trained (:func:`trained_data_dir`)."""
         return trained_data_dir(self.metadata, self.run)
+
+    @property
+    def training_augment(self) -> str | None:
+        """The augmentation the weights were trained with, as their run folder's config.yaml records it."""
+        run = self.run
+        if run is None:
+            return None
+        try:
+            value = run.read_config().get("augment")
+        except AlexNetError:
+            return None
+        return value if isinstance(value, str) else None
 
     def with_views(self, *, ten_crop: bool | None = None, flip: bool | None = None) -> "TrainedModel":
         """The same model with a caller's choice of test views (None keeps the stored one)."""

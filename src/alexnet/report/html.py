@@ -423,7 +423,12 @@ def _usage(run: RunFiles) -> str:
     # The ten views only where training cropped and mirrored (evaluate refuses them otherwise), and
     # not where the run tested on them already.
     tested_on_ten = run.metadata is not None and TestViews.from_metadata(run.metadata).views == "ten"
-    ten_views = ("" if run.metadata is None or tested_on_ten or trained_views_refusal(run.metadata)
+    augment = run.config.get("augment") if isinstance(run.config.get("augment"), str) else None
+    try:
+        refused = run.metadata is None or bool(trained_views_refusal(run.metadata, augment))
+    except AlexNetError:  # a spec this version does not read: no advice rather than a wrong one
+        refused = True
+    ten_views = ("" if tested_on_ten or refused
                  else f"\nalexnet evaluate {_e(directory)} --ten-crop      # the paper's ten views")
     return f"""
 <p>Weights: <code>{_e(weights)}</code> (safetensors, with the model name, options, class names, input size

@@ -122,8 +122,14 @@ class TrainConfig:
         if self.init_from:  # the model is rebuilt as its weights were trained, unless the user says otherwise
             from ..inference import read_trained_metadata
 
-            trained = read_trained_metadata(self.init_from)
-            values["model_options"] = {**trained.model_options, **self.model_options}
+            try:
+                trained = read_trained_metadata(self.init_from)
+            except AlexNetError:
+                # A resumed run's config.yaml holds these options already, and its checkpoint every
+                # weight: the source may be gone. A new run is refused when the weights are loaded.
+                trained = None
+            if trained is not None:
+                values["model_options"] = {**trained.model_options, **self.model_options}
         from ..data import resolve_augment
         from ..data.augment import PRESETS
 
