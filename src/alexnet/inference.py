@@ -278,10 +278,16 @@ def trained_data_dir(metadata: WeightsMetadata | None, run: RunFolder | None) ->
     (weights written before it was stored there, or none readable) the run folder's config.yaml."""
     if metadata is not None and metadata.data_dir:
         return metadata.data_dir
+    return _run_setting(run, "data_dir")
+
+
+def _run_setting(run: RunFolder | None, key: str) -> str | None:
+    """A text setting of a run folder's config.yaml; None where there is no run, no readable config or
+    no such text."""
     if run is None:
         return None
     try:
-        value = run.read_config().get("data_dir")
+        value = run.read_config().get(key)
     except AlexNetError:
         return None
     return value if isinstance(value, str) else None
@@ -319,14 +325,7 @@ class TrainedModel:
     @property
     def training_augment(self) -> str | None:
         """The augmentation the weights were trained with, as their run folder's config.yaml records it."""
-        run = self.run
-        if run is None:
-            return None
-        try:
-            value = run.read_config().get("augment")
-        except AlexNetError:
-            return None
-        return value if isinstance(value, str) else None
+        return _run_setting(self.run, "augment")
 
     def with_views(self, *, ten_crop: bool | None = None, flip: bool | None = None) -> "TrainedModel":
         """The same model with a caller's choice of test views (None keeps the stored one)."""

@@ -8,7 +8,7 @@ size, except across processes; see ``alexnet.training.distributed``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import AlexNetError
 
@@ -41,6 +41,54 @@ class Recipe:
     backbone_lr_scale: float = 1.0  # fine-tuning: the pretrained layers' rate, relative to the new head's
 
     model_options: dict = field(default_factory=dict)  # switches the recipe sets on the model
+
+
+FAST = Recipe(
+    name="fast",
+    source="ours, tuned for time to accuracy on two CPU cores (see README: what each "
+    "choice bought)",
+    optimizer="sgd",
+    lr=0.1,
+    batch_size=256,
+    epochs=10,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    decay_norm_and_bias=False,
+    schedule="onecycle",
+    warmup_fraction=0.25,
+    label_smoothing=0.1,
+    # Mirrors only: within 10 epochs the small network is under- rather than over-fitted
+    # (train accuracy about val accuracy), so it gained from less regularisation, not more.
+    augment="flip",
+    flip_test=True,
+    # Batch norm between each convolution and its ReLU; PyTorch's own init (with batch norm
+    # it trained better than Kaiming's here: 92.0% against 90.8-91.4% after 8 epochs);
+    # no dropout, for the same reason as the augmentation.
+    model_options={"norm": "batch", "init": "default", "dropout": 0.0},
+)
+
+
+# fast's recipe with the rates of fine-tuning (all else as fast's).
+FINETUNE = replace(
+    FAST,
+    name="finetune",
+    source="the fine-tuning guides of torchvision (references/classification: a rate 10x lower "
+    "than from scratch for pretrained weights), timm (a short warm-up) and Keras (a new head "
+    "on a pretrained base, the base at a low rate): fast's recipe with the pretrained layers "
+    "at a tenth of its peak rate (0.01), the new classifier at 0.1, a warm-up of a tenth of the steps",
+    # fast's one-cycle peak of 0.1 on every layer overwrote what the pretrained layers had
+    # learnt (measured: MNIST digits from Fashion-MNIST weights, no better than from scratch),
+    # and it made the three unnormalised FC layers of a frozen backbone diverge to chance;
+    # with them at 0.01 the same run gained 8 points. A new classifier at 0.01 too learnt too
+    # slowly: 45 steps from 20 images a class left it below the scratch run.
+    backbone_lr_scale=0.1,
+    batch_size=64,  # fine-tuning sets are small: more steps from the same images
+    warmup_fraction=0.1,
+    # No model switches: a fine-tuned model is built with the switches its weights were
+    # trained with (TrainConfig.resolved reads them from the weights' metadata).
+    model_options={},
+)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -77,58 +125,8 @@ RECIPES: dict[str, Recipe] = {
             epochs=4,
             augment="none",
         ),
-        Recipe(
-            name="fast",
-            source="ours, tuned for time to accuracy on two CPU cores (see README: what each "
-            "choice bought)",
-            optimizer="sgd",
-            lr=0.1,
-            batch_size=256,
-            epochs=10,
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-            decay_norm_and_bias=False,
-            schedule="onecycle",
-            warmup_fraction=0.25,
-            label_smoothing=0.1,
-            # Mirrors only: within 10 epochs the small network is under- rather than over-fitted
-            # (train accuracy about val accuracy), so it gained from less regularisation, not more.
-            augment="flip",
-            flip_test=True,
-            # Batch norm between each convolution and its ReLU; PyTorch's own init (with batch norm
-            # it trained better than Kaiming's here: 92.0% against 90.8-91.4% after 8 epochs);
-            # no dropout, for the same reason as the augmentation.
-            model_options={"norm": "batch", "init": "default", "dropout": 0.0},
-        ),
-        Recipe(
-            name="finetune",
-            source="the fine-tuning guides of torchvision (references/classification: a rate 10x lower "
-            "than from scratch for pretrained weights), timm (a short warm-up) and Keras (a new head "
-            "on a pretrained base, the base at a low rate): fast's recipe with the pretrained layers "
-            "at a tenth of its peak rate (0.01), the new classifier at 0.1, a warm-up of a tenth of the steps",
-            optimizer="sgd",
-            # fast's one-cycle peak of 0.1 on every layer overwrote what the pretrained layers had
-            # learnt (measured: MNIST digits from Fashion-MNIST weights, no better than from scratch),
-            # and it made the three unnormalised FC layers of a frozen backbone diverge to chance;
-            # with them at 0.01 the same run gained 8 points. A new classifier at 0.01 too learnt too
-            # slowly: 45 steps from 20 images a class left it below the scratch run.
-            lr=0.1,
-            batch_size=64,  # fine-tuning sets are small: more steps from the same images
-            epochs=10,
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-            decay_norm_and_bias=False,
-            schedule="onecycle",
-            warmup_fraction=0.1,
-            label_smoothing=0.1,
-            augment="flip",
-            flip_test=True,
-            backbone_lr_scale=0.1,
-            # No model switches: a fine-tuned model is built with the switches its weights were
-            # trained with (TrainConfig.resolved reads them from the weights' metadata).
-        ),
+        FAST,
+        FINETUNE,
         # The tutorial networks' own training, as their code runs it. What a recipe cannot say:
         # their inputs are pixels / 255 (the two-tower one: per-image standardisation) where ours
         # are normalised per channel, and Keras' Adam has epsilon 1e-7 (PyTorch's: 1e-8).
