@@ -37,25 +37,7 @@ from torchvision.transforms import v2
 from alexnet.data import build_loaders, dataset_info
 from alexnet.data.loaders import pack_folder
 from alexnet.perf import reuse_freed_memory
-from streaming import make_folder  # benchmarks/streaming.py: the same folder of 500x375 JPEGs
-
-
-def rate(iterator_of, seconds: float) -> float:
-    """Images/s of the batches ``iterator_of()`` yields (restarted when it ends) over ``seconds``,
-    after one batch of warm-up."""
-    count, start, iterator = 0, None, iterator_of()
-    while True:
-        try:
-            images, _ = next(iterator)
-        except StopIteration:
-            iterator = iterator_of()
-            continue
-        if start is None:
-            start = time.perf_counter()
-            continue
-        count += len(images)
-        if time.perf_counter() - start >= seconds:
-            return count / (time.perf_counter() - start)
+from streaming import make_folder, rate_of  # benchmarks/streaming.py: the same 500x375 JPEGs, the same timing
 
 
 def main() -> None:
@@ -95,7 +77,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in pipelines}
         for _ in range(args.rounds):
             for name, iterator_of in pipelines.items():
-                rates[name].append(rate(iterator_of, args.seconds))
+                rates[name].append(rate_of(iterator_of, args.seconds))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     base = medians["ImageFolder + PIL + transforms.v2"]
     print("| pipeline | images/s per core (median) | range | ratio |\n|---|---:|---:|---:|")

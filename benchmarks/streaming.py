@@ -58,12 +58,18 @@ def make_folder(root: Path, count: int, seed: int = 0) -> None:
 def rate(loader, seconds: float) -> float:
     if len(loader) < 2:
         raise SystemExit("too few images for two batches of 64: pass a larger --images")
-    count, start, iterator = 0, None, iter(loader)
+    return rate_of(lambda: iter(loader), seconds)
+
+
+def rate_of(iterator_of, seconds: float) -> float:
+    """Images/s of the batches ``iterator_of()`` yields (restarted when it ends) over ``seconds``,
+    after one batch of warm-up."""
+    count, start, iterator = 0, None, iterator_of()
     while True:
         try:
             images, _ = next(iterator)
         except StopIteration:
-            iterator = iter(loader)
+            iterator = iterator_of()
             continue
         if start is None:  # the first batch warms up
             start = time.perf_counter()
