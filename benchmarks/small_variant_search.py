@@ -25,7 +25,7 @@ from pathlib import Path
 
 import alexnet.models.variants as variants
 import alexnet.report
-from alexnet.data import augment
+from alexnet.data import augment_spec
 from alexnet.training import TrainConfig, train
 
 
@@ -55,7 +55,7 @@ def main() -> None:
         parser.error("--widths takes five numbers, e.g. 32,64,128,128,96")
     # The builder reads the module-level layout and the preset table when it runs.
     variants.SMALL = small_architecture(widths, args.conv2, args.hidden)
-    augment.PRESETS["flip"] = augment.AugmentConfig(crop_padding=args.shift, horizontal_flip=True)
+    augment_spec.PRESETS["flip"] = augment_spec.AugmentConfig(crop_padding=args.shift, horizontal_flip=True)
     alexnet.report.build_report = lambda directory, **_: Path(directory) / "report.html (not built)"
 
     name = (f"w{args.widths.replace(',', '-')}-k{args.conv2}-h{args.hidden}-s{args.shift}-d{args.dropout}"

@@ -19,7 +19,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from alexnet import pretrained
 from alexnet.cli_predict import add_predict_command, add_weights_command
-from alexnet.data.augment import normalize, ten_crop
+from alexnet.data.augment import normalize
+from alexnet.data.test_time import ten_crop
 from alexnet.data.images import decode
 from alexnet.errors import AlexNetError
 from alexnet.inference import TestViews

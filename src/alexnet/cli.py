@@ -54,7 +54,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = "the recipe's" if field.name in RECIPE_FIELDS else field.default
         text = f"{comments.get(field.name, '')} (default: {default})"
         if field.name == "augment":  # every operation a spec may hold, from their one table
-            from .data.augment import OPERATIONS
+            from .data.augment_spec import OPERATIONS
 
             text += "; operations: " + ", ".join(operation.usage() for operation in OPERATIONS)
         text = text.replace("%", "%%")

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from .data.augment import AugmentConfig, normalize, resize_shorter_side, resolve_augment, ten_crop, to_float
+from .data.augment import normalize, to_float
+from .data.augment_spec import AugmentConfig, resolve_augment
+from .data.test_time import resize_shorter_side, ten_crop
 from .errors import AlexNetError
 from .perf import autocast_context, compile_for_inference, inference_weights, prepare_model, recorded_precision, \
     resolve_device, resolve_precision, to_channels_last

@@ -7,10 +7,13 @@
 """
 
 from .augment import (
-    OPERATIONS, PRESET_SPECS, PRESETS, AugmentConfig, ColourPCA, augment_batch, center_crop, color_jitter,
-    compute_pca, epoch_generator, gaussian_noise, hue_jitter, list_operations, list_presets, normalize,
-    parse_augment, pca_lighting, random_affine, random_crop, resolve_augment, ten_crop,
+    ColourPCA, augment_batch, center_crop, color_jitter, compute_pca, epoch_generator, gaussian_noise, hue_jitter,
+    normalize, pca_lighting, random_affine, random_crop,
 )
+from .augment_spec import (
+    OPERATIONS, PRESET_SPECS, PRESETS, AugmentConfig, list_operations, list_presets, parse_augment, resolve_augment,
+)
+from .test_time import ten_crop
 from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
     split_validation, stratified_indices, stratified_subset, user_cache_dir,

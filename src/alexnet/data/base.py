@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import AlexNetError
-from .augment import AugmentConfig, ColourPCA, epoch_generator, normalize
+from .augment import ColourPCA, epoch_generator, normalize
+from .augment_spec import AugmentConfig
 
 
 def shard_indices(order: torch.Tensor, rank: int, world_size: int, *, drop_remainder: bool) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AlexNetError
-from .augment import AugmentConfig, resolve_augment
+from .augment_spec import AugmentConfig, resolve_augment
 from .base import BatchLoader
 from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, load_tensors, locate, not_found_error, search_dirs, split_validation,

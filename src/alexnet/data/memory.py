@@ -13,9 +13,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .augment import (
-    AugmentConfig, augment_batch, compute_pca, epoch_generator, photometric, random_crop, resize, to_float,
-)
+from .augment import augment_batch, compute_pca, epoch_generator, photometric, random_crop, resize, to_float
+from .augment_spec import AugmentConfig
 from .base import BatchLoader, shard_indices
 from .datasets import ImageTensors
 

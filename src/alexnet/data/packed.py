@@ -41,10 +41,11 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import AugmentConfig, ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, \
-    resize_shorter_side, to_float
+from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, to_float
+from .augment_spec import AugmentConfig
 from .base import BatchLoader
 from .images import decode
+from .test_time import resize_shorter_side
 
 INDEX_FILE = "packed.json"
 FORMAT_VERSION = 1

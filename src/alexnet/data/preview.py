@@ -10,7 +10,8 @@ from torchvision.transforms import v2
 
 from ..errors import AlexNetError
 from ..runs import check_output, save_figure
-from .augment import AugmentConfig, augment_batch, compute_pca, epoch_generator, resolve_augment
+from .augment import augment_batch, compute_pca, epoch_generator
+from .augment_spec import AugmentConfig, resolve_augment
 from .datasets import dataset_info, load_tensors, locate
 from .images import decode
 from .streaming import index_folder

@@ -22,12 +22,12 @@ from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import (
-    AugmentConfig, ColourPCA, ResizeShorterSide, compute_pca, derive_seed, epoch_generator, photometric, to_float,
-)
+from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, to_float
+from .augment_spec import AugmentConfig
 from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
 from .images import decode
+from .test_time import ResizeShorterSide
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
 # LOC_synset_mapping.txt, Caffe's ilsvrc12 tools synset_words.txt; both are "wnid name, synonym, ...".

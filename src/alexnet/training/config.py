@@ -131,7 +131,7 @@ class TrainConfig:
             if trained is not None:
                 values["model_options"] = {**trained.model_options, **self.model_options}
         from ..data import resolve_augment
-        from ..data.augment import PRESETS
+        from ..data.augment_spec import PRESETS
 
         from ..inference import ten_views_unlike_training
 
