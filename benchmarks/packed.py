@@ -27,6 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from alexnet.data import build_loaders, dataset_info
+from alexnet.data import LoaderOptions, build_loaders, dataset_info, parse_augment
 from alexnet.data.loaders import pack_folder
 from alexnet.perf import reuse_freed_memory
 from streaming import make_folder, rate_of  # benchmarks/streaming.py: the same 500x375 JPEGs, the same timing
@@ -65,10 +66,10 @@ def main() -> None:
         ])
         baseline = DataLoader(torchvision.datasets.ImageFolder(str(source), transform=transform),
                               batch_size=64, shuffle=True, num_workers=0, drop_last=True)
-        options = dict(batch_size=64, output_shape=(3, 224, 224), augment="crop=224/256,hflip", val_size=4,
-                       num_workers=0)
-        streaming = build_loaders("folder", data_dir=source, **options).train
-        packed_loader = build_loaders("folder", data_dir=packed, **options).train
+        options = LoaderOptions(batch_size=64, output_shape=(3, 224, 224), augment=parse_augment("crop=224/256,hflip"),
+                                val_size=4, num_workers=0)
+        streaming = build_loaders("folder", replace(options, data_dir=source)).train
+        packed_loader = build_loaders("folder", replace(options, data_dir=packed)).train
         pipelines = {
             "ImageFolder + PIL + transforms.v2": lambda: iter(baseline),
             "alexnet streaming loader (files)": lambda: iter(streaming),

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision.io import decode_image, encode_jpeg
 from torchvision.transforms import v2
 
-from alexnet.data import build_loaders, dataset_info
+from alexnet.data import LoaderOptions, build_loaders, dataset_info, parse_augment
 from alexnet.data.images import decode
 from alexnet.perf import reuse_freed_memory
 
@@ -100,8 +100,9 @@ def main() -> None:
         baseline = DataLoader(torchvision.datasets.ImageFolder(tmp, transform=transform),
                               batch_size=64, shuffle=True, num_workers=0, drop_last=True)
         theirs = rate(baseline, args.seconds)
-        ours_loader = build_loaders("folder", data_dir=tmp, batch_size=64, output_shape=(3, 224, 224),
-                                    augment="crop=224/256,hflip", val_size=4, num_workers=0).train
+        options = LoaderOptions(data_dir=tmp, batch_size=64, output_shape=(3, 224, 224),
+                                augment=parse_augment("crop=224/256,hflip"), val_size=4, num_workers=0)
+        ours_loader = build_loaders("folder", options).train
         ours = rate(ours_loader, args.seconds)
         files = sorted(Path(tmp).rglob("*.jpg"))
         start = time.perf_counter()

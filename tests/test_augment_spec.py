@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 from alexnet import AlexNetError
 from alexnet.data import (
     OPERATIONS, PRESET_SPECS, PRESETS, AugmentConfig, InMemoryLoader, StreamingLoader, augment_batch,
-    build_loaders, compute_pca, load_tensors, parse_augment, resolve_augment,
+    LoaderOptions, build_loaders, compute_pca, load_tensors, parse_augment, resolve_augment,
 )
 from alexnet.data import preview
 from alexnet.data.streaming import sample_transform
@@ -390,9 +390,10 @@ def _write_mnist(root: Path, count: int) -> None:
 @pytest.mark.parametrize("val_size", [40, 0])
 def test_flipped_copies_triple_the_training_set_only(tmp_path, val_size):
     _write_mnist(tmp_path, 400)
-    options = dict(data_dir=tmp_path, batch_size=16, subset=0.25, val_size=val_size, seed=2, augment="none")
-    plain = build_loaders("mnist", **options)
-    copies = build_loaders("mnist", **options, flipped_copies=True)
+    options = dict(data_dir=tmp_path, batch_size=16, subset=0.25, val_size=val_size, seed=2,
+                   augment=parse_augment("none", "mnist"))
+    plain = build_loaders("mnist", LoaderOptions(**options))
+    copies = build_loaders("mnist", LoaderOptions(**options, flipped_copies=True))
     n = len(plain.train.labels)
     assert n == round(0.25 * (400 - val_size))
     assert copies.train.num_images == 3 * n and len(copies.train) == 3 * n // 16
@@ -410,7 +411,8 @@ def test_flipped_copies_triple_the_training_set_only(tmp_path, val_size):
 
 @needs_fashion_mnist
 def test_flipped_copies_of_the_tutorials_ten_percent():
-    loaders = build_loaders("fashion-mnist", batch_size=64, subset=0.1, flipped_copies=True, augment="none")
+    loaders = build_loaders("fashion-mnist", LoaderOptions(batch_size=64, subset=0.1, flipped_copies=True,
+                                                           augment=parse_augment("none")))
     assert loaders.train.num_images == 3 * 5_500 and len(loaders.val.labels) == 5_000
     assert len(loaders.test.labels) == 10_000
     assert torch.bincount(loaders.train.labels).tolist() == [1_650] * 10
@@ -418,7 +420,7 @@ def test_flipped_copies_of_the_tutorials_ten_percent():
 
 def test_flipped_copies_are_refused_for_streamed_datasets(tmp_path):
     with pytest.raises(AlexNetError, match="streamed from files. Flip them as they are read instead: --augment hflip"):
-        build_loaders("imagenet", data_dir=tmp_path, flipped_copies=True)
+        build_loaders("imagenet", LoaderOptions(data_dir=tmp_path, flipped_copies=True))
 
 
 def test_flipped_copies_is_a_training_flag():

@@ -23,7 +23,7 @@ from alexnet.data import (
     compute_pca, dataset_info, list_datasets, load_tensors, pca_lighting, random_crop, shard_indices,
     split_validation, stratified_subset, ten_crop,
 )
-from alexnet.data import build_eval_loader, datasets, flowers17
+from alexnet.data import LoaderOptions, build_eval_loader, datasets, flowers17, parse_augment
 from alexnet.data import loaders as loaders_module
 from alexnet.data.streaming import readable_class_names
 from image_files import jpeg_bytes, png_bytes  # tests/ is on the path (pytest's prepend import mode)
@@ -124,7 +124,8 @@ def test_real_fashion_mnist():
 
 @needs_fashion_mnist
 def test_build_loaders_on_fashion_mnist():
-    loaders = build_loaders("fashion-mnist", batch_size=8, output_shape=(3, 227, 227), augment="paper", seed=1)
+    loaders = build_loaders("fashion-mnist", LoaderOptions(batch_size=8, output_shape=(3, 227, 227),
+                                                           augment=parse_augment("paper"), seed=1))
     assert len(loaders.val.labels) == 5_000 and torch.bincount(loaders.val.labels).tolist() == [500] * 10
     assert len(loaders.train.labels) == 55_000 and len(loaders.test.labels) == 10_000
     assert loaders.classes[9] == "Ankle boot" and loaders.info.name == "fashion-mnist"
@@ -132,7 +133,7 @@ def test_build_loaders_on_fashion_mnist():
     assert images.shape == (8, 3, 227, 227) and images.dtype == torch.float32 and labels.shape == (8,)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(images[:, 0], images[:, 2])  # grey repeated into three channels
-    subset = build_loaders("fashion-mnist", batch_size=100, subset=0.1, val_size=0, seed=0)
+    subset = build_loaders("fashion-mnist", LoaderOptions(batch_size=100, subset=0.1, val_size=0, seed=0))
     assert len(subset.train.labels) == 6_000 and subset.val is not subset.test  # val_size=0: val is the test set
     assert torch.equal(subset.val.labels, subset.test.labels)
 
@@ -420,8 +421,8 @@ def _image_folder(root: Path) -> None:
 def test_streaming_skips_and_counts_unreadable_files(tmp_path):
     _image_folder(tmp_path / "imagenet")
     loaders = build_loaders(
-        "imagenet", data_dir=tmp_path, batch_size=5, eval_batch_size=4, output_shape=(3, 24, 24), augment="paper", num_workers=2, seed=0,
-    )
+        "imagenet", LoaderOptions(data_dir=tmp_path, batch_size=5, eval_batch_size=4, output_shape=(3, 24, 24),
+                                  augment=parse_augment("paper"), num_workers=2, seed=0))
     assert loaders.classes == ["dog", "domestic cat"]
     batches = list(loaders.train)
     assert loaders.train.skipped == 2
@@ -435,14 +436,16 @@ def test_streaming_skips_and_counts_unreadable_files(tmp_path):
     # the same epoch replays exactly, whichever worker decodes which image
     again = list(loaders.train)
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(batches, again))
-    strict = build_loaders("imagenet", data_dir=tmp_path, batch_size=4, output_shape=(3, 24, 24), num_workers=0, strict=True)
+    strict = build_loaders("imagenet", LoaderOptions(data_dir=tmp_path, batch_size=4, output_shape=(3, 24, 24),
+                                                     num_workers=0, strict=True))
     with pytest.raises(AlexNetError, match=r"(broken\.JPEG|notes\.txt)"):
         list(strict.train)
 
 
 def test_folder_without_splits_and_class_names(tmp_path):
     _image_folder(tmp_path)
-    loaders = build_loaders("folder", data_dir=tmp_path / "train", batch_size=3, output_shape=(1, 16, 16), val_size=4, num_workers=0)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=tmp_path / "train", batch_size=3, output_shape=(1, 16, 16),
+                                                    val_size=4, num_workers=0))
     assert loaders.classes == ["n02084071", "n02121808"]  # a plain folder keeps its directory names
     assert len(loaders.val.samples) == 4 and len(loaders.test.samples) == 1 and len(loaders.train.samples) == 5
     batches = list(loaders.val)
@@ -466,8 +469,9 @@ def _same_batches(one, other) -> None:
 
 @needs_fashion_mnist
 def test_eval_loader_on_fashion_mnist_equals_build_loaders(monkeypatch):
-    options = dict(output_shape=(3, 24, 24), augment="paper", seed=3, normalization=((0.5,), (0.25,)))
-    loaders = build_loaders("fashion-mnist", batch_size=100, eval_batch_size=1000, val_size=2_000, **options)
+    options = dict(output_shape=(3, 24, 24), augment=parse_augment("paper"), seed=3, normalization=((0.5,), (0.25,)))
+    loaders = build_loaders("fashion-mnist", LoaderOptions(batch_size=100, eval_batch_size=1000, val_size=2_000,
+                                                           **options))
     loaded = []
     real_load = loaders_module.load_tensors
 
@@ -477,28 +481,31 @@ def test_eval_loader_on_fashion_mnist_equals_build_loaders(monkeypatch):
 
     monkeypatch.setattr(loaders_module, "load_tensors", load_tensors)
 
-    test, classes, info = build_eval_loader("fashion-mnist", "test", batch_size=1000, val_size=2_000, **options)
+    test, classes, info = build_eval_loader("fashion-mnist", "test", LoaderOptions(batch_size=1000, val_size=2_000,
+                                                                                   **options))
     assert loaded == ["test"]  # the training set is neither loaded nor moved to the device
     assert classes == loaders.classes and info == loaders.info and test.num_images == 10_000
     _same_batches(test, loaders.test)
 
     loaded.clear()
-    val, classes, _ = build_eval_loader("fashion-mnist", "val", batch_size=1000, val_size=2_000, **options)
+    val, classes, _ = build_eval_loader("fashion-mnist", "val", LoaderOptions(batch_size=1000, val_size=2_000,
+                                                                              **options))
     assert loaded == ["train"] and classes == loaders.classes
     assert len(val.labels) == 2_000 and val.images.shape[0] == 2_000  # only the held-out images are held
     _same_batches(val, loaders.val)
 
     loaded.clear()
-    without, _, _ = build_eval_loader("fashion-mnist", "val", batch_size=1000, val_size=0, **options)
+    without, _, _ = build_eval_loader("fashion-mnist", "val", LoaderOptions(batch_size=1000, val_size=0, **options))
     assert loaded == ["test"]  # val_size=0: validation is the test split, as in build_loaders
     _same_batches(without, loaders.test)
     with pytest.raises(AlexNetError, match="split must be test, val or train"):
-        build_eval_loader("fashion-mnist", "training", batch_size=10)
+        build_eval_loader("fashion-mnist", "training", LoaderOptions(batch_size=10))
     # "train": the training images training took (after the validation split, then the subset), in order
-    loader, _, _ = build_eval_loader("fashion-mnist", "train", batch_size=1000, val_size=5000, subset=0.1, seed=3,
-                                     augment="none", channels_last=False)
-    trained = build_loaders("fashion-mnist", batch_size=1000, val_size=5000, subset=0.1, seed=3, augment="none",
-                            channels_last=False).train
+    loader, _, _ = build_eval_loader("fashion-mnist", "train", LoaderOptions(batch_size=1000, val_size=5000, subset=0.1,
+                                                                             seed=3, augment=parse_augment("none"),
+                                                                             channels_last=False))
+    trained = build_loaders("fashion-mnist", LoaderOptions(batch_size=1000, val_size=5000, subset=0.1, seed=3,
+                                                           augment=parse_augment("none"), channels_last=False)).train
     assert loader.num_images == trained.num_images == 5_500
     seen = torch.cat([labels for _, labels in loader])
     assert torch.equal(seen, trained.labels.cpu())  # every training image once, in order: none dropped
@@ -514,8 +521,9 @@ def test_eval_loader_on_a_folder_equals_build_loaders(tmp_path, monkeypatch, lay
         (root / "test" / "n02084071" / "0.JPEG").unlink()
     if layout == "flat":
         root = root / "train"
-    options = dict(data_dir=root, output_shape=(3, 24, 24), augment="paper", val_size=4, seed=1, num_workers=0)
-    loaders = build_loaders("folder", batch_size=3, eval_batch_size=3, **options)
+    options = dict(data_dir=root, output_shape=(3, 24, 24), augment=parse_augment("paper"), val_size=4, seed=1,
+                   num_workers=0)
+    loaders = build_loaders("folder", LoaderOptions(batch_size=3, eval_batch_size=3, **options))
     listed = []
     real_index = loaders_module.index_folder
 
@@ -526,7 +534,7 @@ def test_eval_loader_on_a_folder_equals_build_loaders(tmp_path, monkeypatch, lay
     monkeypatch.setattr(loaders_module, "index_folder", index_folder)
     for split, expected in (("test", loaders.test), ("val", loaders.val)):
         listed.clear()
-        loader, classes, info = build_eval_loader("folder", split, batch_size=3, **options)
+        loader, classes, info = build_eval_loader("folder", split, LoaderOptions(batch_size=3, **options))
         assert classes == loaders.classes == ["n02084071", "n02121808"] and info.name == "folder"
         assert loader.samples == expected.samples
         if layout != "flat":

@@ -176,7 +176,7 @@ def _free_port() -> int:
 
 def _evaluate_in_group(rank: int, port: int, folder: str, results: str) -> None:
     """One of two gloo processes: sharded evaluation of fixed weights, and one bf16 all-reduce."""
-    from alexnet.data import build_loaders
+    from alexnet.data import LoaderOptions, build_loaders
     from alexnet.evaluation import evaluate_model
 
     torch.set_num_threads(1)
@@ -186,8 +186,8 @@ def _evaluate_in_group(rank: int, port: int, folder: str, results: str) -> None:
     try:
         torch.manual_seed(0)
         model = build_model("alexnet_small28", **OPTIONS)
-        data = build_loaders("fashion-mnist", batch_size=64, eval_batch_size=100, val_size=499, seed=0,
-                             rank=rank, world_size=2)
+        data = build_loaders("fashion-mnist", LoaderOptions(batch_size=64, eval_batch_size=100, val_size=499, seed=0,
+                                                            rank=rank, world_size=2))
         val, _ = evaluate_model(model, data.val, data.classes)
         streamed = StreamingLoader(*_folder(folder), batch_size=2, train=False, mean=(0.5,), std=(0.5,),
                                    output_shape=(1, 28, 28), num_workers=0, rank=rank, world_size=2)
@@ -217,11 +217,11 @@ def _folder(folder: str) -> tuple[list[tuple[str, int]], list[str]]:
 def test_sharded_metrics_cover_every_image_once_and_bf16_allreduce(tmp_path):
     import torch.multiprocessing as multiprocessing
 
-    from alexnet.data import build_loaders, load_tensors
+    from alexnet.data import LoaderOptions, build_loaders, load_tensors
     from alexnet.evaluation import evaluate_model
 
     # 7 image files: DistributedSampler would pad the shares to 4 + 4 with a repeat
-    data = build_loaders("fashion-mnist", batch_size=64, eval_batch_size=100, val_size=499, seed=0)
+    data = build_loaders("fashion-mnist", LoaderOptions(batch_size=64, eval_batch_size=100, val_size=499, seed=0))
     test = load_tensors("fashion-mnist", "test")
     for index in range(7):
         image, label = test.images[index], int(test.labels[index])

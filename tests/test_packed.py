@@ -10,7 +10,7 @@ from image_files import jpeg_bytes  # tests/ is on the path (pytest's prepend im
 
 from alexnet import AlexNetError
 from alexnet.cli import main
-from alexnet.data import build_eval_loader, build_loaders, num_classes
+from alexnet.data import LoaderOptions, build_eval_loader, build_loaders, num_classes, parse_augment
 from alexnet.data.loaders import pack_folder
 from alexnet.data.packed import INDEX_FILE, PackedIndex, _read_pieces, from_jpeg, ranges_of, split_range
 
@@ -99,8 +99,8 @@ def test_each_image_is_read_once_per_epoch_across_ranks_and_workers(packed, worl
     for epoch in (0, 1):
         keys, lengths = [], set()
         for rank in range(world_size):
-            loaders = build_loaders("folder", data_dir=out, batch_size=4, output_shape=(3, 32, 32),
-                                    rank=rank, world_size=world_size, num_workers=2, seed=1)
+            loaders = build_loaders("folder", LoaderOptions(data_dir=out, batch_size=4, output_shape=(3, 32, 32),
+                                                            rank=rank, world_size=world_size, num_workers=2, seed=1))
             loaders.train.set_epoch(epoch)
             keys += _keys_of_epoch(loaders.train)
             lengths.add(len(loaders.train))
@@ -110,8 +110,8 @@ def test_each_image_is_read_once_per_epoch_across_ranks_and_workers(packed, worl
 
 def test_training_batches_from_packed_shards(packed):
     out, index = packed
-    loaders = build_loaders("folder", data_dir=out, batch_size=8, output_shape=(3, 32, 32), augment="paper",
-                            num_workers=2, seed=0)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=out, batch_size=8, output_shape=(3, 32, 32),
+                                                    augment=parse_augment("paper"), num_workers=2, seed=0))
     assert num_classes("folder", out) == CLASSES and loaders.classes == index.classes
     seen = []
     for images, labels in loaders.train:
@@ -125,14 +125,15 @@ def test_training_batches_from_packed_shards(packed):
     again = next(iter(loaders.train))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     # evaluation covers every held-out image once, in the last batch too
-    val, classes, _ = build_eval_loader("folder", "val", data_dir=out, batch_size=4, output_shape=(3, 32, 32))
+    val, classes, _ = build_eval_loader("folder", "val", LoaderOptions(data_dir=out, batch_size=4,
+                                                                       output_shape=(3, 32, 32)))
     assert sum(len(labels) for _, labels in val) == index.images("val") == 6
 
 
 def test_subset_takes_a_fraction_of_every_shard(packed):
     out, index = packed
-    loaders = build_loaders("folder", data_dir=out, batch_size=2, output_shape=(3, 32, 32), subset=0.5,
-                            num_workers=0)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=out, batch_size=2, output_shape=(3, 32, 32), subset=0.5,
+                                                    num_workers=0))
     assert loaders.train.num_images == sum(round(count * 0.5) for _, count in index.splits["train"])
 
 

@@ -371,7 +371,7 @@ def test_prediction_is_a_plain_record():
 
 
 def test_the_streaming_test_loader_prepares_images_exactly_as_predict_does(tmp_path):
-    from alexnet.data import build_eval_loader
+    from alexnet.data import LoaderOptions, build_eval_loader
     from alexnet.data.images import decode
     from alexnet.inference import TestViews
 
@@ -380,8 +380,10 @@ def test_the_streaming_test_loader_prepares_images_exactly_as_predict_does(tmp_p
             (tmp_path / split / name).mkdir(parents=True)
             shutil.copy(DATA / ("chelsea.png" if label == 0 else "rocket.jpg"), tmp_path / split / name / "a.img")
     views, mean, std = TestViews(224 / 256), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    loader, classes, _ = build_eval_loader("folder", "val", data_dir=tmp_path, batch_size=2, output_shape=(3, 64, 64),
-                                           augment=views.loader_augment(), normalization=(mean, std), num_workers=0)
+    loader, classes, _ = build_eval_loader("folder", "val", LoaderOptions(data_dir=tmp_path, batch_size=2,
+                                                                          output_shape=(3, 64, 64),
+                                                                          augment=views.loader_augment(),
+                                                                          normalization=(mean, std), num_workers=0))
     images, labels = next(iter(loader))
     for image, label in zip(images, labels.tolist()):
         expected = views.preprocess(decode(str(tmp_path / "val" / classes[label] / "a.img")), (3, 64, 64), mean, std)

@@ -17,7 +17,7 @@ import alexnet.data
 import alexnet.data.preview
 from alexnet import AlexNetError, report
 from alexnet.cli import main
-from alexnet.data import build_loaders
+from alexnet.data import LoaderOptions, build_loaders, parse_augment
 from alexnet.inference import predict_logits
 from alexnet.report import build_comparison, build_report, figures, predictions
 from alexnet.weights import load_weights
@@ -153,8 +153,9 @@ def test_report_probabilities_are_those_evaluate_uses(run_dir):
 
     with safe_open(str(run_dir / "model.safetensors"), framework="pt") as file:
         assert not {"augment", "flip_test", "ten_crop"} & set(file.metadata())  # no legacy keys written
-    data = build_loaders("fashion-mnist", batch_size=250, eval_batch_size=250, augment="none",
-                         val_size=metadata.val_size, seed=metadata.seed)
+    data = build_loaders("fashion-mnist", LoaderOptions(batch_size=250, eval_batch_size=250,
+                                                        augment=parse_augment("none"), val_size=metadata.val_size,
+                                                        seed=metadata.seed))
     outputs = predictions.collect_outputs(model, data.test, metadata.mean, metadata.std, limit=300, views="mirror")
     images = torch.cat([images for images, _ in data.test][:2])[:300]
     expected = predict_logits(model, images, "mirror").softmax(1).numpy()

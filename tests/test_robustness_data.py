@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from alexnet import AlexNetError
-from alexnet.data import StreamingLoader, build_loaders, index_folder, load_tensors
+from alexnet.data import LoaderOptions, StreamingLoader, build_loaders, index_folder, load_tensors, parse_augment
 from alexnet.data.images import decode
 
 from test_data import write_idx_dataset
@@ -144,9 +144,10 @@ def test_one_class_is_refused_before_training(tmp_path):
     class_tree(tmp_path / "train", classes=("cat",), per_class=4)
     class_tree(tmp_path / "val", classes=("cat",), per_class=2)
     with pytest.raises(AlexNetError, match=re.escape(f"{tmp_path / 'train'}: one class folder ('cat'); a classifier needs at least 2")):
-        build_loaders("folder", data_dir=tmp_path, batch_size=2, output_shape=(3, 16, 16), num_workers=0)
+        build_loaders("folder", LoaderOptions(data_dir=tmp_path, batch_size=2, output_shape=(3, 16, 16), num_workers=0))
     with pytest.raises(AlexNetError, match="at least 2 classes"):
-        build_loaders("folder", data_dir=tmp_path / "train", batch_size=2, output_shape=(3, 16, 16), num_workers=0)
+        build_loaders("folder", LoaderOptions(data_dir=tmp_path / "train", batch_size=2, output_shape=(3, 16, 16),
+                                              num_workers=0))
 
 
 def test_links_are_followed_but_not_to_the_root_or_in_loops(tmp_path):
@@ -254,8 +255,9 @@ def test_a_cache_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeyp
         assert torch.equal(train.images[:, 0, 3, 3], (train.labels * 20).to(torch.uint8))
     assert "not caching" in caplog.text
     class_tree(tmp_path / "folder", per_class=4)  # the colour PCA of streamed images is cached too
-    loaders = build_loaders("folder", data_dir=tmp_path / "folder", augment="paper", batch_size=2,
-                            output_shape=(3, 16, 16), num_workers=0, val_size=2, test_size=0)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=tmp_path / "folder", augment=parse_augment("paper"),
+                                                    batch_size=2, output_shape=(3, 16, 16), num_workers=0, val_size=2,
+                                                    test_size=0))
     assert loaders.train.pca is not None and sum(len(y) for _, y in loaders.train) == 6
     assert not list(tmp_path.glob("afile*/**/*.tmp")) and (tmp_path / "afile").is_file()
 

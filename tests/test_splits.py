@@ -9,7 +9,7 @@ import torch
 from image_files import png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 from alexnet import AlexNetError
-from alexnet.data import build_eval_loader, build_loaders, load_tensors
+from alexnet.data import LoaderOptions, build_eval_loader, build_loaders, load_tensors
 from alexnet.evaluation import MetricAccumulator, evaluate
 from alexnet.training import TrainConfig, train
 from alexnet.weights import read_metadata
@@ -32,23 +32,25 @@ def write_folder(root: Path, per_class: dict[int, int]) -> Path:
 @needs_fashion
 def test_a_flat_folder_holds_out_a_stratified_test_apart_from_validation(tmp_path):
     root = write_folder(tmp_path / "three", {0: 40, 1: 40, 7: 40})
-    loaders = build_loaders("folder", data_dir=root, batch_size=8, output_shape=(1, 28, 28), num_workers=0, seed=2)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=root, batch_size=8, output_shape=(1, 28, 28),
+                                                    num_workers=0, seed=2))
     train_files, val_files, test_files = ({path for path, _ in loader.samples}
                                           for loader in (loaders.train, loaders.val, loaders.test))
     assert len(val_files) == len(test_files) == 12 and len(train_files) == 96  # 10% and 10% of 120
     assert not (train_files & val_files or train_files & test_files or val_files & test_files)
     assert [label for _, label in loaders.test.samples].count(2) == 4  # stratified: 4 of each class
     assert not loaders.test_is_val and loaders.test_size == 12 and loaders.class_counts == [32, 32, 32]
-    evaluated, _, _ = build_eval_loader("folder", "test", data_dir=root, batch_size=8, output_shape=(1, 28, 28),
-                                        num_workers=0, seed=2)
+    evaluated, _, _ = build_eval_loader("folder", "test", LoaderOptions(data_dir=root, batch_size=8,
+                                                                        output_shape=(1, 28, 28), num_workers=0,
+                                                                        seed=2))
     assert evaluated.samples == loaders.test.samples  # evaluate tests on the same files
-    none = build_loaders("folder", data_dir=root, batch_size=8, output_shape=(1, 28, 28), num_workers=0, seed=2,
-                         test_size=0)
+    none = build_loaders("folder", LoaderOptions(data_dir=root, batch_size=8, output_shape=(1, 28, 28), num_workers=0,
+                                                 seed=2, test_size=0))
     assert none.test is none.val and none.test_is_val and {p for p, _ in none.val.samples} == val_files
     with pytest.raises(AlexNetError, match="cannot hold out 12 for validation and 200 for the test"):
-        build_loaders("folder", data_dir=root, batch_size=8, num_workers=0, test_size=200)
+        build_loaders("folder", LoaderOptions(data_dir=root, batch_size=8, num_workers=0, test_size=200))
     with pytest.raises(AlexNetError, match="--test-size applies to a folder"):
-        build_loaders("fashion-mnist", batch_size=8, test_size=10)
+        build_loaders("fashion-mnist", LoaderOptions(batch_size=8, test_size=10))
 
 
 @needs_fashion
@@ -76,8 +78,8 @@ def test_a_flat_folder_run_tests_on_unseen_images_or_says_validation(tmp_path):
 @needs_fashion
 def test_imbalance_is_warned_about_and_balanced_sampling_draws_classes_alike(tmp_path):
     root = write_folder(tmp_path / "skewed", {0: 100, 1: 10})
-    loaders = build_loaders("folder", data_dir=root, batch_size=8, output_shape=(1, 28, 28), num_workers=0,
-                            sampler="balanced", test_size=0)
+    loaders = build_loaders("folder", LoaderOptions(data_dir=root, batch_size=8, output_shape=(1, 28, 28),
+                                                    num_workers=0, sampler="balanced", test_size=0))
     drawn = [loaders.train.samples[index][1] for index in loaders.train._sampler()]
     assert loaders.class_counts == [90, 9] and len(drawn) == 99
     assert 0.35 < drawn.count(1) / len(drawn) < 0.65  # 9% of the images, about half the draws

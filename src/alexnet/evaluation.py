@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from torchmetrics.classification import (
 from torchmetrics import MeanMetric, MetricCollection
 from torch._dynamo.exc import TorchDynamoException
 
+from .data.loaders import LoaderOptions
 from .errors import AlexNetError
 from .inference import (
     TestViews, inference_mode, open_trained, predict_logits, trained_views_refusal, worth_compiling,
@@ -161,27 +162,22 @@ def evaluate_model(
     return accumulator.compute(), (torch.cat(collected) if collect else None)
 
 
-def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], *, split: str = "test",
-                data_dir: str | Path | None = None, batch_size: int = 1000, val_size: int | None = None,
-                seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                channels_last: bool = True, normalization=None, subset: float = 1.0,
-                test_size: int | None = None):
+def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int], options: LoaderOptions, *,
+                split: str = "test"):
     """A loader of one evaluation split prepared for ``views``; returns (loader, class names).
 
-    ``split`` is ``test``, ``val``, or ``train``: the training images left after the validation
-    split, of which ``subset`` as training took them, unaugmented. Builds only that split: the
-    training set is read only to hold out the validation images.
+    ``options`` say which images and where the batches go (``options.evaluation_batch_size`` to a
+    batch); the image size and crop are the views' own, whatever ``options`` hold. ``split`` is
+    ``test``, ``val``, or ``train``: the training images left after the validation split, of which
+    ``subset`` as training took them, unaugmented. Builds only that split: the training set is read
+    only to hold out the validation images.
     """
     from .data import build_eval_loader
 
     if split not in SPLITS:
         raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    loader, classes, _ = build_eval_loader(
-        dataset, split, data_dir=data_dir, batch_size=batch_size, output_shape=views.loader_shape(input_size),
-        augment=views.loader_augment(), val_size=val_size, seed=seed, device=device, rank=rank,
-        world_size=world_size, channels_last=channels_last, normalization=normalization, subset=subset,
-        test_size=test_size,
-    )
+    options = replace(options, output_shape=views.loader_shape(input_size), augment=views.loader_augment())
+    loader, classes, _ = build_eval_loader(dataset, split, options)
     return loader, classes
 
 
@@ -226,14 +222,14 @@ def evaluate(
         raise AlexNetError(f"{trained.source} does not say which dataset it was trained on; pass --dataset")
     if data_dir is None and name == metadata.dataset:  # where the run found it (a folder dataset's only home)
         data_dir = trained.data_dir
-    loader, classes = test_loader(
-        name, trained.views, trained.input_size, split=split, data_dir=data_dir, batch_size=batch_size,
-        val_size=metadata.val_size, seed=metadata.seed, device=trained.device,
-        normalization=(metadata.mean, metadata.std), subset=subset,
+    options = LoaderOptions(
+        data_dir=data_dir, batch_size=batch_size, val_size=metadata.val_size, seed=metadata.seed,
+        device=trained.device, normalization=(metadata.mean, metadata.std), subset=subset,
         # a flat folder's test split apart from validation; weights from before it was held out say
         # nothing, and their test was the validation images
         test_size=(metadata.test_size or 0) if name == metadata.dataset else None,
     )
+    loader, classes = test_loader(name, trained.views, trained.input_size, options, split=split)
     if metadata.test_files and split == "test" and name == metadata.dataset and data_dir:
         from .data import files_digest
 

@@ -95,9 +95,10 @@ class TestViews:
 
     @classmethod
     def from_config(cls, config) -> "TestViews":
-        """The views of a resolved ``TrainConfig`` (its ``ten_crop``/``flip_test`` settled by ``resolved``)."""
+        """The views of a resolved ``TrainConfig`` (its ``ten_crop``/``flip_test`` settled by ``resolved``,
+        its augmentation parsed once, ``augment_config``)."""
         views = "ten" if config.ten_crop else "mirror" if config.flip_test else "centre"
-        return cls(resolve_augment(config.augment, config.dataset).crop_fraction, views)
+        return cls(config.augment_config.crop_fraction, views)
 
     @classmethod
     def from_metadata(cls, metadata) -> "TestViews":

@@ -1,9 +1,10 @@
 """Datasets by name, the in-memory and streaming loading paths, and batch augmentation.
 
-    >>> from alexnet.data import build_loaders
-    >>> loaders = build_loaders("fashion-mnist", batch_size=512, augment="light,rotate=10", device="cuda")
+    >>> from alexnet.data import LoaderOptions, build_eval_loader, build_loaders, parse_augment
+    >>> augment = parse_augment("light,rotate=10", "fashion-mnist")
+    >>> loaders = build_loaders("fashion-mnist", LoaderOptions(batch_size=512, augment=augment, device="cuda"))
     >>> for images, labels in loaders.train: ...
-    >>> test, classes, info = build_eval_loader("fashion-mnist", "test", batch_size=1000)
+    >>> test, classes, info = build_eval_loader("fashion-mnist", "test", LoaderOptions(batch_size=1000))
 """
 
 from .augment import (
@@ -19,14 +20,14 @@ from .datasets import (
     split_validation, stratified_indices, stratified_subset, user_cache_dir,
 )
 from .base import BatchLoader, shard_indices
-from .loaders import Loaders, build_eval_loader, build_loaders, files_digest, num_classes
+from .loaders import LoaderOptions, Loaders, build_eval_loader, build_loaders, files_digest, num_classes
 from .memory import InMemoryLoader, with_flipped_copies
 from .streaming import StreamingDataset, StreamingLoader, index_folder, readable_class_names
 
 __all__ = [
     "OPERATIONS", "PRESET_SPECS", "PRESETS", "AugmentConfig", "BatchLoader", "ColourPCA", "DatasetInfo",
     "ImageTensors", "InMemoryLoader",
-    "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders",
+    "LoaderOptions", "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders",
     "files_digest", "num_classes",
     "center_crop", "color_jitter", "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise", "hue_jitter",
     "index_folder", "list_datasets", "list_operations", "list_presets", "load_tensors", "locate", "normalize",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import AlexNetError
-from .augment_spec import AugmentConfig, resolve_augment
+from .augment_spec import AugmentConfig
 from .base import BatchLoader
 from .datasets import (
     DatasetInfo, ImageTensors, dataset_info, load_tensors, locate, not_found_error, search_dirs, split_validation,
@@ -51,29 +51,42 @@ class Loaders:
 
 @dataclass(frozen=True)
 class LoaderOptions:
-    """How every loader of a run is made, whatever its split, batch size or loading path."""
+    """How the loaders of one dataset are made: which of its images, batched and augmented how, and
+    where the batches go. ``build_loaders`` and ``build_eval_loader`` take one; a training run makes
+    its own from its configuration (``TrainConfig.loader_options``)."""
 
-    device: torch.device | str = "cpu"  # where batches are made (and in-memory images are held)
+    # which images
+    data_dir: str | Path | None = None  # where the dataset lives; None searches the usual places
+    download: bool = False  # fetch a missing in-memory dataset (official URLs); folders are never downloaded
+    val_size: int | None = None  # images held out of training for validation; None: the dataset's default
+    test_size: int | None = None  # a flat folder: images held out for the test; None: 10%, 0: none
+    subset: float = 1.0  # stratified fraction of the training images
+    flipped_copies: bool = False  # in memory: every training image added mirrored and upside down, once
+    sampler: str = "shuffle"  # shuffle | balanced: draw training images with replacement, each class equally often
     seed: int = 0  # shuffles, augmentation, and which images validation holds out
+    # how they are batched and seen
+    batch_size: int = 128  # training images per batch on this process
+    eval_batch_size: int | None = None  # validation and test images per batch; None: batch_size
+    output_shape: tuple[int, int, int] | None = None  # (C, H, W) the model takes; None: the dataset's (streamed: 3x224x224)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # parsed once from a spec (``parse_augment``); no augmentation by default
+    # (mean, std) replacing the dataset's constants, e.g. what a trained model's weights were trained with
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # where they go
+    device: torch.device | str = "cpu"  # where batches are made (and in-memory images are held)
     rank: int = 0  # this process's share in data-parallel training
     world_size: int = 1
     channels_last: bool = True  # NHWC batches: faster convolutions with cuDNN and on CPU
-    # (mean, std) replacing the dataset's constants, e.g. what a trained model's weights were trained with
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     num_workers: int | None = None  # streaming: decoding processes; None: the CPUs it may use, at most 8
     strict: bool = False  # streaming: an unreadable file raises instead of being skipped and counted
 
+    @property
+    def evaluation_batch_size(self) -> int:
+        """Images per validation and test batch."""
+        return self.eval_batch_size or self.batch_size
 
-def build_loaders(
-    name: str, *, data_dir: str | Path | None = None, download: bool = False, batch_size: int = 128,
-    eval_batch_size: int | None = None, output_shape: tuple[int, int, int] | None = None,
-    augment: AugmentConfig | str | None = None, val_size: int | None = None, subset: float = 1.0, seed: int = 0,
-    device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, channels_last: bool = True,
-    strict: bool = False, num_workers: int | None = None,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, flipped_copies: bool = False,
-    test_size: int | None = None, sampler: str = "shuffle",
-) -> Loaders:
-    """Train, validation and test loaders for dataset ``name``.
+
+def build_loaders(name: str, options: LoaderOptions = LoaderOptions()) -> Loaders:
+    """Train, validation and test loaders for dataset ``name``, made as ``options`` say.
 
     In-memory sets: validation is ``val_size`` images (default ``info.default_val_size``) held out of
     the training split, stratified, from ``seed``; ``val_size=0`` evaluates on the test split instead.
@@ -81,75 +94,52 @@ def build_loaders(
     folder's ``val/`` (ImageNet: also as test, its test labels are not public), or hold out
     ``val_size`` (default 10%) of a flat class-folder tree for validation and ``test_size`` (default
     10%; 0: none, and the test is the validation) for the test, both stratified and disjoint.
-    ``sampler="balanced"`` draws training images with replacement, each class equally often. ``augment`` is a config or a spec
-    (``parse_augment``: a preset name, or operations such as ``hflip,rotate=15``). ``flipped_copies``
-    (in-memory sets only) adds every training image mirrored and every one upside down, once, after
-    ``subset``: three times the training images, validation and test untouched.
+    ``sampler="balanced"`` draws training images with replacement, each class equally often.
+    ``flipped_copies`` (in-memory sets only) adds every training image mirrored and every one upside
+    down, once, after ``subset``: three times the training images, validation and test untouched.
     ``num_workers`` (streaming only) defaults to the CPUs the process may use, at most 8. ``normalization``
     (mean, std) replaces the dataset's constants, e.g. the paper's mean subtraction on the 0..255
     scale (std 1/255), or whatever a trained model's weights say they were trained with.
     """
-    options = LoaderOptions(
-        device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last,
-        normalization=normalization, num_workers=num_workers, strict=strict,
-    )
-    config = resolve_augment(augment, name)
-    eval_batch_size = eval_batch_size or batch_size
     if dataset_info(name).in_memory:
-        if test_size:
+        if options.test_size:
             raise AlexNetError(f"{name} has its own test split; --test-size applies to a folder of class "
                                f"folders without test/")
-        loaders = in_memory_loaders(
-            name, options, data_dir=data_dir, download=download, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, output_shape=output_shape, augment=config, val_size=val_size,
-            subset=subset, flipped_copies=flipped_copies,
-        )
-        if sampler == "balanced":
+        loaders = in_memory_loaders(name, options)
+        if options.sampler == "balanced":
             loaders.train.balance_classes()
         return loaders
-    if flipped_copies:
+    if options.flipped_copies:
         # The copies would be decoded from the files again each epoch: three times the decoding
         # for what flipping each image as it is decoded gives for free.
         raise AlexNetError(
             f"flipped copies are made of training images held in memory; {name} is streamed from files. "
             f"Flip them as they are read instead: --augment hflip,vflip (or add them to your augmentation)"
         )
-    return streaming_loaders(  # folders are never downloaded
-        name, options, data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-        output_shape=output_shape, augment=config, val_size=val_size, subset=subset, test_size=test_size,
-        sampler=sampler,
-    )
+    return streaming_loaders(name, options)  # folders are never downloaded
 
 
 def build_eval_loader(
-    name: str, split: str, *, data_dir: str | Path | None = None, batch_size: int,
-    output_shape: tuple[int, int, int] | None = None, augment: AugmentConfig | str | None = None,
-    val_size: int | None = None, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
-    world_size: int = 1, channels_last: bool = True,
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None, num_workers: int | None = None,
-    strict: bool = False, subset: float = 1.0, test_size: int | None = None,
+    name: str, split: str, options: LoaderOptions = LoaderOptions(),
 ) -> tuple[BatchLoader, list[str], DatasetInfo]:
     """(loader, class names, dataset info) of one evaluation ``split`` ("test" or "val") of ``name``;
     or of the training images themselves ("train": what remains after the validation split, of which
     ``subset``, as training took them), unshuffled and unaugmented, to measure how well they are fitted.
+    Batches hold ``options.evaluation_batch_size`` images.
 
-    Yields the same batches as ``build_loaders(...).test`` or ``.val`` with the same arguments, but
-    builds only what the split needs: an in-memory test split never loads the training set; an
-    in-memory validation split holds ``val_size`` images out of the training tensors on the CPU and
-    moves only those to ``device`` (``val_size=0``: the test split, as ``build_loaders``); a folder
-    with ``train/`` lists only the split's files (a flat tree of class folders is listed whole, as
-    the held-out files are drawn from all of it).
+    Yields the same batches as ``build_loaders(name, options).test`` or ``.val``, but builds only
+    what the split needs: an in-memory test split never loads the training set; an in-memory
+    validation split holds ``val_size`` images out of the training tensors on the CPU and moves only
+    those to ``device`` (``val_size=0``: the test split, as ``build_loaders``); a folder with
+    ``train/`` lists only the split's files (a flat tree of class folders is listed whole, as the
+    held-out files are drawn from all of it).
     """
     if split not in ("test", "val", "train"):
         raise AlexNetError(f"split must be test, val or train, got {split!r}")
     info = dataset_info(name)
-    config = resolve_augment(augment, name)
-    options = LoaderOptions(
-        device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last,
-        normalization=normalization, num_workers=num_workers, strict=strict,
-    )
+    data_dir, seed, subset, batch_size = options.data_dir, options.seed, options.subset, options.evaluation_batch_size
     if info.in_memory:
-        val_size = _in_memory_val_size(info, val_size)
+        val_size = _in_memory_val_size(info, options.val_size)
         if split == "train":
             data = load_tensors(name, "train", data_dir=data_dir)
             data = stratified_subset(split_validation(data, val_size, seed)[0] if val_size else data, subset, seed)
@@ -157,50 +147,43 @@ def build_eval_loader(
             data = split_validation(load_tensors(name, "train", data_dir=data_dir), val_size, seed)[1]
         else:
             data = load_tensors(name, "test", data_dir=data_dir)
-        loader = _in_memory_loader(data, batch_size, train=False, augment=config, output_shape=output_shape,
-                                   options=options)
-        return loader, data.classes, info
+        return _in_memory_loader(data, batch_size, train=False, options=options), data.classes, info
     root = _folder_root(name, data_dir)
     if is_packed(root):
         index = PackedIndex.read(root)
-        loader = _packed_loader(index, split, batch_size, train=False, info=info, augment=config,
-                                output_shape=output_shape, options=options, subset=subset if split == "train" else 1)
+        loader = _packed_loader(index, split, batch_size, train=False, info=info, options=options,
+                                subset=subset if split == "train" else 1)
         return loader, index.classes, info
-    classes, splits = _folder_splits(root, (split,), val_size, seed, test_size)
+    classes, splits = _folder_splits(root, (split,), options.val_size, seed, options.test_size)
     classes = _shown_class_names(name, root, classes)
     samples = splits[split]
     if split == "train" and subset < 1:  # the files streaming_loaders trains on
         labels = torch.tensor([label for _, label in samples])
         samples = [samples[i] for i in stratified_indices(labels, round(subset * len(samples)), seed).tolist()]
-    loader = _streaming_loader(samples, classes, batch_size, train=False, info=info, augment=config,
-                               output_shape=output_shape, options=options)
+    loader = _streaming_loader(samples, classes, batch_size, train=False, info=info, options=options)
     return loader, classes, info
 
 # --- in memory --------------------------------------------------------------------------------
 
 
-def in_memory_loaders(
-    name: str, options: LoaderOptions, *, data_dir: str | Path | None, download: bool, batch_size: int,
-    eval_batch_size: int, output_shape: tuple[int, int, int] | None, augment: AugmentConfig, val_size: int | None,
-    subset: float, flipped_copies: bool = False,
-) -> Loaders:
+def in_memory_loaders(name: str, options: LoaderOptions) -> Loaders:
     """``build_loaders`` for a dataset held in memory: both splits loaded, validation held out of train
     (and the training images' flipped copies added, after the subset is drawn)."""
     info = dataset_info(name)
-    train = load_tensors(name, "train", data_dir=data_dir, download=download)
-    test = load_tensors(name, "test", data_dir=data_dir, download=download)
-    val_size = _in_memory_val_size(info, val_size)
+    train = load_tensors(name, "train", data_dir=options.data_dir, download=options.download)
+    test = load_tensors(name, "test", data_dir=options.data_dir, download=options.download)
+    val_size = _in_memory_val_size(info, options.val_size)
     train, val = split_validation(train, val_size, options.seed) if val_size else (train, test)
-    train = stratified_subset(train, subset, options.seed)
-    if flipped_copies:
+    train = stratified_subset(train, options.subset, options.seed)
+    if options.flipped_copies:
         train = with_flipped_copies(train)
 
     def make(data: ImageTensors, size: int, is_train: bool) -> InMemoryLoader:
-        return _in_memory_loader(data, size, train=is_train, augment=augment, output_shape=output_shape,
-                                 options=options)
+        return _in_memory_loader(data, size, train=is_train, options=options)
 
+    evaluation = options.evaluation_batch_size
     return Loaders(
-        make(train, batch_size, True), make(val, eval_batch_size, False), make(test, eval_batch_size, False),
+        make(train, options.batch_size, True), make(val, evaluation, False), make(test, evaluation, False),
         train.classes, info, test_is_val=not val_size,
         class_counts=torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
     )
@@ -210,15 +193,12 @@ def _in_memory_val_size(info: DatasetInfo, val_size: int | None) -> int:
     return info.default_val_size if val_size is None else val_size
 
 
-def _in_memory_loader(
-    data: ImageTensors, batch_size: int, *, train: bool, augment: AugmentConfig,
-    output_shape: tuple[int, int, int] | None, options: LoaderOptions,
-) -> InMemoryLoader:
+def _in_memory_loader(data: ImageTensors, batch_size: int, *, train: bool, options: LoaderOptions) -> InMemoryLoader:
     if options.normalization is not None:
         mean, std = options.normalization
         data = replace(data, mean=tuple(mean), std=tuple(std))
     return InMemoryLoader(
-        data, batch_size, train=train, augment=augment, output_shape=output_shape, device=options.device,
+        data, batch_size, train=train, augment=options.augment, output_shape=options.output_shape, device=options.device,
         seed=options.seed, rank=options.rank, world_size=options.world_size, channels_last=options.channels_last,
     )
 
@@ -226,36 +206,30 @@ def _in_memory_loader(
 # --- streamed from a folder -------------------------------------------------------------------
 
 
-def streaming_loaders(
-    name: str, options: LoaderOptions, *, data_dir: str | Path | None, batch_size: int, eval_batch_size: int,
-    output_shape: tuple[int, int, int] | None, augment: AugmentConfig, val_size: int | None, subset: float,
-    test_size: int | None = None, sampler: str = "shuffle",
-) -> Loaders:
+def streaming_loaders(name: str, options: LoaderOptions) -> Loaders:
     """``build_loaders`` for a dataset streamed from a folder: every split's files listed."""
     info = dataset_info(name)
-    root = _folder_root(name, data_dir)
+    root = _folder_root(name, options.data_dir)
     if is_packed(root):
-        return packed_loaders(PackedIndex.read(root), options, info=info, batch_size=batch_size,
-                              eval_batch_size=eval_batch_size, output_shape=output_shape, augment=augment,
-                              subset=subset)
-    classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, options.seed, test_size)
+        return packed_loaders(PackedIndex.read(root), options, info=info)
+    classes, splits = _folder_splits(root, ("train", "val", "test"), options.val_size, options.seed,
+                                     options.test_size)
     train = splits["train"]
-    if subset < 1:
+    if options.subset < 1:
         labels = torch.tensor([label for _, label in train])
-        keep = stratified_indices(labels, round(subset * len(train)), options.seed).tolist()
+        keep = stratified_indices(labels, round(options.subset * len(train)), options.seed).tolist()
         train = [train[i] for i in keep]
     classes = _shown_class_names(name, root, classes)
 
     def make(samples: Samples, size: int, is_train: bool) -> StreamingLoader:
-        return _streaming_loader(samples, classes, size, train=is_train, info=info, augment=augment,
-                                 output_shape=output_shape, options=options)
+        return _streaming_loader(samples, classes, size, train=is_train, info=info, options=options)
 
-    val = make(splits["val"], eval_batch_size, False)
-    test = val if splits["test"] is splits["val"] else make(splits["test"], eval_batch_size, False)
+    val = make(splits["val"], options.evaluation_batch_size, False)
+    test = val if splits["test"] is splits["val"] else make(splits["test"], options.evaluation_batch_size, False)
     counts = torch.bincount(torch.tensor([label for _, label in train], dtype=torch.long),
                             minlength=len(classes)).tolist()
-    training = make(train, batch_size, True)
-    if sampler == "balanced":
+    training = make(train, options.batch_size, True)
+    if options.sampler == "balanced":
         training.balance_classes()
     flat = not (root / "train").is_dir()
     return Loaders(training, val, test, classes, info, test_is_val=test is val,
@@ -359,14 +333,13 @@ def _shown_class_names(name: str, root: Path, classes: list[str]) -> list[str]:
 
 
 def _streaming_loader(
-    samples: Samples, classes: list[str], batch_size: int, *, train: bool, info: DatasetInfo,
-    augment: AugmentConfig, output_shape: tuple[int, int, int] | None, options: LoaderOptions,
+    samples: Samples, classes: list[str], batch_size: int, *, train: bool, info: DatasetInfo, options: LoaderOptions,
 ) -> StreamingLoader:
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
     workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
     return StreamingLoader(
-        samples, classes, batch_size, train=train, mean=mean, std=std, augment=augment,
-        output_shape=output_shape or DEFAULT_STREAMING_SHAPE, device=options.device, seed=options.seed,
+        samples, classes, batch_size, train=train, mean=mean, std=std, augment=options.augment,
+        output_shape=options.output_shape or DEFAULT_STREAMING_SHAPE, device=options.device, seed=options.seed,
         rank=options.rank, world_size=options.world_size, channels_last=options.channels_last,
         num_workers=workers, strict=options.strict,
     )
@@ -394,34 +367,31 @@ def pack_folder(
     return pack_splits(wanted, classes, out, size=size, seed=seed, workers=workers, progress=progress)
 
 
-def packed_loaders(
-    index: PackedIndex, options: LoaderOptions, *, info: DatasetInfo, batch_size: int, eval_batch_size: int,
-    output_shape: tuple[int, int, int] | None, augment: AugmentConfig, subset: float,
-) -> Loaders:
+def packed_loaders(index: PackedIndex, options: LoaderOptions, *, info: DatasetInfo) -> Loaders:
     """``build_loaders`` for a packed folder: its train, val and (else val) test shards."""
 
     def make(split: str, size: int, is_train: bool) -> PackedLoader:
-        return _packed_loader(index, split, size, train=is_train, info=info, augment=augment,
-                              output_shape=output_shape, options=options, subset=subset if is_train else 1)
+        return _packed_loader(index, split, size, train=is_train, info=info, options=options,
+                              subset=options.subset if is_train else 1)
 
-    val = make("val", eval_batch_size, False)
-    test = make("test", eval_batch_size, False) if "test" in index.splits else val
-    return Loaders(make("train", batch_size, True), val, test, list(index.classes), info)
+    val = make("val", options.evaluation_batch_size, False)
+    test = make("test", options.evaluation_batch_size, False) if "test" in index.splits else val
+    return Loaders(make("train", options.batch_size, True), val, test, list(index.classes), info)
 
 
 def _packed_loader(
-    index: PackedIndex, split: str, batch_size: int, *, train: bool, info: DatasetInfo, augment: AugmentConfig,
-    output_shape: tuple[int, int, int] | None, options: LoaderOptions, subset: float = 1.0,
+    index: PackedIndex, split: str, batch_size: int, *, train: bool, info: DatasetInfo, options: LoaderOptions,
+    subset: float = 1.0,
 ) -> PackedLoader:
     split = split if split in index.splits else "val"  # a folder without test/ tests on val/, as streamed
     # --subset takes the first fraction of every shard: shards hold their images in random order
     shards = [(str(index.root / file), round(count * subset)) for file, count in index.splits[split]]
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
-    output_shape = tuple(output_shape or DEFAULT_STREAMING_SHAPE)
+    output_shape = tuple(options.output_shape or DEFAULT_STREAMING_SHAPE)
     workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
     return PackedLoader(
         shards, list(index.classes), batch_size, train=train, mean=mean, std=std,
-        transform=sample_transform(augment, train=train, output_size=output_shape[1:]), augment=augment,
+        transform=sample_transform(options.augment, train=train, output_size=output_shape[1:]), augment=options.augment,
         output_shape=output_shape, device=options.device, seed=options.seed, rank=options.rank,
         world_size=options.world_size, channels_last=options.channels_last, num_workers=workers, pca=index.pca,
     )

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -169,7 +169,7 @@ def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: 
 
 def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: int, pool_size: int) -> list[str]:
     """Filters (needs the weights), predictions, mistakes and neighbours (need the data too)."""
-    from ..data import build_loaders
+    from ..data import LoaderOptions, build_loaders
     from ..evaluation import test_loader
     from ..inference import open_trained
     from . import predictions
@@ -191,11 +191,10 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
     views = trained.views.choose(ten_crop=False)
     data_dir = data_dir or trained.data_dir
-    common = dict(val_size=metadata.val_size, test_size=metadata.test_size, seed=metadata.seed, device=torch_device,
-                  normalization=(metadata.mean, metadata.std))
+    options = LoaderOptions(data_dir=data_dir, batch_size=500, val_size=metadata.val_size, test_size=metadata.test_size,
+                            seed=metadata.seed, device=torch_device, normalization=(metadata.mean, metadata.std))
     try:
-        test_images, _ = test_loader(name, views, tuple(model.input_size), data_dir=data_dir, batch_size=500,
-                                     **common)
+        test_images, _ = test_loader(name, views, tuple(model.input_size), options)
     except AlexNetError as error:
         return [f"dataset {name!r} is not available here, so the figures of predictions, mistakes and "
                 f"nearest neighbours are left out. {error}"]
@@ -226,8 +225,8 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     else:
         inside_missing = []
     try:  # a fixed, seeded sample of the training images, cropped as the test images are
-        train = build_loaders(name, data_dir=data_dir, batch_size=500, output_shape=tuple(model.input_size),
-                              augment=views.loader_augment(), **common).train
+        train = build_loaders(name, replace(options, output_shape=tuple(model.input_size),
+                                            augment=views.loader_augment())).train
         train.set_epoch(0)
         # Training drops the last, smaller batch; here it is all of a training set under one batch (500).
         train.drop_last = False

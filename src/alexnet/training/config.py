@@ -8,9 +8,12 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from ..data.augment_spec import PRESETS, AugmentConfig, parse_augment, resolve_augment
+from ..data.loaders import LoaderOptions
 from ..errors import AlexNetError, quote
 from ..perf import PRECISIONS, check_device
 from .recipes import FINE_TUNING_RECIPE, RECIPES, get_recipe
@@ -36,6 +39,9 @@ RESUMABLE_FIELDS = (
     "epochs", "data_dir", "download", "device", "compile", "eval_batch_size", "checkpoint_every",
     "tensorboard", "quiet", "strict", "early_stopping", "threads", "lr", "divergence_check",
 )
+if TYPE_CHECKING:
+    import torch
+
 SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
 
 
@@ -130,12 +136,11 @@ class TrainConfig:
                 trained = None
             if trained is not None:
                 values["model_options"] = {**trained.model_options, **self.model_options}
-        from ..data import resolve_augment
-        from ..data.augment_spec import PRESETS
-
         from ..inference import ten_views_unlike_training
 
-        augment = resolve_augment(values["augment"], values["dataset"])
+        # a spec of the user's was parsed by validate, a recipe's is parsed here
+        augment = self.augment_config if self.augment is not None else resolve_augment(values["augment"],
+                                                                                       values["dataset"])
         if values["augment"] not in PRESETS:  # the canonical spec: `hflip` 10,000 times is stored as `hflip`
             values["augment"] = augment.spec()
         unlike_training = ten_views_unlike_training(augment)
@@ -163,7 +168,36 @@ class TrainConfig:
 
         with torch.device("meta"):  # checks the model's options without allocating its weights
             build_model(self.model, **values["model_options"])
-        return TrainConfig(**values)
+        resolved = TrainConfig(**values)
+        resolved._parsed_augment = ((resolved.augment, resolved.dataset), augment)
+        return resolved
+
+    @property
+    def augment_config(self) -> AugmentConfig:
+        """``augment`` parsed for ``dataset`` (``parse_augment``; None: no augmentation), what the
+        loaders and the test views take. The spec is parsed once: ``resolved`` and ``validate`` keep
+        what they parse, and it is parsed again only when ``augment`` or ``dataset`` change."""
+        key = (self.augment, self.dataset)
+        parsed = getattr(self, "_parsed_augment", None)
+        if parsed is None or parsed[0] != key:
+            parsed = self._parsed_augment = (key, resolve_augment(self.augment, self.dataset))
+        return parsed[1]
+
+    def loader_options(
+        self, *, device: torch.device | str, output_shape: tuple[int, int, int],
+        normalization: tuple[tuple[float, ...], tuple[float, ...]], batch_size: int | None = None, rank: int = 0,
+        world_size: int = 1,
+    ) -> LoaderOptions:
+        """The options of this (resolved) run's loaders: its images, batches and augmentation, with
+        what is decided as the run starts: the device, the model's input shape, the normalisation,
+        this process's ``batch_size`` (default: the whole ``batch_size``) and its share of the data."""
+        return LoaderOptions(
+            data_dir=self.data_dir, download=self.download, val_size=self.val_size, test_size=self.test_size,
+            subset=self.subset, flipped_copies=self.flipped_copies, sampler=self.sampler, seed=self.seed,
+            batch_size=batch_size or self.batch_size, eval_batch_size=self.eval_batch_size, output_shape=output_shape,
+            augment=self.augment_config, normalization=normalization, device=device, rank=rank,
+            world_size=world_size, channels_last=self.channels_last, strict=self.strict,
+        )
 
     def validate(self) -> None:
         if self.recipe is not None:
@@ -177,10 +211,8 @@ class TrainConfig:
             raise AlexNetError(
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
             )
-        from ..data import parse_augment
-
         if self.augment is not None:
-            parse_augment(self.augment, self.dataset)  # an unknown or bad operation names itself
+            self._parsed_augment = ((self.augment, self.dataset), parse_augment(self.augment, self.dataset))
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
         check_device(self.device)

@@ -306,14 +306,11 @@ class _Trainer:
             trained = read_trained_metadata(config.init_from)
             if len(trained.mean) == len(info.mean):  # (grey weights on RGB data keep the data's)
                 self.normalization = (tuple(trained.mean), tuple(trained.std))
-        self.data = build_loaders(
-            config.dataset, data_dir=config.data_dir, download=config.download, batch_size=batch,
-            eval_batch_size=config.eval_batch_size, output_shape=self.model.input_size,
-            augment=config.augment, val_size=config.val_size, subset=config.subset,
-            flipped_copies=config.flipped_copies, seed=config.seed, test_size=config.test_size, sampler=config.sampler,
-            device=self.device, rank=group.rank, world_size=group.world_size, strict=config.strict,
-            channels_last=config.channels_last, normalization=self.normalization,
+        self.loader_options = config.loader_options(
+            device=self.device, output_shape=self.model.input_size, normalization=self.normalization, batch_size=batch,
+            rank=group.rank, world_size=group.world_size,
         )
+        self.data = build_loaders(config.dataset, self.loader_options)
         if self.model.num_classes != len(self.data.classes):  # the two ways of counting must agree
             raise AlexNetError(f"{config.dataset}: {len(self.data.classes)} classes in the data, "
                                f"{self.model.num_classes} counted from its folders; check --data-dir")
@@ -630,10 +627,9 @@ class _Trainer:
         views = TestViews.from_config(config)
         test = self.data.test
         if views.views == "ten":  # cut from test images 256/224 larger than the training crops
-            test, _ = test_loader(config.dataset, views, self.model.input_size, data_dir=config.data_dir,
-                                  batch_size=config.eval_batch_size, val_size=config.val_size, seed=config.seed,
-                                  test_size=self.data.test_size, device=self.device, rank=self.group.rank, world_size=self.group.world_size,
-                                  channels_last=config.channels_last, normalization=self.normalization)
+            # the test images the run held out; an unreadable one is skipped and counted, as evaluate does
+            options = dataclasses.replace(self.loader_options, test_size=self.data.test_size, strict=False)
+            test, _ = test_loader(config.dataset, views, self.model.input_size, options)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     precision=self.dtype, views=views)
         run = Run(folder.directory, config, self.history, metrics, self.model, self.group.is_main)

@@ -73,13 +73,8 @@ def lr_find(config: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0
             trained = read_trained_metadata(config.init_from)
             if len(trained.mean) == len(info.mean):
                 normalization = (tuple(trained.mean), tuple(trained.std))
-        data = build_loaders(
-            config.dataset, data_dir=config.data_dir, download=config.download, batch_size=config.batch_size,
-            eval_batch_size=config.eval_batch_size, output_shape=model.input_size, augment=config.augment,
-            val_size=config.val_size, subset=config.subset, flipped_copies=config.flipped_copies, seed=config.seed,
-            device=device, strict=config.strict, channels_last=config.channels_last, normalization=normalization,
-            test_size=config.test_size, sampler=config.sampler,
-        )
+        data = build_loaders(config.dataset, config.loader_options(device=device, output_shape=model.input_size,
+                                                                    normalization=normalization))
         if config.init_from:
             load_pretrained(model, config.init_from, data.classes, config.head)
         freeze(model, config.freeze)
