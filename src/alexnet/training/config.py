@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -12,11 +13,14 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ..data.augment_spec import PRESETS, AugmentConfig, parse_augment, resolve_augment
+from ..data.augment_spec import PRESETS, AugmentConfig, parse_augment
 from ..data.loaders import LoaderOptions
 from ..errors import AlexNetError, quote
 from ..perf import PRECISIONS, check_device
 from .recipes import FINE_TUNING_RECIPE, RECIPES, get_recipe
+
+if TYPE_CHECKING:
+    import torch
 
 # Fields whose None means "the recipe's value".
 RECIPE_FIELDS = (
@@ -39,9 +43,6 @@ RESUMABLE_FIELDS = (
     "epochs", "data_dir", "download", "device", "compile", "eval_batch_size", "checkpoint_every",
     "tensorboard", "quiet", "strict", "early_stopping", "threads", "lr", "divergence_check",
 )
-if TYPE_CHECKING:
-    import torch
-
 SEED_LIMIT = 2**63  # torch, numpy and our derived generators all take a seed below this
 
 
@@ -138,9 +139,7 @@ class TrainConfig:
                 values["model_options"] = {**trained.model_options, **self.model_options}
         from ..inference import ten_views_unlike_training
 
-        # a spec of the user's was parsed by validate, a recipe's is parsed here
-        augment = self.augment_config if self.augment is not None else resolve_augment(values["augment"],
-                                                                                       values["dataset"])
+        augment = _parsed_augment(values["augment"], values["dataset"])
         if values["augment"] not in PRESETS:  # the canonical spec: `hflip` 10,000 times is stored as `hflip`
             values["augment"] = augment.spec()
         unlike_training = ten_views_unlike_training(augment)
@@ -168,20 +167,14 @@ class TrainConfig:
 
         with torch.device("meta"):  # checks the model's options without allocating its weights
             build_model(self.model, **values["model_options"])
-        resolved = TrainConfig(**values)
-        resolved._parsed_augment = ((resolved.augment, resolved.dataset), augment)
-        return resolved
+        return TrainConfig(**values)
 
     @property
     def augment_config(self) -> AugmentConfig:
         """``augment`` parsed for ``dataset`` (``parse_augment``; None: no augmentation), what the
-        loaders and the test views take. The spec is parsed once: ``resolved`` and ``validate`` keep
-        what they parse, and it is parsed again only when ``augment`` or ``dataset`` change."""
-        key = (self.augment, self.dataset)
-        parsed = getattr(self, "_parsed_augment", None)
-        if parsed is None or parsed[0] != key:
-            parsed = self._parsed_augment = (key, resolve_augment(self.augment, self.dataset))
-        return parsed[1]
+        loaders and the test views take. Each spec is parsed once (``validate`` and ``resolved`` parse
+        through here too); nothing is stored on the config, whose fields are all it writes out."""
+        return _parsed_augment(self.augment, self.dataset)
 
     def loader_options(
         self, *, device: torch.device | str, output_shape: tuple[int, int, int],
@@ -212,7 +205,7 @@ class TrainConfig:
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
             )
         if self.augment is not None:
-            self._parsed_augment = ((self.augment, self.dataset), parse_augment(self.augment, self.dataset))
+            _parsed_augment(self.augment, self.dataset)  # an unknown or bad operation names itself
         _choice("precision", self.precision, PRECISIONS)
         _choice("allreduce_dtype", self.allreduce_dtype, ALLREDUCE_DTYPES)
         check_device(self.device)
@@ -320,6 +313,13 @@ class TrainConfig:
         if changes:
             text = f"# recipe {self.recipe} changes {self.model}: {', '.join(changes)}\n" + text
         return text
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_augment(spec: str | None, dataset: str) -> AugmentConfig:
+    """A spec parsed for a dataset, kept: configs, their resolved copies and the loaders all ask for
+    the same few specs, and the parsed config is immutable."""
+    return PRESETS["none"] if spec is None else parse_augment(spec, dataset)
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
