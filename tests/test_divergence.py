@@ -8,7 +8,7 @@ import pytest
 
 from alexnet import AlexNetError
 from alexnet.training import TrainConfig, train
-from alexnet.training.loop import Diverged, at_chance
+from alexnet.training.divergence import Diverged, at_chance
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

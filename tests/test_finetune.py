@@ -74,13 +74,13 @@ def test_fine_tuning_keeps_frozen_layers_bit_identical_and_their_statistics_stil
 
 
 def test_the_optimiser_holds_only_trainable_parameters_at_their_rates(tmp_path):
-    from alexnet.training.loop import _make_optimizer
+    from alexnet.training.optim import make_optimizer
 
     model = build_model("alexnet_small28", norm="batch")
     freeze(model, "features")
     source = weights(tmp_path / "w.safetensors", norm="batch")
     config = TrainConfig(init_from=str(source), freeze="features", backbone_lr_scale=0.1, lr=0.1).resolved()
-    optimizer = _make_optimizer(model, config, torch.device("cpu"))
+    optimizer = make_optimizer(model, config, torch.device("cpu"))
     held = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert set(held) == {id(p) for p in trainable}

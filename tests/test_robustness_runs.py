@@ -190,7 +190,7 @@ def test_a_val_size_that_leaves_no_training_image_says_to_hold_out_fewer(tmp_pat
 
 
 def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp_path):
-    from alexnet.training.loop import _continued_config
+    from alexnet.training.resume import continued_config
 
     config = TrainConfig(augment=",".join(["hflip"] * 10_000)).resolved()
     assert config.augment == "hflip"  # not 60 KB in config.yaml and the weights
@@ -201,9 +201,9 @@ def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp
         with pytest.raises(AlexNetError, match=message):
             TrainConfig(augment=spec).resolved()
     trained = TrainConfig(augment="flip").resolved()
-    assert _continued_config(trained, trained, {"augment": "hflip"}).augment == "flip"  # the same augmentation
+    assert continued_config(trained, trained, {"augment": "hflip"}).augment == "flip"  # the same augmentation
     with pytest.raises(AlexNetError, match="cannot change augment"):
-        _continued_config(trained, trained, {"augment": "vflip"})
+        continued_config(trained, trained, {"augment": "vflip"})
 
 
 def test_partial_results_say_so():

@@ -16,7 +16,7 @@ from alexnet import AlexNetError, list_models
 from alexnet.evaluation import MetricAccumulator, evaluate
 from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
-from alexnet.training import loop
+from alexnet.training import early_stopping, loop, optim
 from alexnet.weights import read_metadata
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -259,7 +259,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_paper_schedule_divides_by_ten_when_validation_error_stops_improving():
     config = TrainConfig(recipe="paper", lr=0.01, epochs=30).resolved()
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    scheduler = loop._make_scheduler(optimizer, config, steps_per_epoch=10)
+    scheduler = optim.make_scheduler(optimizer, config, steps_per_epoch=10)
     # validation error per epoch: a real gain, then gains under 0.2% (noise on 5,000 images)
     for error in (0.12, 0.10, 0.099, 0.0985):
         scheduler.step(error)
@@ -346,7 +346,7 @@ def test_the_papers_network_trains_with_the_papers_recipe_by_default():
 def test_the_step_schedule_divides_the_rate_every_step_epochs_and_round_trips(tmp_path):
     config = TrainConfig(schedule="step", step_epochs=2, step_factor=0.1, lr=0.1).resolved()
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = loop._make_scheduler(optimizer, config, steps_per_epoch=10)
+    scheduler = optim.make_scheduler(optimizer, config, steps_per_epoch=10)
     rates = []
     for _ in range(45):  # 4.5 epochs of 10 steps
         optimizer.step()
@@ -362,12 +362,12 @@ def test_the_step_schedule_divides_the_rate_every_step_epochs_and_round_trips(tm
 
 def test_early_stopping_rule_on_hand_made_histories():
     rows = lambda *tops: [{"val_top1": top} for top in tops]  # noqa: E731
-    assert loop.best_epoch(rows(0.5, 0.7, 0.7, 0.6)) == 2  # the first of equal bests
-    assert not loop.stops_early(rows(0.5, 0.7, 0.6), 2)  # one epoch since the best
-    assert loop.stops_early(rows(0.5, 0.7, 0.6, 0.7), 2)  # equal is not better
-    assert not loop.stops_early(rows(0.5, 0.7, 0.6, 0.71), 2)
-    assert not loop.stops_early(rows(0.9, 0.1, 0.1), 0)  # 0: never
-    assert not loop.stops_early([], 1)
+    assert early_stopping.best_epoch(rows(0.5, 0.7, 0.7, 0.6)) == 2  # the first of equal bests
+    assert not early_stopping.stops_early(rows(0.5, 0.7, 0.6), 2)  # one epoch since the best
+    assert early_stopping.stops_early(rows(0.5, 0.7, 0.6, 0.7), 2)  # equal is not better
+    assert not early_stopping.stops_early(rows(0.5, 0.7, 0.6, 0.71), 2)
+    assert not early_stopping.stops_early(rows(0.9, 0.1, 0.1), 0)  # 0: never
+    assert not early_stopping.stops_early([], 1)
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     values = _given_values(args)
     if args.nproc is not None and args.nproc != 1:  # refused here once, not in each of N processes
-        from .training.loop import check_before_launch
+        from .training.resume import check_before_launch
 
         check_before_launch(None if args.resume else TrainConfig.from_dict(values), resume=args.resume,
                             overrides=values if args.resume else None, processes=args.nproc)

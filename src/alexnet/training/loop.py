@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,47 +24,33 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import build_loaders, dataset_info, files_digest, num_classes
-from ..errors import AlexNetError, quote
+from ..errors import AlexNetError
 from ..evaluation import Metrics, evaluate_model, test_loader
 from ..inference import TestViews, read_trained_metadata
 from ..models import build_model
 from ..perf import (
-    autocast_context, gradient_scaler, optimizer_options, precision_name, prepare_model, resolve_device,
-    resolve_precision, set_threads,
+    autocast_context, gradient_scaler, precision_name, prepare_model, resolve_device, resolve_precision, set_threads,
 )
 from ..runs import RunFolder, RunLock, WriteError, append_text, write_text
 from ..weights import WeightsMetadata, save_weights
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import RESUMABLE_FIELDS, TrainConfig
-from .finetune import (
-    Pretrained, classifier_parameter_ids, describe_frozen, freeze, keep_frozen_norms_still, load_pretrained,
-)
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
 from .distributed import (
     ProcessGroup, destroy_process_group, elastic_restart_count, elastic_run_id,
     init_process_group, lost_peer, per_process_batch, restarted_run_folder,
 )
+from .divergence import (
+    DIVERGENCE_FACTOR, DIVERGENCE_STEPS, NAN_CHECK_EVERY, Diverged, NonFiniteLoss, divergence_threshold,
+    epoch_divergence, first_non_finite, moving_average,
+)
+from .early_stopping import best_epoch, stops_early
+from .finetune import Pretrained, describe_frozen, freeze, keep_frozen_norms_still, load_pretrained
+from .optim import current_learning_rate, make_optimizer, make_scheduler, redrawn_scheduler, scale_rates
+from .resume import folder_to_continue, new_folder, read_continuation
 
-NAN_CHECK_EVERY = 25  # steps between checks of the loss (each check is one host sync)
-# Divergence: the training loss, smoothed over about DIVERGENCE_STEPS steps (an exponential moving
-# average, as fastai's and Lightning's learning-rate finders smooth it, judged once it spans that
-# many), above DIVERGENCE_FACTOR times the larger of its first step's and chance's (ln(classes), what
-# a network that knows nothing scores); or, after an epoch, a validation loss above
-# VAL_DIVERGENCE_FACTOR times that, with validation top-1 under VAL_CHANCE_FACTOR times chance. The factors leave room for what
-# healthy runs do at their peak rate: on 100 images, the fast recipe at batch 32 had an epoch's
-# training loss at 1.5x ln(5) and a validation loss at 5.9x ln(5), at chance, before recovering (batch
-# norm's running statistics lag behind weights that move fast); a 6-step run on 2 classes averaged
-# 3.3x ln(2) over its steps. A diverged run is far beyond: the fast recipe at --lr 0.5 on 5% of
-# Fashion-MNIST ended its first epoch at a training loss of 37 and a validation loss of 1.5e8 (bf16).
-DIVERGENCE_FACTOR = 4.0
-DIVERGENCE_STEPS = 10
-VAL_DIVERGENCE_FACTOR = 10.0
-VAL_CHANCE_FACTOR = 1.5
 # A training set whose largest class has this many times the images of its smallest is imbalanced
 # enough for top-1 to flatter a classifier that neglects the small classes: the run says so.
 IMBALANCE_RATIO = 5
-# A run that has taken this many steps and still classifies its training and validation images at
-# chance (not 2 standard errors above 1/classes) has stopped learning; fewer steps may not have started.
-CHANCE_MIN_STEPS = 100
 
 
 @dataclass
@@ -82,23 +67,6 @@ class Run:
     @property
     def weights_path(self) -> Path:
         return RunFolder(self.directory).weights
-
-
-class NonFiniteLoss(AlexNetError):
-    """The training loss became NaN or infinite."""
-
-    exit_code = 3
-
-
-class Diverged(NonFiniteLoss):
-    """The training loss climbed far above where it started, or the run stayed at chance."""
-
-
-def at_chance(top1: float, count: int, classes: int) -> bool:
-    """Whether a top-1 of ``top1`` over ``count`` images is no better than guessing among ``classes``:
-    not two binomial standard errors above 1/classes."""
-    chance = 1.0 / classes
-    return top1 <= chance + 2.0 * math.sqrt(chance * (1.0 - chance) / max(1, count))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -167,6 +135,10 @@ class _StopRequest:
 
 
 class _Trainer:
+    """One run, in the order it happens: open the run folder, build the model and its data, then the
+    optimiser, start from the first step or a checkpoint's position (``__init__``); then train epoch
+    by epoch and finish with the test (``run``)."""
+
     def __init__(self, config: TrainConfig | None, resume: str | Path | None, group: ProcessGroup,
                  overrides: dict, stop: _StopRequest):
         self.group, self.stop = group, stop
@@ -184,11 +156,9 @@ class _Trainer:
         try:
             config, checkpoint = self._open(config, resume, overrides)
             self._build(config, checkpoint)
-            if checkpoint is not None:
-                self._restore(checkpoint)
-            elif self.trained_lr is not None and self.trained_lr != config.lr:  # started over at another rate
-                self.rate_changed = (self.trained_lr, config.lr)
-                self.resumed_changes = {"lr": [self.trained_lr, config.lr]}
+            self._build_optimizer()
+            self.forward_model = self._wrap(self.model)
+            self._start(checkpoint)
             self.writer = self._tensorboard()
         except BaseException:
             self.close()
@@ -208,8 +178,11 @@ class _Trainer:
                 raise AlexNetError("configuration overrides apply only when continuing a run (--resume)")
             config = (config or TrainConfig()).resolved()
             config = self._settle_precision(config)
-            directory = self._new_folder(config) if group.is_main else None
-            self.folder = RunFolder(group.broadcast_object(str(directory) if directory else None))
+            directory = None
+            if group.is_main:
+                folder, self.lock = new_folder(config)
+                directory = str(folder.directory)
+            self.folder = RunFolder(group.broadcast_object(directory))
             self.fresh = True
             if group.is_main:
                 write_text(self.folder.config, config.to_yaml())
@@ -217,31 +190,20 @@ class _Trainer:
                     write_text(self.folder.elastic_run_id, elastic_run_id())
             return config, None
 
-        folder = self.folder = RunFolder(Path(resume))
-        if not folder.config.is_file():
-            raise AlexNetError(f"{folder.directory} is not a run folder (no config.yaml); pass the folder "
-                               f"that `alexnet train` printed")
+        folder = self.folder = folder_to_continue(resume)
         if group.is_main:
             self.lock = folder.lock()
             folder.remove_stale_temporaries()
-        written = TrainConfig.from_yaml(folder.config)
-        checkpoint = load_checkpoint(folder.last) if folder.last.is_file() else None
-        trained = written
-        if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
-            trained = TrainConfig.from_dict(checkpoint["config"])  # what the weights were trained with
-        config = _continued_config(trained, written, overrides).resolved()
-        self.trained_lr = trained.lr
-        if checkpoint is not None:
-            _check_not_finished(folder, config, checkpoint["epoch"],
-                                stops_early(checkpoint["history"], config.early_stopping))
-        config = self._settle_precision(config)
-        if group.is_main and config != written:
+        continuation = read_continuation(folder, overrides)
+        self.trained_lr = continuation.trained.lr
+        config = self._settle_precision(continuation.config)
+        if group.is_main and config != continuation.written:
             write_text(folder.config, config.to_yaml())
-        if checkpoint is None and group.is_main:
+        if continuation.checkpoint is None and group.is_main:
             # stopped (or restarted by torchrun) before its first checkpoint: start over, same config
             self.restarted = True
             folder.metrics.unlink(missing_ok=True)
-        return config, checkpoint
+        return config, continuation.checkpoint
 
     def _settle_precision(self, config: TrainConfig) -> TrainConfig:
         """The device and the precision, settled once for the run (``self.device``, ``self.dtype``).
@@ -252,32 +214,11 @@ class _Trainer:
         self.dtype = resolve_precision(precision, self.device)  # fp32 or bf16 now: nothing to measure
         return dataclasses.replace(config, precision=precision)
 
-    def _new_folder(self, config: TrainConfig) -> Path:
-        """Create and lock ``out/name``; a folder that already holds a run is refused, saying what to do."""
-        name = config.name or f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder = RunFolder(Path(config.out) / name)
-        try:
-            folder.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise AlexNetError(f"cannot create the run folder {folder.directory}: {error.strerror or error}; "
-                               f"choose another --out") from None
-        if not folder.directory.is_dir():
-            raise AlexNetError(f"cannot create the run folder {folder.directory}: a file is in the way; "
-                               f"choose another --out or --name")
-        self.lock = folder.lock()
-        if folder.holds_run() and elastic_restart_count():
-            folder.metrics.unlink(missing_ok=True)  # restarted by torchrun before any checkpoint: start over
-        elif folder.holds_run():
-            self.lock.release()
-            self.lock = None
-            _refuse_taken(folder)
-        folder.checkpoints.mkdir(exist_ok=True)
-        folder.remove_stale_temporaries()
-        return folder.directory
-
     # -- building model, data, optimiser -------------------------------------------------------
 
     def _build(self, config: TrainConfig, checkpoint: dict | None = None) -> None:
+        """The device's settings, the model and its data, as ``config`` says (and, resuming, the
+        inputs' normalisation as the ``checkpoint`` was trained with)."""
         group = self.group
         resuming = checkpoint is not None
         self.config = config  # its device and precision settled by _settle_precision: self.device, self.dtype
@@ -325,15 +266,68 @@ class _Trainer:
         self.steps_per_epoch = len(self.data.train) // config.accumulation_steps
         if self.steps_per_epoch == 0:
             raise AlexNetError(_too_few_images(self.data.train, config, group.world_size))
-        self.optimizer = _make_optimizer(self.model, config, self.device)
-        self.scheduler = _make_scheduler(self.optimizer, config, self.steps_per_epoch)
-        self.forward_model = self._wrap(self.model)
+
+    def _build_optimizer(self) -> None:
+        """The optimiser over the trainable parameters and its learning-rate schedule."""
+        self.optimizer = make_optimizer(self.model, self.config, self.device)
+        self.scheduler = make_scheduler(self.optimizer, self.config, self.steps_per_epoch)
+
+    # -- the position to start from ------------------------------------------------------------
+
+    def _start(self, checkpoint: dict | None) -> None:
+        """The first step's position, or, resuming, the checkpoint's."""
         self.epoch, self.step, self.history, self.best_top1 = 0, 0, [], -1.0
         self.partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this epoch)
         self.start_loss: float | None = None  # the first step's training loss (divergence is measured from it)
         self.smoothed_loss: float | None = None  # the moving average of the training loss (bias-corrected)
         self.smoothed_steps = 0  # steps in that average
         self.resumed_changes: dict = {}  # values --resume changed ({"lr": [before, after]}), for the history
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        elif self.trained_lr is not None and self.trained_lr != self.config.lr:  # started over at another rate
+            self.rate_changed = (self.trained_lr, self.config.lr)
+            self.resumed_changes = {"lr": [self.trained_lr, self.config.lr]}
+
+    def _restore(self, state: dict) -> None:
+        """The position a checkpoint saved, and what ``--resume`` changed since (rate, epochs)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.partial = state["epoch"], state["step"], state["partial"]
+        if not self.group.is_main:  # rank 0's sums are in the checkpoint once; they are all-reduced
+            self.partial = torch.zeros_like(self.partial)
+        self.history, self.best_top1 = list(state["history"]), state["best_top1"]
+        self.start_loss, self.smoothed_loss = state.get("start_loss"), state.get("smoothed_loss")
+        self.smoothed_steps = state.get("smoothed_steps", 0)
+        self.resumed_changes = dict(state.get("resumed_changes") or {})
+        set_rng_state(state["rng"])
+        trained_lr = state.get("config", {}).get("lr", self.config.lr)
+        if trained_lr != self.config.lr:
+            self._change_rate(trained_lr)
+        trained_epochs = state.get("config", {}).get("epochs", self.config.epochs)
+        if trained_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
+            self._stretch_schedule(trained_epochs)
+        if self.group.is_main:  # drop epochs logged after the checkpoint was written
+            lines = [json.dumps(row) for row in self.history]
+            write_text(self.folder.metrics, "".join(line + "\n" for line in lines))
+
+    def _change_rate(self, trained_lr: float) -> None:
+        """``--resume --lr``: every rate the optimiser and the schedule hold (each group's, the
+        one-cycle peak and floor, the schedule's base) scaled by new / old, so the schedule goes on
+        from where it was at the new rate; the divergence count starts again."""
+        scale_rates(self.optimizer, self.scheduler, self.config.lr / trained_lr)
+        self.smoothed_loss, self.smoothed_steps = None, 0
+        self.resumed_changes = {**self.resumed_changes, "lr": [trained_lr, self.config.lr]}
+        self.rate_changed = (trained_lr, self.config.lr)
+
+    def _stretch_schedule(self, trained_epochs: int) -> None:
+        """A schedule whose length is the number of epochs (one-cycle, cosine), redrawn for the new
+        number and moved to the steps already taken: the rate goes on from the longer curve's value."""
+        done = self.epoch * self.steps_per_epoch + self.step
+        self.scheduler = redrawn_scheduler(self.optimizer, self.config, self.steps_per_epoch, done)
+        self.stretched = (trained_epochs, done)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -368,7 +362,7 @@ class _Trainer:
         if self.stretched:
             self.log(f"epochs {self.stretched[0]} -> {config.epochs}: the {self.config.schedule} schedule now "
                      f"spans {config.epochs} epochs and goes on from its step {self.stretched[1]} "
-                     f"(lr {self._learning_rate():.3g})")
+                     f"(lr {current_learning_rate(self.optimizer):.3g})")
         if self.rate_changed:
             before, after = self.rate_changed
             self.log(f"lr {before:g} -> {after:g}: " + ("starting over at the new rate" if self.restarted else
@@ -480,7 +474,7 @@ class _Trainer:
         config = self.config
         val, _ = evaluate_model(self.model, self.data.val, self.data.classes, device=self.device,
                                 precision=self.dtype)
-        lr = self._learning_rate()  # the epoch's (its last step's, when it varies)
+        lr = current_learning_rate(self.optimizer)  # the epoch's (its last step's, when it varies)
         if config.schedule == "plateau":
             self.scheduler.step(1.0 - val.top1)  # sets the next epoch's
         row = {
@@ -495,28 +489,15 @@ class _Trainer:
         if self.resumed_changes:  # the run's history says where --resume changed its course
             row["resumed_with"] = self.resumed_changes
             self.resumed_changes = {}
-        classes = len(self.data.classes)
-        val_at_chance = at_chance(val.top1, val.count, classes)
-        stuck = (config.divergence_check and (self.epoch + 1) * self.steps_per_epoch >= CHANCE_MIN_STEPS
-                 and at_chance(row["train_top1"], int(totals[2].item()), classes) and val_at_chance)
-        # A network whose validation loss has exploded is broken, whether its top-1 is exactly at
-        # chance or a little above (measured: 11.96% of 5,000 images, top-5 50%, at a validation loss
-        # of 23.7 for 10 classes): under 1.5x chance counts, when its training images are near chance
-        # too. A healthy run on a few images can pass through a validation loss as high while it fits
-        # its training images (measured: 23.2 at 27% validation top-1, 5 classes, 100 images, epoch 6).
-        exploded = (config.divergence_check and val.top1 < VAL_CHANCE_FACTOR / classes
-                    and row["train_top1"] < VAL_CHANCE_FACTOR / classes
-                    and not val.loss <= VAL_DIVERGENCE_FACTOR / DIVERGENCE_FACTOR * self._divergence_threshold())
-        if exploded or stuck:  # neither this epoch's records nor its checkpoint: the last good one stays the one to resume
-            self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
-                     f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%}")
-            raise Diverged(self._failure(
-                f"the validation loss diverged in epoch {row['epoch']}: {val.loss:.4g}, above "
-                f"{VAL_DIVERGENCE_FACTOR / DIVERGENCE_FACTOR * self._divergence_threshold():.3g}, near chance "
-                f"(validation top-1 {val.top1:.2%}, chance {1 / classes:.2%})" if exploded else
-                f"after epoch {row['epoch']} ({row['epoch'] * self.steps_per_epoch} steps) the network still "
-                f"classifies at chance (training top-1 {row['train_top1']:.2%}, validation {val.top1:.2%}, "
-                f"chance {1 / classes:.2%})"))
+        if config.divergence_check:
+            failure = epoch_divergence(
+                epoch=row["epoch"], steps=row["epoch"] * self.steps_per_epoch, train_top1=row["train_top1"],
+                train_images=int(totals[2].item()), val=val, classes=len(self.data.classes),
+                threshold=divergence_threshold(self.start_loss, len(self.data.classes)))
+            if failure:  # neither this epoch's records nor its checkpoint: the last good one stays the one to resume
+                self.log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
+                         f"top-1 {row['train_top1']:.2%}  val loss {val.loss:.4f} top-1 {val.top1:.2%}")
+                raise Diverged(self._failure(failure))
         self.history.append(row)
         self.epoch, self.step = self.epoch + 1, 0
         self.partial = torch.zeros(3, dtype=torch.float64)
@@ -568,24 +549,15 @@ class _Trainer:
             self.scheduler.step()
         return loss_sum / count, correct, count
 
-    def _learning_rate(self) -> float:
-        """The rate shown and logged: the new layers' when fine-tuning (the pretrained ones learn at
-        ``backbone_lr_scale`` times it, 0 when they are kept still), else the one rate."""
-        groups = self.optimizer.param_groups
-        return next((group["lr"] for group in groups if group.get("rate") == "full"), groups[0]["lr"])
-
     def _check_finite(self, window: list[torch.Tensor]) -> None:
+        """Stop at a NaN or infinite training loss among the last steps'."""
         losses = torch.stack(window)
-        finite = torch.isfinite(losses)
-        if bool(finite.all()):
+        first = first_non_finite(losses)
+        if first is None:
             return
-        first = int((~finite).nonzero()[0])
         step = self.step - len(window) + first + 1
         raise NonFiniteLoss(self._failure(f"the loss became {losses[first].item()} at epoch {self.epoch + 1}, "
                                           f"step {step}") + " Check the data too (--strict stops at an unreadable image).")
-
-    def _divergence_threshold(self) -> float:
-        return DIVERGENCE_FACTOR * max(self.start_loss or 0.0, math.log(len(self.data.classes)))
 
     def _check_divergence(self, window: list[torch.Tensor]) -> None:
         """Stop when the smoothed training loss is far above its start and chance."""
@@ -593,14 +565,10 @@ class _Trainer:
         losses = (self.group.all_reduce_sum(torch.stack(window).float()) / self.group.world_size).cpu().tolist()
         if self.start_loss is None:
             self.start_loss = losses[0]
-        threshold = self._divergence_threshold()
-        beta = 1.0 - 1.0 / DIVERGENCE_STEPS
+        threshold = divergence_threshold(self.start_loss, len(self.data.classes))
         for index, loss in enumerate(losses):
-            # the average's sum, then its bias correction (an average of k steps weighs 1 - beta^k)
             self.smoothed_steps += 1
-            raw = (self.smoothed_loss or 0.0) * (1.0 - beta ** (self.smoothed_steps - 1))
-            raw = beta * raw + (1.0 - beta) * loss
-            self.smoothed_loss = raw / (1.0 - beta ** self.smoothed_steps)
+            self.smoothed_loss = moving_average(self.smoothed_loss, self.smoothed_steps, loss)
             if self.smoothed_steps >= DIVERGENCE_STEPS and self.smoothed_loss > threshold:
                 step = self.step - len(losses) + index + 1
                 raise Diverged(self._failure(
@@ -614,7 +582,7 @@ class _Trainer:
         rate = self.config.lr
         kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch
                 else "no epoch ended well, so there is no checkpoint: a resume starts over")
-        return (f"{what}, at learning rate {rate:g} (this step's: {self._learning_rate():.3g}). "
+        return (f"{what}, at learning rate {rate:g} (this step's: {current_learning_rate(self.optimizer):.3g}). "
                 f"The rate is probably too high. Training stopped; {kept} in {self.folder.directory}. Continue "
                 f"at a lower rate with: alexnet train --resume {self.folder.directory} --lr {rate / 10:g} "
                 f"(or find one with: alexnet lr-find), or turn this check off with --no-divergence-check.")
@@ -715,248 +683,6 @@ class _Trainer:
             # the inputs' mean/std: resuming a fine-tuned run needs no --init-from source any more
             "normalization": [list(self.normalization[0]), list(self.normalization[1])],
         })
-
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step, self.partial = state["epoch"], state["step"], state["partial"]
-        if not self.group.is_main:  # rank 0's sums are in the checkpoint once; they are all-reduced
-            self.partial = torch.zeros_like(self.partial)
-        self.history, self.best_top1 = list(state["history"]), state["best_top1"]
-        self.start_loss, self.smoothed_loss = state.get("start_loss"), state.get("smoothed_loss")
-        self.smoothed_steps = state.get("smoothed_steps", 0)
-        self.resumed_changes = dict(state.get("resumed_changes") or {})
-        set_rng_state(state["rng"])
-        trained_lr = state.get("config", {}).get("lr", self.config.lr)
-        if trained_lr != self.config.lr:
-            self._change_rate(trained_lr)
-        trained_epochs = state.get("config", {}).get("epochs", self.config.epochs)
-        if trained_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
-            self._stretch_schedule(trained_epochs)
-        if self.group.is_main:  # drop epochs logged after the checkpoint was written
-            lines = [json.dumps(row) for row in self.history]
-            write_text(self.folder.metrics, "".join(line + "\n" for line in lines))
-
-    def _change_rate(self, trained_lr: float) -> None:
-        """``--resume --lr``: every rate the optimiser and the schedule hold (each group's, the
-        one-cycle peak and floor, the schedule's base) scaled by new / old, so the schedule goes on
-        from where it was at the new rate; the divergence count starts again."""
-        ratio = self.config.lr / trained_lr
-        for group in self.optimizer.param_groups:
-            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
-                if isinstance(group.get(key), float):
-                    group[key] *= ratio
-        for key in ("base_lrs", "_last_lr", "min_lrs"):
-            values = getattr(self.scheduler, key, None)
-            if isinstance(values, list):
-                setattr(self.scheduler, key, [value * ratio if isinstance(value, float) else value for value in values])
-        self.smoothed_loss, self.smoothed_steps = None, 0
-        self.resumed_changes = {**self.resumed_changes, "lr": [trained_lr, self.config.lr]}
-        self.rate_changed = (trained_lr, self.config.lr)
-
-    def _stretch_schedule(self, trained_epochs: int) -> None:
-        """A schedule whose length is the number of epochs (one-cycle, cosine), redrawn for the new
-        number and moved to the steps already taken: the rate goes on from the longer curve's value."""
-        done = self.epoch * self.steps_per_epoch + self.step
-        self.scheduler = _make_scheduler(self.optimizer, self.config, self.steps_per_epoch)
-        with warnings.catch_warnings():  # stepping a scheduler without an optimiser step warns
-            warnings.simplefilter("ignore")
-            for _ in range(done):
-                self.scheduler.step()
-        self.stretched = (trained_epochs, done)
-
-
-def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The recipe's optimiser over the trainable parameters (frozen ones are left out), in groups:
-    with and without weight decay, and, when fine-tuning, the new classifier at ``lr`` and the
-    pretrained rest at ``lr * backbone_lr_scale``."""
-    head = classifier_parameter_ids(model) if config.init_from else set()
-    groups: dict[tuple[bool, bool], list] = {}
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
-            continue
-        decays = parameter.ndim > 1 or config.decay_norm_and_bias
-        groups.setdefault((decays, id(parameter) in head or not config.init_from), []).append(parameter)
-    param_groups = [
-        {"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-         "lr": config.lr if full_rate else config.lr * config.backbone_lr_scale,
-         "rate": "full" if full_rate else "backbone"}
-        for (decays, full_rate), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
-    ]
-    fast = optimizer_options(device)  # one fused step over all parameters
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=config.lr, **fast)
-    return torch.optim.AdamW(param_groups, lr=config.lr, **fast)
-
-
-def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
-    total = max(1, config.epochs * steps_per_epoch)
-    if config.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
-            threshold=config.plateau_threshold, threshold_mode="abs")
-    if config.schedule == "onecycle":
-        # OneCycleLR counts the rate before the first step as step 0, so T steps end on its step T
-        # of T + 1. It divides by the length of each phase, so each needs a step or more: a run of
-        # a handful of steps (a small --subset) warms up over at least two of at least three.
-        total = max(total + 1, 3)
-        warmup = max(config.warmup_fraction, 2 / total)
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total, pct_start=warmup,
-            div_factor=10, final_div_factor=100)
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if config.schedule == "step":  # stepped every optimiser step: a fall every step_epochs epochs
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs * max(1, steps_per_epoch),
-                                               gamma=config.step_factor)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _continued_config(trained: TrainConfig, written: TrainConfig, overrides: dict) -> TrainConfig:
-    """The configuration a resumed run goes on with: the one its checkpoint was trained with, with
-    the changes that config.yaml (edited by hand) and the flags given with --resume ask for.
-
-    Only ``RESUMABLE_FIELDS`` may change; any other change is refused by name rather than ignored.
-    """
-    before = dataclasses.asdict(trained)
-    changes: dict[str, tuple[object, str]] = {}
-    for source, values in (("config.yaml", dataclasses.asdict(written)), ("the command line", overrides)):
-        for key, value in values.items():
-            if key not in before:
-                raise AlexNetError(f"unknown configuration key {quote(key)}")
-            if key == "model_options" and source == "the command line":
-                value = {**before["model_options"], **value}
-            if key == "augment" and _same_augmentation(value, before[key], before["dataset"]):
-                continue  # `hflip` for a `flip` run: another spelling of the same augmentation
-            if value != before[key]:
-                changes[key] = (value, source)
-    refused = {key: change for key, change in changes.items() if key not in RESUMABLE_FIELDS}
-    if refused:
-        detail = "; ".join(f"{key}: trained with {quote(before[key])}, {source} asks for {quote(value)}"
-                           for key, (value, source) in refused.items())
-        raise AlexNetError(
-            f"cannot change {', '.join(refused)} when continuing a run ({detail}). A checkpoint goes on "
-            f"as the run it was: start a new run (another --name) for that. What may change with "
-            f"--resume: {', '.join(RESUMABLE_FIELDS)}"
-        )
-    return dataclasses.replace(trained, **{key: value for key, (value, _) in changes.items()})
-
-
-def _refuse_taken(folder: RunFolder) -> None:
-    """Refuse to start a new run in a folder that holds one, saying how to continue it."""
-    if folder.last.is_file():
-        raise AlexNetError(f"{folder.directory} already holds a run; continue it with --resume "
-                           f"{folder.directory}, or choose another --name")
-    raise AlexNetError(
-        f"{folder.directory} holds a run that stopped before its first checkpoint; start it over with "
-        f"--resume {folder.directory} (same configuration), or choose another --name")
-
-
-def check_before_launch(config: TrainConfig | None, *, resume: str | Path | None = None,
-                        overrides: dict | None = None, processes: int = 1) -> None:
-    """What ``train`` would refuse before its first step, checked without creating or locking
-    anything: for ``alexnet train --nproc N``, which would otherwise start N processes to print the
-    same refusal N times. The settings, the batch's split over ``processes``, the run folder (free,
-    not holding a run; or, with ``resume``, a run that is not finished)."""
-    if processes < 1:
-        raise AlexNetError(f"--nproc must be at least 1 (processes on this machine), got {processes}")
-    if resume is None:
-        if overrides:
-            raise AlexNetError("configuration overrides apply only when continuing a run (--resume)")
-        config = (config or TrainConfig()).resolved()
-        per_process_batch(config.batch_size, processes)
-        if config.name:
-            folder = RunFolder(Path(config.out) / config.name)
-            if folder.directory.exists() and not folder.directory.is_dir():
-                raise AlexNetError(f"cannot create the run folder {folder.directory}: a file is in the way; "
-                                   f"choose another --out or --name")
-            if folder.holds_run():
-                _check_free(folder)
-                _refuse_taken(folder)
-        return
-    folder = RunFolder(Path(resume))
-    if not folder.config.is_file():
-        raise AlexNetError(f"{folder.directory} is not a run folder (no config.yaml); pass the folder "
-                           f"that `alexnet train` printed")
-    _check_free(folder)
-    written = TrainConfig.from_yaml(folder.config)
-    checkpoint = load_checkpoint(folder.last) if folder.last.is_file() else None
-    trained = written
-    if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
-        trained = TrainConfig.from_dict(checkpoint["config"])
-    config = _continued_config(trained, written, overrides or {}).resolved()
-    if checkpoint is not None:
-        stopped = stops_early(checkpoint["history"], config.early_stopping)
-        _check_not_finished(folder, config, checkpoint["epoch"], stopped)
-    per_process_batch(config.batch_size, processes)
-
-
-def _check_free(folder: RunFolder) -> None:
-    """Refuse a folder another process is training in (the lock is taken and let go at once)."""
-    if folder.lock_file.exists():
-        folder.lock().release()
-
-
-def _same_augmentation(spec, trained, dataset: str) -> bool:
-    from ..data import resolve_augment
-
-    try:
-        return resolve_augment(spec, dataset) == resolve_augment(trained, dataset)
-    except AlexNetError:  # a bad spec is refused by name as a change
-        return False
-
-
-def best_epoch(history: list[dict]) -> int:
-    """The (first) epoch, counted from 1, with the highest validation top-1."""
-    return max(range(len(history)), key=lambda index: (history[index]["val_top1"], -index)) + 1
-
-
-def stops_early(history: list[dict], patience: int) -> bool:
-    """Whether ``patience`` epochs have passed without a better validation top-1 (0: never stop).
-
-    Worked out from the per-epoch records alone, so a resumed run, and a run stopped early that is
-    asked to go on with another patience (``--resume DIR --early-stopping 0``), decide alike."""
-    return bool(patience and history) and len(history) - best_epoch(history) >= patience
-
-
-def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int, stopped: bool = False) -> None:
-    """Refuse to "continue" a run that has nothing left to do, saying how to train it longer."""
-    if config.epochs < trained_epochs:
-        raise AlexNetError(f"{folder.directory} has trained {trained_epochs} epochs already; --epochs must be "
-                           f"at least that (more trains it longer)")
-    if stopped and folder.weights.is_file() and _tested_epochs(folder) == trained_epochs:
-        raise AlexNetError(
-            f"{folder.directory} stopped early after epoch {trained_epochs}: validation top-1 had not improved for "
-            f"{config.early_stopping} epochs, and it is tested. To train it on: alexnet train --resume "
-            f"{folder.directory} --early-stopping 0 (or a longer patience)")
-    if (config.epochs > trained_epochs and not stopped) or not (folder.weights.is_file() and folder.evaluation.is_file()):
-        return  # epochs to train, or all trained but killed before its final test: finish it
-    try:
-        evaluation = json.loads(folder.evaluation.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(evaluation, dict) or evaluation.get("epochs", trained_epochs) != trained_epochs:
-        return  # the test of an earlier, shorter run: test this one
-    top1 = evaluation.get("top1")
-    score = f" (test top-1 {top1:.2%})" if isinstance(top1, float) else ""
-    raise AlexNetError(
-        f"{folder.directory} has finished: all {trained_epochs} epochs trained and tested{score}. To train "
-        f"it longer: alexnet train --resume {folder.directory} --epochs {trained_epochs + 10} (say)"
-    )
-
-
-def _tested_epochs(folder: RunFolder) -> int | None:
-    """The epochs of the weights that evaluation.json tested; None when it cannot be read."""
-    try:
-        evaluation = json.loads(folder.evaluation.read_text())
-    except (OSError, ValueError):
-        return None
-    return evaluation.get("epochs") if isinstance(evaluation, dict) else None
 
 
 def _too_few_images(loader, config: TrainConfig, world_size: int) -> str:

@@ -28,7 +28,7 @@ from ..perf import (
 )
 from .config import TrainConfig
 from .finetune import freeze, keep_frozen_norms_still, load_pretrained
-from .loop import _make_optimizer
+from .optim import make_optimizer
 
 SMOOTHING = 0.98  # fastai's: the loss of one batch is noisy, its moving average over ~50 steps is not
 STOP_FACTOR = 4.0  # fastai's: the sweep ends once the smoothed loss is 4x its lowest
@@ -80,7 +80,7 @@ def lr_find(config: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0
         freeze(model, config.freeze)
         prepare_model(model, device, channels_last=config.channels_last)
         # Rates of 1 (the head) and backbone_lr_scale (the pretrained rest), multiplied by the sweep's.
-        optimizer = _make_optimizer(model, dataclasses.replace(config, lr=1.0), device)
+        optimizer = make_optimizer(model, dataclasses.replace(config, lr=1.0), device)
         growth = (end_lr / start_lr) ** (1 / (steps - 1))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: start_lr * growth ** step)
         scaler = gradient_scaler(device, dtype)
