@@ -3,6 +3,9 @@
 An experiment folder holds ``runs/<arm>-seed<N>/`` (run folders that ``evaluate`` and ``report``
 read like any other), ``results.json`` and ``results.md``. Run again, it trains only what is not
 finished: a finished arm is read back, a stopped one continues from its checkpoint.
+
+This module orders the steps; the arms are trained side by side by ``pool``, each finished run is
+read by ``measure``, and ``tables`` judges the measures and writes them as a person reads them.
 """
 
 from __future__ import annotations
