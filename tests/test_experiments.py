@@ -9,8 +9,9 @@ import pytest
 from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.experiments import CLAIMS, ExperimentOptions, run_experiment
-from alexnet.experiments.runner import arm_configs, summarise
+from alexnet.experiments.runner import arm_configs
 from alexnet.experiments.stats import epochs_to_converge, epochs_to_error, paired_interval, t_quantile, verdict
+from alexnet.experiments.tables import summarise
 from alexnet.models import build_model
 from alexnet.report import build_experiment_report
 
@@ -181,12 +182,12 @@ def test_augment_compares_each_augmentation_against_none():
 
 
 def test_a_folder_of_another_experiment_is_refused_not_reused(tmp_path):
-    from alexnet.experiments.runner import _check_same_run
+    from alexnet.experiments.measure import check_same_run
 
     configs = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path)))
     written = configs["lrn"][0].resolved()
     other = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path), subset=0.5))["lrn"][0]
     with pytest.raises(AlexNetError, match=r"holds a run of other settings \(subset: 0.25 there, 0.5 asked"):
-        _check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, other)
+        check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, other)
     longer = arm_configs(CLAIMS["lrn"], ExperimentOptions(seeds=1, out=str(tmp_path), epochs=12))["lrn"][0]
-    _check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, longer)  # more epochs: the same run
+    check_same_run(__import__("alexnet").runs.RunFolder(tmp_path), written, longer)  # more epochs: the same run

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from alexnet import AlexNetError, build_model, list_models
-from alexnet.cli_export import add_export_command
+from alexnet.cli.network import add_export_command
 from alexnet.export import FORMATS, METADATA_KEY, check_images, export, read_export_metadata
 from alexnet.models import LocalResponseNorm
 from alexnet.models.layers import lrn_reference
@@ -292,7 +292,7 @@ def test_export_command_prints_the_check(weights_file, tmp_path, capsys):
 
 def run_summary(argv):
     parser = argparse.ArgumentParser(prog="alexnet")
-    from alexnet.cli_export import add_summary_command
+    from alexnet.cli.network import add_summary_command
 
     add_summary_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["summary", *argv])

@@ -18,7 +18,7 @@ from torchvision.models import AlexNet_Weights
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet import pretrained
-from alexnet.cli_predict import add_predict_command, add_weights_command
+from alexnet.cli.predict import add_predict_command, add_weights_command
 from alexnet.data.augment import normalize
 from alexnet.data.test_time import ten_crop
 from alexnet.data.images import decode

@@ -207,7 +207,7 @@ def test_an_augmentation_is_stored_canonical_bounded_and_compared_by_meaning(tmp
 
 
 def test_partial_results_say_so():
-    from alexnet.experiments.runner import results_markdown, summarise
+    from alexnet.experiments.tables import results_markdown, summarise
     from alexnet.experiments import CLAIMS
 
     options = ExperimentOptions(seeds=2, epochs=2, subset=0.1, model="alexnet_small28")

@@ -1,7 +1,7 @@
 """Measured results as a person reads them: a spread over seeds and a paired difference.
 
 One text for both places an experiment's numbers are shown: ``results.md``
-(``experiments.runner``) and the experiment's page (``report.experiment``), which are siblings
+(``experiments.tables``) and the experiment's page (``report.experiment``), which are siblings
 and import it from below.
 """
 

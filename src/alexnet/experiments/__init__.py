@@ -5,6 +5,7 @@
 """
 
 from .claims import CLAIMS, Claim, get_claim, list_claims
-from .runner import ExperimentOptions, run_all, run_experiment
+from .options import ExperimentOptions
+from .runner import run_all, run_experiment
 
 __all__ = ["CLAIMS", "Claim", "ExperimentOptions", "get_claim", "list_claims", "run_all", "run_experiment"]

@@ -1,5 +1,5 @@
-"""``alexnet explain``: argument wiring and printing over ``alexnet.explain``; ``cli.build_parser``
-adds it to its commands."""
+"""``alexnet explain``: argument wiring and printing over ``alexnet.explain``; ``build_parser`` adds
+it to its commands."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import AlexNetError
+from ..errors import AlexNetError
+from .arguments import check_output_path
 
 
 def add_explain_command(commands) -> argparse.ArgumentParser:
     """Add ``explain`` to ``commands`` (the subparsers of ``alexnet``'s parser); returns its parser."""
-    from .explain import METHODS
+    from ..explain import METHODS
 
     parser = commands.add_parser(
         "explain", help="why an image got its class (Grad-CAM, saliency, occlusion, integrated gradients), "
@@ -60,12 +61,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if not args.filters and not args.inputs:
         raise AlexNetError("pass image files or folders to explain (or --filters to search the dataset)")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise AlexNetError(f"--out {out} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AlexNetError(f"cannot create {out} ({error.strerror or error}); choose another place") from None
+    check_output_path(out, "--out", folder=True)
     if args.filters:
         return _run_filters(args, out)
     if args.feature_maps:
@@ -91,8 +87,8 @@ def _report_skipped(skipped, explained: int) -> None:
 def _run_attributions(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
-    from .explain import explain
-    from .explain.pictures import explanation_figure, save_figure
+    from ..explain import explain
+    from ..explain.pictures import explanation_figure, save_figure
 
     explained = explain(args.weights, args.inputs, method=args.method, layer=args.layer, target=args.target,
                         batch_size=args.batch_size, device=args.device, precision=args.precision)
@@ -120,10 +116,10 @@ def _run_attributions(args: argparse.Namespace, out: Path) -> int:
 def _run_feature_maps(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
-    from .explain import feature_maps
-    from .explain.pictures import feature_maps_figure, save_figure
-    from .inference import open_trained
-    from .predict import read_images
+    from ..explain import feature_maps
+    from ..explain.pictures import feature_maps_figure, save_figure
+    from ..inference import open_trained
+    from ..predict import read_images
 
     trained = open_trained(args.weights, device=args.device, precision=args.precision)
     skipped, rows = [], []
@@ -145,9 +141,9 @@ def _run_feature_maps(args: argparse.Namespace, out: Path) -> int:
 
 
 def _run_filters(args: argparse.Namespace, out: Path) -> int:
-    from .explain import dataset_batches, top_patches
-    from .explain.pictures import save_figure, top_patches_figure
-    from .inference import open_trained
+    from ..explain import dataset_batches, top_patches
+    from ..explain.pictures import save_figure, top_patches_figure
+    from ..inference import open_trained
 
     layer = args.layer or "conv5"
     if args.images is not None and args.images < 1:

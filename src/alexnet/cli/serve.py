@@ -1,4 +1,4 @@
-"""``alexnet serve``: argument wiring and printing over ``alexnet.serve``; ``cli.build_parser`` adds it."""
+"""``alexnet serve``: argument wiring and printing over ``alexnet.serve``; ``build_parser`` adds it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import sys
 from urllib.parse import quote
 
-from .errors import AlexNetError
+from ..errors import AlexNetError
 
 TOKEN_VARIABLE = "ALEXNET_SERVE_TOKEN"  # a token here is not shown by ps, as a --token argument is
 
@@ -42,7 +42,7 @@ def add_serve_command(commands) -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     """Open the models, listen, print where, serve until SIGTERM or Ctrl-C (then 0)."""
     try:
-        from . import serve
+        from .. import serve
     except ImportError as error:
         raise AlexNetError(f"alexnet serve needs FastAPI and uvicorn ({error.name} is missing): "
                            f"pip install 'alexnet[serve]'") from None

@@ -1,5 +1,5 @@
 """``alexnet predict`` and ``alexnet weights import``: argument wiring and printing over
-``alexnet.predict`` and ``alexnet.pretrained``; ``cli.build_parser`` adds them to its commands."""
+``alexnet.predict`` and ``alexnet.pretrained``; ``build_parser`` adds them to its commands."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import AlexNetError
-from .perf import PRECISIONS
-from .runs import check_output, write_text
+from ..errors import AlexNetError
+from ..perf import PRECISIONS
+from ..runs import write_text
+from .arguments import check_output_path
 
 
 def add_predict_command(commands) -> argparse.ArgumentParser:
@@ -36,10 +37,10 @@ def add_predict_command(commands) -> argparse.ArgumentParser:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print (or write) the predictions; 0 when at least one image was predicted, else AlexNetError."""
-    from .predict import predict
+    from ..predict import predict
 
     if args.csv:
-        check_output(args.csv, "--csv", inputs=tuple(args.inputs))
+        check_output_path(args.csv, "--csv", inputs=args.inputs)
     predictions = predict(args.weights, args.inputs, top_k=args.top_k, batch_size=args.batch_size,
                           device=args.device, precision=args.precision)
     for skipped in predictions.skipped:
@@ -100,10 +101,10 @@ def add_weights_command(commands) -> argparse.ArgumentParser:
 
 
 def run_weights_import(args: argparse.Namespace) -> int:
-    from .pretrained import import_torchvision
-    from .weights import read_metadata
+    from ..pretrained import import_torchvision
+    from ..weights import read_metadata
 
-    check_output(args.out, "--out", inputs=(args.file,) if args.file else ())
+    check_output_path(args.out, "--out", inputs=(args.file,) if args.file else ())
     path = import_torchvision(args.file, download=args.download, out=args.out)
     metadata = read_metadata(path)
     print(f"wrote {path}: {metadata.model}, {metadata.num_classes} ImageNet classes, "

@@ -1,0 +1,53 @@
+"""The ``alexnet`` command: a thin layer that parses arguments, calls the library and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import AlexNetError
+from .data import add_augment_preview_command, add_data_command
+from .evaluate import add_evaluate_command, add_report_command
+from .explain import add_explain_command
+from .network import add_benchmark_command, add_export_command, add_models_command, add_summary_command
+from .predict import add_predict_command, add_weights_command
+from .serve import add_serve_command
+from .train import add_experiment_command, add_lr_find_command, add_train_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``alexnet``'s parser: one subcommand per command, in the order ``alexnet --help`` lists them."""
+    parser = argparse.ArgumentParser(prog="alexnet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (add_models_command, add_summary_command, add_export_command, add_train_command,
+                        add_lr_find_command, add_evaluate_command, add_augment_preview_command, add_report_command,
+                        add_benchmark_command, add_data_command, add_experiment_command, add_predict_command,
+                        add_weights_command, add_explain_command, add_serve_command):
+        add_command(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``alexnet`` on ``argv`` (default: the process's arguments); returns the exit status: 0, an
+    ``AlexNetError``'s own with its message on one line, or 128 + the signal that stopped it."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (caf\xe9.png) is printed as the bytes it is, as ls prints it,
+        # instead of raising UnicodeEncodeError halfway through the output.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
+    args = build_parser().parse_args(argv)
+    if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
+        from ..perf import reuse_freed_memory
+
+        reuse_freed_memory()  # the process is the command's: it may keep its peak memory (see perf.py)
+    try:
+        return args.run(args)
+    except AlexNetError as error:
+        print(f"alexnet: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM during training (which saved first)
+        import signal
+
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"alexnet: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
