@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from alexnet.data import LoaderOptions
 from alexnet.evaluation import evaluate_model, test_loader
 from alexnet.inference import open_trained
 from alexnet.perf import resolve_device
@@ -26,8 +25,7 @@ def agreement(source: Path, device: torch.device) -> tuple[float, float, float, 
     """(fp32 top-1, bf16 top-1, agreement, images) of the weights in ``source``."""
     trained = open_trained(source, device=device)
     model, metadata, views = trained.model, trained.metadata, trained.views
-    options = LoaderOptions(data_dir=trained.data_dir, batch_size=1000, val_size=metadata.val_size, seed=metadata.seed,
-                            device=device, normalization=(metadata.mean, metadata.std))
+    options = trained.loader_options(batch_size=1000)
     loader, classes = test_loader(metadata.dataset, views, trained.input_size, options)
     results = {}
     for dtype in (None, torch.bfloat16):  # None: no autocast, fp32 throughout

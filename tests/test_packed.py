@@ -155,5 +155,5 @@ def test_train_reads_packed_shards(packed, tmp_path):
     out, _ = packed
     assert main(["train", "--dataset", "folder", "--data-dir", str(out), "--model", "alexnet_small32",
                  "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--out", str(tmp_path),
-                 "--name", "packed", "--quiet"]) == 0
+                 "--name", "packed", "--quiet", "--no-report"]) == 0
     assert (tmp_path / "packed" / "model.safetensors").is_file()

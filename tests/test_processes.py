@@ -167,7 +167,7 @@ def test_experiment_workers_do_not_outlive_a_killed_experiment(tmp_path):
 # -- train --nproc (items 3, 4) --------------------------------------------------------------------
 
 NPROC = ["train", "--nproc", "2", "--subset", "0.03", "--epochs", "1", "--batch-size", "64", "--val-size", "500",
-         "--precision", "fp32", "--device", "cpu", "--quiet"]
+         "--precision", "fp32", "--device", "cpu", "--quiet", "--no-report"]
 
 
 def nproc_training(out: Path) -> subprocess.Popen:
@@ -200,7 +200,7 @@ def test_train_nproc_passes_a_signal_to_every_rank_and_the_run_continues(tmp_pat
     folder = RunFolder(tmp_path / "d")
     assert f"{signal.Signals(signum).name}: stopped in epoch" in folder.log.read_text()
     folder.lock().release()  # rank 0's lock went with it
-    resumed = subprocess.run([*CLI, "train", "--resume", str(folder.directory), "--quiet"], capture_output=True,
+    resumed = subprocess.run([*CLI, "train", "--resume", str(folder.directory), "--quiet", "--no-report"], capture_output=True,
                              text=True, env=env(), timeout=900)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert folder.weights.is_file()

@@ -86,7 +86,7 @@ def test_an_interrupted_run_is_never_overwritten(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_one_process_owns_a_run_folder_and_sigterm_saves_its_position(tmp_path):
     command = [*CLI, "train", "--subset", "0.1", "--val-size", "500", "--epochs", "2", "--batch-size", "64",
-               "--precision", "fp32", "--out", str(tmp_path), "--name", "same"]
+               "--precision", "fp32", "--no-report", "--out", str(tmp_path), "--name", "same"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
     folder = RunFolder(tmp_path / "same")
     deadline = time.time() + 120
@@ -109,7 +109,7 @@ def test_one_process_owns_a_run_folder_and_sigterm_saves_its_position(tmp_path):
     assert f"SIGTERM: stopped in epoch 2 at step {state['step']}; saved." in output
     assert "--resume" in folder.log.read_text()
     # the lock went with the process: the run continues from where SIGTERM stopped it
-    resumed = subprocess.run([*CLI, "train", "--resume", str(folder.directory), "--quiet"], capture_output=True,
+    resumed = subprocess.run([*CLI, "train", "--resume", str(folder.directory), "--quiet", "--no-report"], capture_output=True,
                              text=True, env=cli_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"continuing from epoch 2, step {state['step']}" in resumed.stdout or state["step"] == 0
@@ -222,7 +222,7 @@ def test_output_to_a_file_has_one_line_per_epoch_not_a_redrawn_bar(tmp_path):
     log = tmp_path / "log"
     with open(log, "w") as out:
         subprocess.run([*CLI, "train", "--subset", "0.05", "--val-size", "500", "--epochs", "2", "--batch-size", "32",
-                        "--out", str(tmp_path), "--name", "r"], stdout=out, stderr=subprocess.STDOUT, check=True,
+                        "--no-report", "--out", str(tmp_path), "--name", "r"], stdout=out, stderr=subprocess.STDOUT, check=True,
                        env=cli_env(), timeout=300)
     text = log.read_text()
     assert "\r" not in text and text.count("epoch   1/2") == 1 and len(text) < 2000

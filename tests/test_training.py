@@ -92,7 +92,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     # One precision for both processes (`auto` is measured in each, and a close call could differ);
     # fp32, the precision every machine computes natively. Bit-for-bit equality holds in bf16 too.
     precision = "fp32"
-    args = ["--subset", "0.02", "--val-size", "500", "--epochs", "3", "--batch-size", "64", "--quiet",
+    args = ["--subset", "0.02", "--val-size", "500", "--epochs", "3", "--batch-size", "64", "--quiet", "--no-report",
             "--precision", precision, "--out", str(tmp_path)]
     command = [sys.executable, "-m", "alexnet", "train", *args]
     subprocess.run([*command, "--name", "whole"], check=True, capture_output=True)
@@ -105,7 +105,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "killed too late to test anything"
-    subprocess.run([sys.executable, "-m", "alexnet", "train", "--resume", str(tmp_path / "killed")],
+    subprocess.run([sys.executable, "-m", "alexnet", "train", "--resume", str(tmp_path / "killed"), "--no-report"],
                    check=True, capture_output=True)
     whole, killed = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")
     assert all(torch.equal(whole[name], killed[name]) for name in whole)

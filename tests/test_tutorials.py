@@ -30,7 +30,7 @@ def trained(out: Path, name: str) -> tuple[dict, dict, list[dict]]:
 def test_cifar_tutorials_train_as_their_sources(fake_cifar10, tmp_path, model, recipe, batch, extra):
     out = tmp_path / "runs"
     argv = ["train", "--model", model, "--dataset", "cifar10", "--data-dir", str(fake_cifar10), "--val-size", "40",
-            "--epochs", "1", "--out", str(out), "--name", model, "--quiet", "--precision", "fp32", *extra]
+            "--epochs", "1", "--out", str(out), "--name", model, "--quiet", "--precision", "fp32", "--no-report", *extra]
     assert main(argv) == 0
     config, evaluation, rows = trained(out, model)
     assert (config["recipe"], config["batch_size"], config["augment"]) == (recipe, batch, "none")
@@ -51,7 +51,7 @@ def test_flowers_tutorial_trains_as_its_source(tmp_path, monkeypatch):
     # the Keras Flowers-17 article: Adam at batch 64 for one epoch, a fifth held out (validation_split=0.2: 204 of 1,020)
     argv = ["train", "--model", "alexnet_flowers_bn", "--dataset", "flowers17", "--data-dir", str(tmp_path / "data"),
             "--val-size", "204", "--subset", "0.1", "--out", str(out), "--name", "flowers", "--quiet",
-            "--precision", "fp32"]
+            "--precision", "fp32", "--no-report"]
     assert main(argv) == 0
     config, evaluation, rows = trained(out, "flowers")
     assert (config["recipe"], config["optimizer"], config["batch_size"], config["epochs"]) == ("flowers_bn", "adam", 64, 1)
@@ -84,7 +84,8 @@ def test_d2l_trains_on_fashion_mnist_files_resized_to_224(tmp_path):
     write_fashion_mnist(tmp_path / "data")
     out = tmp_path / "runs"
     argv = ["train", "--model", "alexnet_d2l", "--data-dir", str(tmp_path / "data"), "--val-size", "40",
-            "--epochs", "1", "--out", str(out), "--name", "d2l", "--quiet", "--precision", "fp32"]
+            "--epochs", "1", "--out", str(out), "--name", "d2l", "--quiet", "--precision", "fp32",
+            "--no-report"]
     assert main(argv) == 0
     config, evaluation, rows = trained(out, "d2l")
     assert (config["optimizer"], config["lr"], config["momentum"], config["batch_size"]) == ("sgd", 0.01, 0.0, 128)

@@ -220,15 +220,8 @@ def evaluate(
     name = dataset or metadata.dataset
     if name is None:
         raise AlexNetError(f"{trained.source} does not say which dataset it was trained on; pass --dataset")
-    if data_dir is None and name == metadata.dataset:  # where the run found it (a folder dataset's only home)
-        data_dir = trained.data_dir
-    options = LoaderOptions(
-        data_dir=data_dir, batch_size=batch_size, val_size=metadata.val_size, seed=metadata.seed,
-        device=trained.device, normalization=(metadata.mean, metadata.std), subset=subset,
-        # a flat folder's test split apart from validation; weights from before it was held out say
-        # nothing, and their test was the validation images
-        test_size=(metadata.test_size or 0) if name == metadata.dataset else None,
-    )
+    options = trained.loader_options(batch_size=batch_size, dataset=name, data_dir=data_dir, subset=subset)
+    data_dir = options.data_dir
     loader, classes = test_loader(name, trained.views, trained.input_size, options, split=split)
     if metadata.test_files and split == "test" and name == metadata.dataset and data_dir:
         from .data import files_digest

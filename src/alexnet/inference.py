@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from .data.augment import normalize, to_float
+from .data.loaders import LoaderOptions
 from .data.augment_spec import AugmentConfig, resolve_augment
 from .data.test_time import resize_shorter_side, ten_crop
 from .errors import AlexNetError
@@ -181,18 +182,29 @@ def predict_logits(
     views: TestViews | str = "centre",
     *,
     precision: torch.dtype | None = None,
-) -> torch.Tensor:
+    pre_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, classes) of a batch from a test loader, over ``views`` (``TestViews`` or its name),
-    under autocast to ``precision`` (None: none): the one place test views are applied."""
+    under autocast to ``precision`` (None: none): the one place test views are applied.
+
+    ``pre_logits``: also the FC7 features (B, D) of each image itself, from the same forward pass
+    (``forward_head(..., pre_logits=True)`` then the classifier: the operations of ``model(images)``)."""
     kind = views.views if isinstance(views, TestViews) else views
     with autocast_context(images.device, precision):
         if kind == "ten":
             size = tuple(model.input_size[1:])
-            return ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
-        logits = model(images).float()
+            logits = ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
+            if not pre_logits:
+                return logits
+            return logits, model.forward_head(model.forward_features(images), pre_logits=True).float()
+        if pre_logits:
+            features = model.forward_head(model.forward_features(images), pre_logits=True)
+            logits = model.get_classifier()(features).float()
+        else:
+            logits = model(images).float()
         if kind == "mirror":
             logits = (logits + model(images.flip(3)).float()) / 2
-    return logits
+    return (logits, features.float()) if pre_logits else logits
 
 
 
@@ -329,6 +341,22 @@ class TrainedModel:
     def training_augment(self) -> str | None:
         """The augmentation the weights were trained with, as their run folder's config.yaml records it."""
         return _run_setting(self.run, "augment")
+
+    def loader_options(self, *, batch_size: int, dataset: str | None = None, data_dir: str | Path | None = None,
+                       subset: float = 1.0) -> LoaderOptions:
+        """How the weights' run split and normalised ``dataset`` (default: their own): its validation
+        and test hold-outs and seed, the inputs' mean and std, the model's device; ``data_dir`` defaults
+        to where the run found its dataset. Another dataset is split by its own defaults."""
+        metadata = self.metadata
+        own = dataset is None or dataset == metadata.dataset
+        return LoaderOptions(
+            data_dir=data_dir if data_dir is not None else (self.data_dir if own else None),
+            batch_size=batch_size, val_size=metadata.val_size, seed=metadata.seed, device=self.device,
+            normalization=(metadata.mean, metadata.std), subset=subset,
+            # a flat folder's test split apart from validation; weights from before it was held out
+            # say nothing, and their test was the validation images
+            test_size=(metadata.test_size or 0) if own else None,
+        )
 
     def with_views(self, *, ten_crop: bool | None = None, flip: bool | None = None) -> "TrainedModel":
         """The same model with a caller's choice of test views (None keeps the stored one)."""

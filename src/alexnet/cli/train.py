@@ -22,6 +22,9 @@ def add_train_command(commands) -> argparse.ArgumentParser:
                        help="fine-tune: keep the trained classifier (same --head keep)")
     train.add_argument("--new-head", dest="head", action="store_const", const="new", default=argparse.SUPPRESS,
                        help="fine-tune: start a new classifier (same --head new)")
+    train.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                       help="write report.html once training ends (--no-report: `alexnet report RUN_DIR` writes "
+                       "it later)")
     train.set_defaults(run=_cmd_train)
     return train
 
@@ -106,7 +109,8 @@ def _given_values(args: argparse.Namespace) -> dict:
         config = TrainConfig.from_yaml(args.config)
         defaults = TrainConfig()
         values = {k: v for k, v in config.__dict__.items() if v != getattr(defaults, k) or k == "model_options"}
-    given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "resume", "nproc")}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("run", "command", "config", "resume", "nproc", "report")}
     from ..models import SWITCHES
 
     options = {**values.get("model_options", {}), **{k: given.pop(k) for k in list(given) if k in SWITCHES}}
@@ -131,7 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = train(resume=args.resume, overrides=values)
     else:
         run = train(TrainConfig.from_dict(values))
-    if run.main_process:
+    if run.main_process and args.report:
         _write_report(run.directory)
     return 0
 

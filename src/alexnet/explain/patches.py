@@ -143,14 +143,12 @@ def dataset_batches(trained: TrainedModel, *, split: str = "test", data_dir: str
                     batch_size: int = 500):
     """A loader of the weights' own dataset (``split``), each image prepared as the test sees its
     centre view; refuses, saying what to do, weights whose dataset is not found here."""
-    from ..data import LoaderOptions
     from ..evaluation import test_loader
 
     metadata = trained.metadata
     if not metadata.dataset:
         raise AlexNetError("these weights do not name their dataset; pass images to explain instead of --filters")
     views = trained.views.choose(ten_crop=False, flip=False)
-    options = LoaderOptions(data_dir=data_dir or trained.data_dir, batch_size=batch_size, val_size=metadata.val_size,
-                            seed=metadata.seed, device=trained.device, normalization=(metadata.mean, metadata.std))
+    options = trained.loader_options(batch_size=batch_size, data_dir=data_dir or None)
     loader, _ = test_loader(metadata.dataset, views, trained.input_size, options, split=split)
     return loader

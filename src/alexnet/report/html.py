@@ -169,7 +169,7 @@ def build_figures(run: RunFiles, *, data_dir: str | Path | None = None, device: 
 
 def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: int, pool_size: int) -> list[str]:
     """Filters (needs the weights), predictions, mistakes and neighbours (need the data too)."""
-    from ..data import LoaderOptions, build_loaders
+    from ..data import build_loaders
     from ..evaluation import test_loader
     from ..inference import open_trained
     from . import predictions
@@ -190,9 +190,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     # The thumbnails and FC7 features are of the image a test sees: with the paper's ten views, the
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
     views = trained.views.choose(ten_crop=False)
-    data_dir = data_dir or trained.data_dir
-    options = LoaderOptions(data_dir=data_dir, batch_size=500, val_size=metadata.val_size, test_size=metadata.test_size,
-                            seed=metadata.seed, device=torch_device, normalization=(metadata.mean, metadata.std))
+    options = trained.loader_options(batch_size=500, dataset=name, data_dir=data_dir or None)
     try:
         test_images, _ = test_loader(name, views, tuple(model.input_size), options)
     except AlexNetError as error:

@@ -71,11 +71,13 @@ def collect_outputs(model: nn.Module, loader, mean, std, *, limit: int, probabil
     with inference_mode(model, precision):
         for images, batch_labels in loader:
             images, batch_labels = images[: limit - seen], batch_labels[: limit - seen]
-            with autocast_context(images.device, precision):
-                feature = model.forward_head(model.forward_features(images), pre_logits=True)
+            if probabilities:  # the features come from the logits' own forward pass
+                logits, feature = predict_logits(model, images, views, precision=precision, pre_logits=True)
+                probs.append(logits.softmax(1).cpu())
+            else:
+                with autocast_context(images.device, precision):
+                    feature = model.forward_head(model.forward_features(images), pre_logits=True)
             features.append(feature.float().cpu())
-            if probabilities:
-                probs.append(predict_logits(model, images, views, precision=precision).softmax(1).cpu())
             thumbnails.append(_thumbnails(images, mean, std))
             labels.append(batch_labels.cpu())
             seen += len(batch_labels)
