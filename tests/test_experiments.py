@@ -141,7 +141,7 @@ def test_a_colour_claim_on_grey_data_says_what_to_pass(tmp_path):
 @needs_fashion
 @pytest.mark.slow
 def test_relu_experiment_writes_results_that_equal_its_runs(tmp_path, capsys):
-    argv = ["experiment", "relu", "--epochs", "2", "--seeds", "2", "--subset", "0.1", "--out", str(tmp_path),
+    argv = ["experiment", "relu", "--epochs", "2", "--seeds", "2", "--subset", "0.03", "--out", str(tmp_path),
             "--precision", "fp32"]
     assert main(argv) == 0
     folder = tmp_path / "relu"

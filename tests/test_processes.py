@@ -167,7 +167,8 @@ def test_experiment_workers_do_not_outlive_a_killed_experiment(tmp_path):
 # -- train --nproc (items 3, 4) --------------------------------------------------------------------
 
 NPROC = ["train", "--nproc", "2", "--subset", "0.03", "--epochs", "1", "--batch-size", "64", "--val-size", "500",
-         "--precision", "fp32", "--device", "cpu", "--quiet", "--no-report"]
+         "--precision", "fp32", "--device", "cpu", "--quiet", "--no-report",
+         "--no-flip-test"]
 
 
 def nproc_training(out: Path) -> subprocess.Popen:
@@ -231,7 +232,7 @@ def test_train_nproc_refuses_bad_flags_once_before_torchrun(tmp_path, capsys, mo
 @needs_fashion
 def test_train_nproc_refuses_a_taken_name_and_a_finished_run_before_torchrun(tmp_path, capsys, monkeypatch):
     train(TrainConfig(subset=0.02, epochs=1, val_size=500, batch_size=64, precision="fp32", quiet=True,
-                      out=str(tmp_path), name="base"))
+                      flip_test=False, out=str(tmp_path), name="base"))
     monkeypatch.setattr(subprocess, "Popen", None)
     folder = tmp_path / "base"
     for flags, message in (
