@@ -9,6 +9,7 @@ import pytest
 from alexnet import AlexNetError
 from alexnet.training import TrainConfig, train
 from alexnet.training.divergence import Diverged, at_chance
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -24,7 +25,7 @@ def test_chance_is_two_standard_errors_above_one_in_classes():
 @needs_fashion
 def test_a_diverging_rate_stops_in_its_first_epoch_and_resumes_at_a_lower_rate(tmp_path):
     settings = dict(lr=0.5, subset=0.05, val_size=500, epochs=1, quiet=True, eval_batch_size=500, precision="fp32",
-                    flip_test=False, out=str(tmp_path), name="high")
+                    flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path), name="high")
     with pytest.raises(Diverged, match=r"diverged in epoch 1: .* at learning rate 0\.5 .*--resume .* --lr 0\.05"):
         train(TrainConfig(**settings))
     folder = tmp_path / "high"
@@ -41,7 +42,8 @@ def test_a_diverging_rate_stops_in_its_first_epoch_and_resumes_at_a_lower_rate(t
 @needs_fashion
 def test_a_rate_changed_on_resume_scales_the_schedule_from_the_checkpoint(tmp_path):
     settings = dict(subset=0.02, val_size=500, epochs=1, batch_size=64, quiet=True, eval_batch_size=500,
-                    precision="fp32", flip_test=False, out=str(tmp_path), name="run", recipe="tutorial")
+                    precision="fp32", flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path), name="run",
+                    recipe="tutorial")
     first = train(TrainConfig(**settings))
     longer = train(resume=first.directory, overrides={"epochs": 2, "lr": 5e-4})
     assert longer.history[0]["lr"] == pytest.approx(1e-3) and longer.history[1]["lr"] == pytest.approx(5e-4)
@@ -53,7 +55,8 @@ def test_a_rate_changed_on_resume_scales_the_schedule_from_the_checkpoint(tmp_pa
 @needs_fashion
 def test_no_divergence_check_lets_a_diverging_run_train_on(tmp_path):
     run = train(TrainConfig(lr=0.5, subset=0.05, val_size=500, epochs=1, quiet=True, eval_batch_size=500,
-                            precision="fp32", flip_test=False, out=str(tmp_path), name="on", divergence_check=False))
+                            precision="fp32", flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path),
+                            name="on", divergence_check=False))
     assert run.history[0]["val_loss"] > 4.6 and run.history[0]["val_top1"] < 0.11  # what the check stops
 
 

@@ -14,6 +14,7 @@ from alexnet.experiments.stats import epochs_to_converge, epochs_to_error, paire
 from alexnet.experiments.tables import summarise
 from alexnet.models import build_model
 from alexnet.report import build_experiment_report
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -142,6 +143,7 @@ def test_a_colour_claim_on_grey_data_says_what_to_pass(tmp_path):
 @pytest.mark.slow
 def test_relu_experiment_writes_results_that_equal_its_runs(tmp_path, capsys):
     argv = ["experiment", "relu", "--epochs", "2", "--seeds", "2", "--subset", "0.03", "--out", str(tmp_path),
+            "--data-dir", fashion_small_test(),
             "--precision", "fp32"]
     assert main(argv) == 0
     folder = tmp_path / "relu"

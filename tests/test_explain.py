@@ -21,6 +21,7 @@ from alexnet.explain.network import conv_output
 from alexnet.inference import open_trained
 from alexnet.models.layers import LocalResponseNorm
 from alexnet.weights import WeightsMetadata
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -47,7 +48,8 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     assert main(["train", "--subset", "0.05", "--val-size", "500", "--epochs", "1", "--batch-size", "64",
                  "--precision", "fp32", "--quiet", "--eval-batch-size", "500", "--out", str(out),
-                 "--name", "fm", "--no-report", "--no-flip-test"]) == 0
+                 "--name", "fm", "--no-report", "--no-flip-test",
+                 "--data-dir", fashion_small_test()]) == 0
     return out / "fm"
 
 

@@ -18,6 +18,7 @@ from alexnet.cli import main
 from alexnet.processes import ForwardedSignals
 from alexnet.runs import RunFolder
 from alexnet.training import TrainConfig, train
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -126,7 +127,7 @@ def test_a_signal_is_forwarded_once_and_a_second_ctrl_c_again(tmp_path):
 # -- experiment --jobs (items 1, 2) ------------------------------------------------------------------
 
 EXPERIMENT = ["experiment", "lrn", "--seeds", "1", "--subset", "0.03", "--epochs", "2", "--jobs", "2",
-              "--val-size", "500", "--precision", "fp32", "--device", "cpu"]
+              "--val-size", "500", "--precision", "fp32", "--device", "cpu", "--data-dir", fashion_small_test()]
 
 
 def experiment_training(out: Path) -> subprocess.Popen:
@@ -168,7 +169,7 @@ def test_experiment_workers_do_not_outlive_a_killed_experiment(tmp_path):
 
 NPROC = ["train", "--nproc", "2", "--subset", "0.03", "--epochs", "1", "--batch-size", "64", "--val-size", "500",
          "--precision", "fp32", "--device", "cpu", "--quiet", "--no-report",
-         "--no-flip-test"]
+         "--no-flip-test", "--data-dir", fashion_small_test()]
 
 
 def nproc_training(out: Path) -> subprocess.Popen:
@@ -232,7 +233,7 @@ def test_train_nproc_refuses_bad_flags_once_before_torchrun(tmp_path, capsys, mo
 @needs_fashion
 def test_train_nproc_refuses_a_taken_name_and_a_finished_run_before_torchrun(tmp_path, capsys, monkeypatch):
     train(TrainConfig(subset=0.02, epochs=1, val_size=500, batch_size=64, precision="fp32", quiet=True,
-                      flip_test=False, out=str(tmp_path), name="base"))
+                      flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path), name="base"))
     monkeypatch.setattr(subprocess, "Popen", None)
     folder = tmp_path / "base"
     for flags, message in (

@@ -29,12 +29,14 @@ from alexnet.runs import RunFolder, atomic_write
 from alexnet.training import TrainConfig, train
 from alexnet.training import loop
 from alexnet.weights import WeightsMetadata, load_weights, read_metadata, save_weights
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-# The final test on the image alone: the mirrored view would double its 10,000 images' share of a
-# tiny run (7 of 8.6 s on one core, fp32), and what these tests check does not depend on it.
-TINY = dict(subset=0.02, val_size=500, epochs=2, batch_size=64, quiet=True, eval_batch_size=500, precision="fp32", flip_test=False)
+# The final test on 2,000 test images (tests/fashion_small.py), on the image alone: the whole test
+# set, mirrored, was 7 of a tiny run's 8.6 s on one core (fp32); what these tests check does not need it.
+TINY = dict(subset=0.02, val_size=500, epochs=2, batch_size=64, quiet=True, eval_batch_size=500, precision="fp32",
+            flip_test=False, data_dir=fashion_small_test())
 CLI = [sys.executable, "-m", "alexnet"]
 
 
@@ -53,8 +55,8 @@ def cli_env() -> dict:
 @needs_fashion
 def test_a_run_of_a_few_steps_trains_and_one_of_none_is_refused_with_what_works(tmp_path):
     # 1,100 images at the fast recipe's batch of 256: 4 steps, which broke OneCycleLR's phases
-    run = train(TrainConfig(subset=0.02, epochs=1, val_size=500, quiet=True, flip_test=False, out=str(tmp_path),
-                            name="four"))
+    run = train(TrainConfig(subset=0.02, epochs=1, val_size=500, quiet=True, flip_test=False,
+                            data_dir=fashion_small_test(), out=str(tmp_path), name="four"))
     assert len(run.history) == 1 and run.history[0]["lr"] == pytest.approx(0.1 / 10 / 100)  # ends the cycle
     with pytest.raises(AlexNetError, match=r"55 training images.*fewer than one step.*--subset of at least 0.005"):
         train(TrainConfig(subset=0.001, epochs=1, quiet=True, out=str(tmp_path), name="none"))
@@ -89,7 +91,8 @@ def test_an_interrupted_run_is_never_overwritten(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_one_process_owns_a_run_folder_and_sigterm_saves_its_position(tmp_path):
     command = [*CLI, "train", "--subset", "0.1", "--val-size", "500", "--epochs", "2", "--batch-size", "64",
-               "--precision", "fp32", "--no-report", "--no-flip-test", "--out", str(tmp_path), "--name", "same"]
+               "--precision", "fp32", "--no-report", "--no-flip-test",
+               "--data-dir", fashion_small_test(), "--out", str(tmp_path), "--name", "same"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
     folder = RunFolder(tmp_path / "same")
     deadline = time.time() + 120
@@ -225,7 +228,8 @@ def test_output_to_a_file_has_one_line_per_epoch_not_a_redrawn_bar(tmp_path):
     log = tmp_path / "log"
     with open(log, "w") as out:
         subprocess.run([*CLI, "train", "--subset", "0.05", "--val-size", "500", "--epochs", "2", "--batch-size", "32",
-                        "--no-report", "--no-flip-test", "--out", str(tmp_path), "--name", "r"], stdout=out, stderr=subprocess.STDOUT, check=True,
+                        "--no-report", "--no-flip-test", "--data-dir", fashion_small_test(), "--out", str(tmp_path),
+                        "--name", "r"], stdout=out, stderr=subprocess.STDOUT, check=True,
                        env=cli_env(), timeout=300)
     text = log.read_text()
     assert "\r" not in text and text.count("epoch   1/2") == 1 and len(text) < 2000
