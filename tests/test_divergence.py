@@ -23,6 +23,7 @@ def test_chance_is_two_standard_errors_above_one_in_classes():
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_a_diverging_rate_stops_in_its_first_epoch_and_resumes_at_a_lower_rate(tmp_path):
     settings = dict(lr=0.5, subset=0.05, val_size=500, epochs=1, quiet=True, eval_batch_size=500, precision="fp32",
                     flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path), name="high")
@@ -40,6 +41,7 @@ def test_a_diverging_rate_stops_in_its_first_epoch_and_resumes_at_a_lower_rate(t
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_a_rate_changed_on_resume_scales_the_schedule_from_the_checkpoint(tmp_path):
     settings = dict(subset=0.02, val_size=500, epochs=1, batch_size=64, quiet=True, eval_batch_size=500,
                     precision="fp32", flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path), name="run",
@@ -53,6 +55,7 @@ def test_a_rate_changed_on_resume_scales_the_schedule_from_the_checkpoint(tmp_pa
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_no_divergence_check_lets_a_diverging_run_train_on(tmp_path):
     run = train(TrainConfig(lr=0.5, subset=0.05, val_size=500, epochs=1, quiet=True, eval_batch_size=500,
                             precision="fp32", flip_test=False, data_dir=fashion_small_test(), out=str(tmp_path),

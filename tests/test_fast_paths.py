@@ -64,6 +64,7 @@ def _assert_same_answers(got: torch.Tensor, plain: torch.Tensor, tolerance: floa
     assert torch.equal(got.argmax(1), plain.argmax(1))
 
 
+@pytest.mark.slow  # its fixture trains for 200 steps
 @pytest.mark.parametrize("precision", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_eager_fast_path_computes_what_the_plain_path_does(trained, precision):
     model, images, _, plain = trained

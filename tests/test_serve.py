@@ -543,6 +543,7 @@ def test_a_request_past_its_timeout_gets_504(weights):
         assert slow.stop() == 0
 
 
+@pytest.mark.slow
 def test_sigterm_mid_load_answers_every_accepted_request_then_exits_0(weights, image_files):
     # a batch waits up to 5 s for company, so the requests are all inside the server when SIGTERM comes
     running = Server(f"fm={weights}", "--max-delay-ms", "5000", "--max-batch", "64")
