@@ -6,9 +6,9 @@ over the whole test set (fp32), and what those tests check (resuming, signals, r
 does not depend on how many test images there are. Tests of the data itself, of evaluation counts
 and of distributed sharding keep the whole test set."""
 
-import atexit
 import functools
 import gzip
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,13 +19,20 @@ TEST_IMAGES = 2_000
 
 @functools.cache
 def fashion_small_test() -> str | None:
-    """The data dir to pass as ``data_dir``/``--data-dir`` (one per process, removed at exit); None
-    where Debian's dataset-fashion-mnist is not installed (the tests that need it skip)."""
+    """The data dir to pass as ``data_dir``/``--data-dir``; None where Debian's dataset-fashion-mnist
+    is not installed (the tests that need it skip).
+
+    Written once per machine to a fixed folder and reused, so that the decoded tensors the toolkit
+    caches per data path and modification time are reused too. It appears whole or not at all: it is
+    written beside it, then renamed; of two processes writing it at once, the second rename loses and
+    its copy is removed."""
     if not FASHION.is_dir():
         return None
-    root = Path(tempfile.mkdtemp(prefix="alexnet-fashion-"))
-    atexit.register(shutil.rmtree, root, True)
-    raw = root / "FashionMNIST" / "raw"
+    root = Path(tempfile.gettempdir()) / f"alexnet-tests-fashion-mnist-{TEST_IMAGES}-{os.getuid()}"
+    if root.is_dir():
+        return str(root)
+    building = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+    raw = building / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
         with gzip.open(FASHION / f"{name}.gz") as source, open(raw / name, "wb") as target:
@@ -36,4 +43,8 @@ def fashion_small_test() -> str | None:
         head = bytearray(data[:header])
         head[4:8] = TEST_IMAGES.to_bytes(4, "big")
         (raw / name).write_bytes(bytes(head) + data[header:header + TEST_IMAGES * item])
+    try:
+        building.rename(root)
+    except OSError:  # another process renamed its copy first
+        shutil.rmtree(building, ignore_errors=True)
     return str(root)

@@ -188,15 +188,17 @@ def predict_logits(
     under autocast to ``precision`` (None: none): the one place test views are applied.
 
     ``pre_logits``: also the FC7 features (B, D) of each image itself, from the same forward pass
-    (``forward_head(..., pre_logits=True)`` then the classifier: the operations of ``model(images)``)."""
+    (``forward_head(..., pre_logits=True)`` then the classifier: the operations of ``model(images)``);
+    for the centre view or the image and its mirror, as the ten views' images are larger than the
+    network's input."""
     kind = views.views if isinstance(views, TestViews) else views
+    if pre_logits and kind == "ten":
+        raise ValueError("pre_logits needs the centre or mirror views: the ten views' images are larger than the "
+                         "network's input; use views.choose(ten_crop=False)")
     with autocast_context(images.device, precision):
         if kind == "ten":
             size = tuple(model.input_size[1:])
-            logits = ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
-            if not pre_logits:
-                return logits
-            return logits, model.forward_head(model.forward_features(images), pre_logits=True).float()
+            return ten_crop_logits(model, images.contiguous(memory_format=torch.channels_last), size).float()
         if pre_logits:
             features = model.forward_head(model.forward_features(images), pre_logits=True)
             logits = model.get_classifier()(features).float()
@@ -346,7 +348,8 @@ class TrainedModel:
                        subset: float = 1.0) -> LoaderOptions:
         """How the weights' run split and normalised ``dataset`` (default: their own): its validation
         and test hold-outs and seed, the inputs' mean and std, the model's device; ``data_dir`` defaults
-        to where the run found its dataset. Another dataset is split by its own defaults."""
+        to where the run found its dataset. For another dataset the validation size and seed are still
+        the weights' own; its data dir and test hold-out are that dataset's defaults."""
         metadata = self.metadata
         own = dataset is None or dataset == metadata.dataset
         return LoaderOptions(

@@ -1,4 +1,4 @@
-"""Augmentation of whole batches on the training device: the paper's, the tutorials', and presets.
+"""Augmentation of whole batches on the training device: the paper's operations and the tutorials'.
 
 Every function takes a batch (B, C, H, W) and draws one set of random parameters *per image* from an
 explicit ``torch.Generator``, so a batch is augmented by a handful of tensor operations and an epoch

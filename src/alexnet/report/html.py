@@ -190,7 +190,7 @@ def _model_figures(run: RunFiles, draw, *, data_dir, device: str, test_limit: in
     # The thumbnails and FC7 features are of the image a test sees: with the paper's ten views, the
     # centre crop (its probabilities are the centre crop's too; evaluation.json has the ten views').
     views = trained.views.choose(ten_crop=False)
-    options = trained.loader_options(batch_size=500, dataset=name, data_dir=data_dir or None)
+    options = trained.loader_options(batch_size=500, data_dir=data_dir or None)  # ``name`` is the weights' own
     try:
         test_images, _ = test_loader(name, views, tuple(model.input_size), options)
     except AlexNetError as error:
