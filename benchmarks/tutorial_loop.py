@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
           f"python {machine['python']}")
     print(f"{MODEL}, Adam lr {LEARNING_RATE:g}, batch {BATCH_SIZE}, {args.steps} timed steps each after "
           f"{args.warmup} warm-up steps, data loading included\n")
-    print(f"| loop | images/s | ratio |\n|---|---:|---:|")
+    print("| loop | images/s | ratio |\n|---|---:|---:|")
     print(f"| tutorial: per-sample DataLoader, fp32, NCHW, {default_threads} threads | {tutorial_rate:.0f} | 1.00x |")
     print(f"| ours: in-memory batches, {precision_name(dtype)}, channels_last, fused Adam, {threads} threads, "
           f"{device.type} | {fast_rate:.0f} | {fast_rate / tutorial_rate:.2f}x |")

@@ -159,7 +159,7 @@ def pack_splits(
             items = [(samples[i][0], size, quality) for i in order]
             pca_every = max(1, len(samples) // 500) if split == "train" else 0
             shards: list[tuple[str, int]] = []
-            writer, count = None, 0
+            writer, count, name = None, 0, ""
             for position, (encoded, failure) in enumerate(pool.map(_encode, items, chunksize=8)):
                 if progress and position % 100 == 0:
                     progress(split, position, len(items))
