@@ -9,7 +9,9 @@ the time):
   RandomHorizontalFlip, ToImage, ToDtype, Normalize) and a ``DataLoader``;
 - our streaming loader on the same folder (``build_loaders("folder", ...)``);
 - our packed loader on the folder packed once by ``alexnet data pack --size 256`` (packing time is
-  printed, not counted: it is paid once, not every epoch).
+  printed, not counted: it is paid once, not every epoch), with JPEG shards (the default) and with
+  raw shards (``--encoding raw``: pixels stored as PPM, nothing to decode); the disk each takes is
+  printed.
 
 All three run in this process (no workers) on one thread, with freed memory kept for reuse as
 ``alexnet train`` runs: images/s per core, which DataLoader workers multiply. They are timed in
@@ -55,11 +57,14 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     info = dataset_info("imagenet")
     with tempfile.TemporaryDirectory() as tmp:
-        source, packed = Path(tmp) / "folder", Path(tmp) / "packed"
+        source, packed, raw = Path(tmp) / "folder", Path(tmp) / "packed", Path(tmp) / "raw"
         make_folder(source, args.images)
         start = time.perf_counter()
         pack_folder(source, packed, size=256, val_size=4, workers=1)
         packing = (time.perf_counter() - start) / args.images
+        pack_folder(source, raw, size=256, val_size=4, workers=1, encoding="raw")
+        disk = {folder: sum(file.stat().st_size for file in folder.rglob("*")) / 2**20
+                for folder in (source, packed, raw)}
         transform = v2.Compose([
             v2.Resize(256, antialias=True), v2.RandomCrop(224), v2.RandomHorizontalFlip(), v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std),
@@ -70,10 +75,12 @@ def main() -> None:
                                 val_size=4, num_workers=0)
         streaming = build_loaders("folder", replace(options, data_dir=source)).train
         packed_loader = build_loaders("folder", replace(options, data_dir=packed)).train
+        raw_loader = build_loaders("folder", replace(options, data_dir=raw)).train
         pipelines = {
             "ImageFolder + PIL + transforms.v2": lambda: iter(baseline),
             "alexnet streaming loader (files)": lambda: iter(streaming),
-            "alexnet packed loader (shards at 256)": lambda: iter(packed_loader),
+            "alexnet packed loader (JPEG shards at 256)": lambda: iter(packed_loader),
+            "alexnet packed loader (raw shards at 256)": lambda: iter(raw_loader),
         }
         rates: dict[str, list[float]] = {name: [] for name in pipelines}
         for _ in range(args.rounds):
@@ -84,7 +91,8 @@ def main() -> None:
     print("| pipeline | images/s per core (median) | range | ratio |\n|---|---:|---:|---:|")
     for name, median in medians.items():
         print(f"| {name} | {median:.1f} | {min(rates[name]):.0f}-{max(rates[name]):.0f} | {median / base:.2f}x |")
-    print(f"\npacking: {packing * 1000:.1f} ms an image, once (one process)")
+    print(f"\npacking: {packing * 1000:.1f} ms an image, once (one process); on disk: source JPEGs "
+          f"{disk[source]:.1f} MB, JPEG shards {disk[packed]:.1f} MB, raw shards {disk[raw]:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Packed data: a folder the test writes (real JPEGs) packed as WebDataset shards and read back,
 every image once per epoch across ranks and DataLoader workers."""
 
+import io
 import json
 import tarfile
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from image_files import jpeg_bytes  # tests/ is on the path (pytest's prepend import mode)
@@ -12,7 +15,8 @@ from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.data import LoaderOptions, build_eval_loader, build_loaders, num_classes, parse_augment
 from alexnet.data.loaders import pack_folder
-from alexnet.data.packed import INDEX_FILE, PackedIndex, _read_pieces, from_jpeg, ranges_of, split_range
+from alexnet.data.packed import (INDEX_FILE, PackedIndex, _read_pieces, from_jpeg, from_stored, ppm_bytes, ranges_of,
+                                 split_range)
 
 CLASSES = 3
 PER_CLASS = 14
@@ -130,6 +134,42 @@ def test_training_batches_from_packed_shards(packed):
     assert sum(len(labels) for _, labels in val) == index.images("val") == 6
 
 
+@pytest.fixture(scope="module")
+def packed_raw(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "raw"
+    return out, pack_folder(folder, out, size=40, val_size=6, workers=1, encoding="raw")
+
+
+# webdataset's reader leaves each tar file it opened to the garbage collector to close
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_raw_shards_hold_ppm_images_that_train_as_the_jpeg_ones(packed, packed_raw):
+    import webdataset
+    from PIL import Image
+
+    (out, index), (raw, raw_index) = packed, packed_raw
+    assert raw_index.encoding == "raw" and index.encoding == "jpeg" and raw_index.splits == index.splits
+    sample = next(iter(webdataset.WebDataset([str(raw / raw_index.splits["train"][0][0])], shardshuffle=False)))
+    assert set(sample) >= {"ppm", "cls"} and "jpg" not in sample
+    # a standard PPM file: Pillow reads it as the same pixels the loader views without decoding
+    image = from_stored(sample["ppm"])
+    pillow = torch.from_numpy(np.array(Image.open(io.BytesIO(sample["ppm"])))).permute(2, 0, 1)
+    assert image.shape == (3, 40, 53) and torch.equal(image, pillow)
+    # the same images in the same order, so the same batches but for JPEG's rounding
+    options = LoaderOptions(batch_size=8, output_shape=(3, 32, 32), augment=parse_augment("paper"), num_workers=2)
+    jpeg_batch, jpeg_labels = next(iter(build_loaders("folder", replace(options, data_dir=out)).train))
+    raw_batch, raw_labels = next(iter(build_loaders("folder", replace(options, data_dir=raw)).train))
+    assert torch.equal(jpeg_labels, raw_labels)
+    assert (jpeg_batch - raw_batch).abs().mean() < 0.1  # normalised units: about 1.5 levels of 255
+
+
+def test_ppm_round_trips_and_a_truncated_one_is_refused():
+    image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    data = ppm_bytes(image)
+    assert data.startswith(b"P6\n7 5\n255\n") and torch.equal(from_stored(data), image)
+    with pytest.raises(ValueError, match="7x5"):
+        from_stored(data[:-3])
+
+
 def test_subset_takes_a_fraction_of_every_shard(packed):
     out, index = packed
     loaders = build_loaders("folder", LoaderOptions(data_dir=out, batch_size=2, output_shape=(3, 32, 32), subset=0.5,
@@ -148,6 +188,8 @@ def test_data_pack_command(folder, tmp_path, capsys):
     assert all(tarfile.is_tarfile(path) for path in out.glob("*.tar"))
     assert main(["data", "pack", str(folder), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "raw"), "--encoding", "raw", "--quiet"]) == 0
+    assert "raw" in capsys.readouterr().out and list((tmp_path / "raw").glob("*.tar"))
 
 
 @pytest.mark.slow

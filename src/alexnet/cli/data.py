@@ -39,6 +39,9 @@ def add_data_command(commands) -> argparse.ArgumentParser:
                       help="a flat tree: images held out for the test, apart from validation (default: 10%%; 0: none)")
     pack.add_argument("--seed", type=int, default=0, help="the held-out images and the stored order")
     pack.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
+    pack.add_argument("--encoding", choices=("jpeg", "raw"), default="jpeg",
+                      help="how images are stored: jpeg (quality 90; the default) or raw pixels (PPM: read "
+                           "without decoding, 2x faster than jpeg, at about 10x the disk)")
     pack.add_argument("--quiet", action="store_true")
     pack.set_defaults(run=_cmd_data_pack)
     return pack
@@ -60,10 +63,11 @@ def _cmd_data_pack(args: argparse.Namespace) -> int:
         print(f"\r{split}: {done:,}/{total:,} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
     index = pack_folder(args.folder, args.out, size=args.size, val_size=args.val_size, test_size=args.test_size,
-                        seed=args.seed, workers=args.workers, progress=None if args.quiet else progress)
+                        seed=args.seed, workers=args.workers, encoding=args.encoding,
+                        progress=None if args.quiet else progress)
     splits = ", ".join(f"{split} {index.images(split):,} images in {len(shards)} shards"
                        for split, shards in index.splits.items())
     skipped = f"; {index.skipped} unreadable files left out (named in packed.json)" if index.skipped else ""
-    print(f"wrote {args.out}: {splits}, {len(index.classes)} classes, shorter side {index.size}{skipped}\n"
-          f"train on it: alexnet train --dataset folder --data-dir {args.out}")
+    print(f"wrote {args.out}: {splits}, {len(index.classes)} classes, shorter side {index.size}, "
+          f"{index.encoding}{skipped}\ntrain on it: alexnet train --dataset folder --data-dir {args.out}")
     return 0

@@ -338,6 +338,16 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(255) if images.dtype == torch.uint8 else images
 
 
+def normalize_bytes(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 0..255 images -> float32 normalised with ``mean`` and ``std`` (of the 0..1 scale), in
+    their memory format: ``to_float`` then ``normalize`` in two passes instead of four,
+    x * 1/(255 std) - mean/std (equal to them within float32 rounding, a few 1e-7)."""
+    scale = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    out = images.to(torch.float32)
+    return torch.addcmul(shift, out, scale, out=out)
+
+
 def normalize(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], channels: int | None = None,
 ) -> torch.Tensor:

@@ -56,6 +56,11 @@ class AugmentConfig:
         """Whether training needs the general (resampling) geometric path instead of integer crops."""
         return bool(self.random_resized_crop or self.rotation_degrees or self.translate or self.zoom_range)
 
+    @property
+    def photometric(self) -> bool:
+        """Whether training changes the images' colours or adds noise (``augment.photometric``)."""
+        return bool(self.color_jitter or self.hue_jitter or self.pca_lighting_std or self.gaussian_noise_std)
+
     def spec(self) -> str:
         """The canonical spec of this config, e.g. ``shift=4,hflip``; ``parse_augment`` reads it back
         to an equal config (for any dataset: it names operations, never presets)."""

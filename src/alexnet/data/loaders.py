@@ -350,13 +350,13 @@ def _streaming_loader(
 
 def pack_folder(
     folder: str | Path, out: str | Path, *, size: int = 256, val_size: int | None = None,
-    test_size: int | None = None, seed: int = 0, workers: int | None = None, progress=None,
+    test_size: int | None = None, seed: int = 0, workers: int | None = None, encoding: str = "jpeg", progress=None,
 ) -> PackedIndex:
     """Pack a folder dataset (``train/`` and ``val/``, or a flat tree of class folders) into WebDataset
     shards under ``out`` (``data.packed``): its splits as a streamed run would take them (a flat tree
     holds out ``val_size``, default 10%, then ``test_size``, default 10%, from ``seed``), each image's
-    shorter side resized to ``size``.
-    Train on it with ``--dataset folder --data-dir OUT``."""
+    shorter side resized to ``size`` and stored as ``encoding`` (JPEG, or raw pixels: read without
+    decoding, several times the disk). Train on it with ``--dataset folder --data-dir OUT``."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise AlexNetError(f"{root} is not a folder; pack a folder of class folders (or of train/ and val/)")
@@ -364,7 +364,8 @@ def pack_folder(
     wanted = {"train": splits["train"], "val": splits["val"]}
     if splits["test"] is not splits["val"]:
         wanted["test"] = splits["test"]
-    return pack_splits(wanted, classes, out, size=size, seed=seed, workers=workers, progress=progress)
+    return pack_splits(wanted, classes, out, size=size, seed=seed, workers=workers, encoding=encoding,
+                       progress=progress)
 
 
 def packed_loaders(index: PackedIndex, options: LoaderOptions, *, info: DatasetInfo) -> Loaders:

@@ -22,7 +22,7 @@ from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator, photometric, to_float
+from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator
 from .augment_spec import AugmentConfig
 from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
@@ -291,13 +291,8 @@ class StreamingLoader(BatchLoader):
                 self.skipped_files += failures
             if not len(labels):
                 continue
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:  # in uint8, a quarter of the bytes; the float work keeps the layout
-                images = images.contiguous(memory_format=torch.channels_last)
-            images = to_float(images)
-            if self.train:
-                images = photometric(images, self.augment, generator, self.pca)
-            yield self.finish(images), labels.to(self.device, non_blocking=True)
+            images = self.finish_bytes(images.to(self.device, non_blocking=True), generator)
+            yield images, labels.to(self.device, non_blocking=True)
 
 
 def sampled_pca(samples: list[tuple[str, int]], count: int = 500, size: int = 64) -> ColourPCA:
