@@ -11,8 +11,9 @@ run: $(STAMP) data
 	$(BIN)/alexnet train $(ARGS)
 
 # Two workers, each on its share of the CPUs (tests/conftest.py); a test file stays on one worker,
-# so its module fixtures (a trained run) are made once.
-XDIST := -n 2 --dist loadfile
+# so its module fixtures (a trained run) are made once; files run in the order tests/conftest.py
+# sets (longest first), not reordered by their number of tests.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) data browser
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)

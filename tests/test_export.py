@@ -38,23 +38,25 @@ def formats():
     return [pytest.param(name, marks=needs_onnx) if name == "onnx" else name for name in FORMATS]
 
 
-def exported_logits(path, fmt, images):
+def load_exported(path, fmt):
+    """The exported file loaded on its own, as a function of a batch of images giving logits."""
     if fmt == "onnx":
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
+        name = session.get_inputs()[0].name
+        return lambda images: torch.from_numpy(session.run(None, {name: images.numpy()})[0])
     if fmt == "torchscript":
         with warnings.catch_warnings():  # TorchScript is deprecated for torch.export; libtorch still loads it
             warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
-            return torch.jit.load(str(path))(images)
-    return torch.export.load(str(path)).module()(images)
+            return torch.jit.load(str(path))
+    return torch.export.load(str(path)).module()
 
 
 def assert_same_as_pytorch(model, result, images):
     """The file, loaded on its own, gives PyTorch's logits (within the check's tolerance) and top-1."""
     with torch.no_grad():
         expected = model.eval()(images)
-        rows = [exported_logits(result.path, result.format, image[None]) for image in images]
-        got = exported_logits(result.path, result.format, images) if result.dynamic_batch else torch.cat(rows)
+        exported = load_exported(result.path, result.format)  # loaded once: a big model's file takes seconds
+        got = exported(images) if result.dynamic_batch else torch.cat([exported(image[None]) for image in images])
     assert (got - expected).abs().max().item() <= result.tolerance
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert result.max_abs_diff <= result.tolerance and result.top1_agreement == 1.0
@@ -119,9 +121,10 @@ def test_dynamic_batch_takes_any_batch_size(fmt, tmp_path):
     model = build_model("alexnet_small28").eval()
     result = export(model, fmt, tmp_path / f"model{FORMATS[fmt]}", dynamic_batch=True)
     images = torch.randn(5, 1, 28, 28)
+    exported = load_exported(result.path, fmt)
     for batch in (images[:1], images[:3], images):
         with torch.no_grad():
-            torch.testing.assert_close(exported_logits(result.path, fmt, batch), model(batch), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(exported(batch), model(batch), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -195,7 +198,7 @@ def test_metadata_round_trips_and_default_path_is_next_to_the_weights(weights_fi
         assert json.loads(props[METADATA_KEY])["class_names"] == list(CLASSES)
     elif fmt == "torchscript":
         files = {METADATA_KEY: ""}
-        with warnings.catch_warnings():  # as in exported_logits
+        with warnings.catch_warnings():  # as in load_exported
             warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
             torch.jit.load(str(result.path), _extra_files=files)
         assert json.loads(files[METADATA_KEY])["mean"] == [0.2860]
