@@ -193,8 +193,9 @@ def test_data_pack_command(folder, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_train_reads_packed_shards(packed, tmp_path):
-    out, _ = packed
+@pytest.mark.parametrize("shards", ["packed", "packed_raw"])
+def test_train_reads_packed_shards(shards, request, tmp_path):
+    out, _ = request.getfixturevalue(shards)
     assert main(["train", "--dataset", "folder", "--data-dir", str(out), "--model", "alexnet_small32",
                  "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--out", str(tmp_path),
                  "--name", "packed", "--quiet", "--no-report"]) == 0
