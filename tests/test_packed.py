@@ -162,6 +162,24 @@ def test_raw_shards_hold_ppm_images_that_train_as_the_jpeg_ones(packed, packed_r
     assert (jpeg_batch - raw_batch).abs().mean() < 0.1  # normalised units: about 1.5 levels of 255
 
 
+def test_a_damaged_shard_says_so(packed_raw, tmp_path):
+    import shutil
+
+    raw, index = packed_raw
+    damaged = tmp_path / "damaged"
+    shutil.copytree(raw, damaged)
+    shard = damaged / index.splits["train"][0][0]
+    data = bytearray(shard.read_bytes())
+    header = b"P6\n53 40\n255\n"  # every image is 53x40 (120x90 at 40); the first now claims 99x40
+    start = data.index(header)
+    data[start:start + len(header)] = b"P6\n99 40\n255\n"
+    shard.write_bytes(bytes(data))
+    loader = build_loaders("folder", LoaderOptions(data_dir=damaged, batch_size=4, output_shape=(3, 32, 32),
+                                                   num_workers=0)).train
+    with pytest.raises(AlexNetError, match="cannot be read .* pack the folder again"):
+        list(loader)
+
+
 def test_ppm_round_trips_and_a_truncated_one_is_refused():
     image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
     data = ppm_bytes(image)

@@ -367,7 +367,11 @@ class PackedDataset(IterableDataset):
                               epoch_generator(self.seed, self.epoch, "cpu", f"buffer:{self.rank}:{worker}"))
         images, labels = [], []
         for key, data, label in items:
-            image = from_stored(data)
+            try:
+                image = from_stored(data)
+            except Exception as error:  # a shard damaged after packing (a truncated copy, a bad disk)
+                raise AlexNetError(f"packed image {key} cannot be read ({error}); the shards are damaged: "
+                                   f"pack the folder again") from None
             # transforms.v2 draw from the global generator: seeded per (seed, epoch, image), as the
             # streaming path does, so an image's augmentation does not depend on who decodes it.
             with torch.random.fork_rng(devices=[]):
