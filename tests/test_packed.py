@@ -15,8 +15,8 @@ from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.data import LoaderOptions, build_eval_loader, build_loaders, num_classes, parse_augment
 from alexnet.data.loaders import pack_folder
-from alexnet.data.packed import (INDEX_FILE, PackedIndex, _read_pieces, from_jpeg, from_stored, ppm_bytes, ranges_of,
-                                 split_range)
+from alexnet.data.packed import (INDEX_FILE, PackedIndex, _read_pieces, _shuffled, from_jpeg, from_stored, ppm_bytes,
+                                 ranges_of, split_range)
 
 CLASSES = 3
 PER_CLASS = 14
@@ -178,6 +178,23 @@ def test_a_damaged_shard_says_so(packed_raw, tmp_path):
                                                    num_workers=0)).train
     with pytest.raises(AlexNetError, match="cannot be read .* pack the folder again"):
         list(loader)
+
+
+def test_the_shuffle_buffer_is_bounded_by_count_and_by_bytes():
+    items = [(str(i), bytearray(10), i) for i in range(50)]
+
+    def first_out_after(size, max_bytes):  # how many items were read before the first came out
+        consumed = []
+        source = (consumed.append(item) or item for item in items)
+        shuffled = _shuffled(source, size, torch.Generator().manual_seed(0), max_bytes)
+        first = next(shuffled)
+        read = len(consumed)
+        assert sorted(item[2] for item in [first, *shuffled]) == list(range(50))  # each once
+        return read
+
+    assert first_out_after(20, None) == 21
+    assert first_out_after(20, 35) == 4  # three items of 10 bytes fit in 35
+    assert first_out_after(20, 5) == 2  # one is always held
 
 
 def test_ppm_round_trips_and_a_truncated_one_is_refused():

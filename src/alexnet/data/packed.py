@@ -60,8 +60,11 @@ SHARD_IMAGES = 1000
 JPEG_QUALITY = 90  # re-encoding at 90 changes a pixel by ~1 level on average, below what augmentation moves
 # How an image is stored in a shard, and its member's extension there.
 ENCODINGS = {"jpeg": "jpg", "raw": "ppm"}
-# images held to shuffle within a worker's ranges: ~30 MB of JPEG at 256 px, ~260 MB raw
+# Images held to shuffle within a worker's ranges: 1,000 (~30 MB of JPEG at 256 px), or fewer
+# where they would pass SHUFFLE_BYTES (raw images of 256x341 are ~260 KB: ~380 of them), so that
+# eight workers on raw shards hold ~800 MB, not ~2 GB.
 SHUFFLE_BUFFER = 1000
+SHUFFLE_BYTES = 100 * 2**20
 GROUP = 16  # images a worker sends to the main process at a time
 
 Samples = list[tuple[str, int]]
@@ -329,13 +332,18 @@ def _image_field(fields: dict[str, bytearray]) -> bytearray:
     return next(fields[extension] for extension in ENCODINGS.values() if extension in fields)
 
 
-def _shuffled(items: Iterator, size: int, generator: torch.Generator) -> Iterator:
-    """``items`` through a buffer of ``size``: each is swapped with a random one already held."""
+def _shuffled(items: Iterator, size: int, generator: torch.Generator, max_bytes: int | None = None) -> Iterator:
+    """``items`` (key, data, label) through a buffer: each is swapped with a random one already
+    held. The buffer fills to ``size`` items, or fewer where the next one's data would pass
+    ``max_bytes`` (the first is always held), and keeps that length."""
     buffer = []
+    held = 0
     for item in items:
-        if len(buffer) < size:
+        if len(buffer) < size and (max_bytes is None or not buffer or held + len(item[1]) <= max_bytes):
             buffer.append(item)
+            held += len(item[1])
             continue
+        size = len(buffer)  # full, by count or by bytes: the buffer keeps this length from here
         chosen = int(torch.randint(len(buffer), (), generator=generator))
         buffer[chosen], item = item, buffer[chosen]
         yield item
@@ -364,7 +372,8 @@ class PackedDataset(IterableDataset):
         items: Iterator = _read_pieces(pieces)
         if self.shuffle:
             items = _shuffled(items, SHUFFLE_BUFFER,
-                              epoch_generator(self.seed, self.epoch, "cpu", f"buffer:{self.rank}:{worker}"))
+                              epoch_generator(self.seed, self.epoch, "cpu", f"buffer:{self.rank}:{worker}"),
+                              SHUFFLE_BYTES)
         images, labels = [], []
         for key, data, label in items:
             try:
