@@ -29,7 +29,7 @@ HAS_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ub
 needs_fashion_mnist = pytest.mark.skipif(not HAS_FASHION_MNIST, reason="dataset-fashion-mnist is not installed")
 # Every operation at once, but resized-crop (which crop excludes: both choose the training crops).
 LONG_SPEC = ("flip,vflip,rotate=25,scale=0.8-1.2,translate=0.1,jitter=0.2,hue=0.05,noise=0.02,crop=224/256,"
-             "pca=0.1,shift=4")
+             "pca=0.1,shift=4,erase=0.5")
 
 
 @pytest.fixture(autouse=True)
@@ -94,10 +94,10 @@ def test_canonical_specs():
     assert config == AugmentConfig(
         crop_padding=4, crop_fraction=0.875, horizontal_flip=True,
         vertical_flip=True, rotation_degrees=25.0, translate=0.1, color_jitter=0.2, pca_lighting_std=0.1,
-        gaussian_noise_std=0.02, zoom_range=(0.8, 1.2), hue_jitter=0.05,
+        gaussian_noise_std=0.02, zoom_range=(0.8, 1.2), hue_jitter=0.05, erase_probability=0.5,
     )
     assert config.spec() == ("shift=4,crop=224/256,hflip,vflip,rotate=25,translate=0.1,"
-                             "scale=0.8-1.2,jitter=0.2,hue=0.05,pca=0.1,noise=0.02")
+                             "scale=0.8-1.2,jitter=0.2,hue=0.05,pca=0.1,noise=0.02,erase=0.5")
     assert parse_augment(config.spec()) == config
     assert parse_augment(" paper , noise=0.02 ") == parse_augment("paper,noise=0.02")  # spaces are fine
 
@@ -137,6 +137,7 @@ CONFIGS = st.builds(
     gaussian_noise_std=st.floats(0, 1),
     zoom_range=st.none() | _ranges(0.05, 10),
     hue_jitter=st.floats(0, 0.5),
+    erase_probability=st.floats(0, 1),
 ).filter(lambda config: not (config.random_resized_crop and config.crop_fraction != 1.0))  # refused together
 
 
@@ -311,7 +312,21 @@ def test_hue_leaves_grey_images_alone(garments):
 EACH_OPERATION = {"shift": "shift=3", "crop": "crop=0.75", "resized-crop": "resized-crop=0.3-0.6",
                   "hflip": "hflip", "vflip": "vflip", "rotate": "rotate=30", "translate": "translate=0.2",
                   "scale": "scale=0.6-0.9", "jitter": "jitter=0.5", "hue": "hue=0.3", "pca": "pca=0.5",
-                  "noise": "noise=0.1"}
+                  "noise": "noise=0.1", "erase": "erase=1"}
+
+
+def test_erasing_fills_one_rectangle_of_noise_in_the_chosen_images():
+    from alexnet.data.augment import random_erasing
+
+    images = torch.full((2000, 1, 28, 28), -1.0)  # noise is in 0..1: every erased pixel shows
+    erased = random_erasing(images, 0.5, torch.Generator().manual_seed(0)) >= 0
+    chosen = erased.flatten(1).any(1)
+    assert 0.45 < chosen.float().mean() < 0.55
+    for mask in erased[chosen][:200, 0]:
+        rows, cols = mask.any(1).nonzero().squeeze(1), mask.any(0).nonzero().squeeze(1)
+        # one solid rectangle (clipped to the image), of about 2-33% of the image
+        assert mask.sum() == len(rows) * len(cols) and rows.diff().eq(1).all() and cols.diff().eq(1).all()
+        assert 1 <= mask.sum() <= 0.34 * 28 * 28
 
 
 def test_every_operation_is_tried_here():

@@ -265,6 +265,35 @@ def gaussian_noise(images: torch.Tensor, std: float, generator: torch.Generator)
     return images + torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype) * std
 
 
+def random_erasing(
+    images: torch.Tensor, probability: float, generator: torch.Generator,
+    scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017): each image, with ``probability``, gets one rectangle of
+    ``scale`` of its area and aspect ratio (height / width) log-uniform in ``ratio`` filled with
+    uniform noise on the 0..1 scale; the rest of the batch is unchanged. The rectangle is clipped to
+    the image where its sides would not fit (torchvision's RandomErasing draws again instead)."""
+    batch, _, height, width = images.shape
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.empty(batch, device=device).uniform_(low, high, generator=generator)
+
+    area = uniform(*scale) * height * width
+    aspect = uniform(math.log(ratio[0]), math.log(ratio[1])).exp()
+    rows = (area * aspect).sqrt().round().clamp(1, height)
+    cols = (area / aspect).sqrt().round().clamp(1, width)
+    top = (uniform(0, 1) * (height - rows + 1)).floor()
+    left = (uniform(0, 1) * (width - cols + 1)).floor()
+    chosen = uniform(0, 1) < probability
+    y = torch.arange(height, device=device).view(1, -1, 1)
+    x = torch.arange(width, device=device).view(1, 1, -1)
+    inside = ((y >= top.view(-1, 1, 1)) & (y < (top + rows).view(-1, 1, 1))
+              & (x >= left.view(-1, 1, 1)) & (x < (left + cols).view(-1, 1, 1)) & chosen.view(-1, 1, 1))
+    noise = torch.rand(images.shape, generator=generator, device=device, dtype=images.dtype)
+    return torch.where(inside.unsqueeze(1), noise, images)
+
+
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
@@ -310,7 +339,7 @@ def geometric(
 def photometric(
     images: torch.Tensor, config: AugmentConfig, generator: torch.Generator, pca: ColourPCA | None,
 ) -> torch.Tensor:
-    """Colour jitter, hue, PCA lighting and noise on float 0..1 images (training only)."""
+    """Colour jitter, hue, PCA lighting, noise and random erasing on float 0..1 images (training only)."""
     if config.color_jitter:
         images = color_jitter(images, config.color_jitter, generator)
     if config.hue_jitter:
@@ -321,6 +350,8 @@ def photometric(
         images = pca_lighting(images, pca, config.pca_lighting_std, generator)
     if config.gaussian_noise_std:
         images = gaussian_noise(images, config.gaussian_noise_std, generator)
+    if config.erase_probability:
+        images = random_erasing(images, config.erase_probability, generator)
     return images
 
 

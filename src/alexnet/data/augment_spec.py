@@ -39,6 +39,7 @@ class AugmentConfig:
     gaussian_noise_std: float = 0.0  # per-pixel noise on the 0..1 scale
     zoom_range: tuple[float, float] | None = None  # isotropic zoom, uniform: > 1 zooms in, < 1 out (zero borders)
     hue_jitter: float = 0.0  # hue shift uniform in +-x of the hue circle (RGB; grey images have no hue)
+    erase_probability: float = 0.0  # random erasing: share of the images given a rectangle of noise
 
     @classmethod
     def preset(cls, name: str, dataset: str | None = None) -> AugmentConfig:
@@ -58,8 +59,9 @@ class AugmentConfig:
 
     @property
     def photometric(self) -> bool:
-        """Whether training changes the images' colours or adds noise (``augment.photometric``)."""
-        return bool(self.color_jitter or self.hue_jitter or self.pca_lighting_std or self.gaussian_noise_std)
+        """Whether training changes the images' pixel values: colours, noise or erasing (``augment.photometric``)."""
+        return bool(self.color_jitter or self.hue_jitter or self.pca_lighting_std or self.gaussian_noise_std
+                    or self.erase_probability)
 
     def spec(self) -> str:
         """The canonical spec of this config, e.g. ``shift=4,hflip``; ``parse_augment`` reads it back
@@ -184,6 +186,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "paper Section 4.1 (0.1)"),
     Operation("noise", "gaussian_noise_std", "number", "SIGMA", 0, 1,
               "Gaussian noise N(0, SIGMA) on every pixel (0..1 scale)", "tutorials"),
+    Operation("erase", "erase_probability", "number", "P", 0, 1,
+              "random erasing: with probability P, a rectangle of 2-33% of the image (aspect 0.3-3.3) "
+              "filled with uniform noise", "Zhong et al. 2017; torchvision's RandomErasing, timm"),
 )
 OPERATION_NAMES = {operation.name: operation for operation in OPERATIONS}
 

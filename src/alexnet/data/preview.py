@@ -19,7 +19,7 @@ from .streaming import index_folder
 # Each operation alone, at a strength where its effect is visible, then the presets combined.
 PREVIEW_SPECS: tuple[str, ...] = (
     "shift=4", "crop=224/256", "resized-crop=0.35-1", "hflip", "vflip", "rotate=15", "translate=0.1",
-    "scale=0.7-1.3", "jitter=0.4", "hue=0.25", "pca=0.1", "noise=0.05", "light", "paper", "tutorial",
+    "scale=0.7-1.3", "jitter=0.4", "hue=0.25", "pca=0.1", "noise=0.05", "erase=1", "light", "paper", "tutorial",
 )
 PREVIEW_SIZE = 128  # streamed images and your own are shown at 128x128 (shorter side resized, centre cut)
 
