@@ -223,7 +223,8 @@ def test_data_pack_command(folder, tmp_path, capsys):
     assert all(tarfile.is_tarfile(path) for path in out.glob("*.tar"))
     assert main(["data", "pack", str(folder), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
-    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "raw"), "--encoding", "raw", "--quiet"]) == 0
+    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "raw"), "--encoding", "raw", "--workers", "1",
+                 "--quiet"]) == 0
     assert "raw" in capsys.readouterr().out and list((tmp_path / "raw").glob("*.tar"))
 
 

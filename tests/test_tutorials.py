@@ -72,7 +72,8 @@ def test_seed_000s_experiment(tmp_path):
     out = tmp_path / "runs"
     # the PyTorch Fashion-MNIST tutorial: 10% of the training set, with flipped copies added: 3x the images (100 -> 300)
     argv = ["train", "--model", "alexnet_tutorial28", "--data-dir", str(data), "--val-size", "40", "--subset", "0.1",
-            "--epochs", "1", "--flipped-copies", "--out", str(out), "--name", "copies", "--quiet", "--precision", "fp32"]
+            "--epochs", "1", "--flipped-copies", "--out", str(out), "--name", "copies", "--quiet", "--precision", "fp32",
+            "--no-report"]
     assert main(argv) == 0
     config, evaluation, rows = trained(out, "copies")
     assert config["flipped_copies"] and config["recipe"] == "tutorial" and config["subset"] == 0.1
