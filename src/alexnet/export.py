@@ -25,9 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import load_tensors, normalize
 from .errors import AlexNetError
-from .inference import weights_path
 from .runs import check_output
 from .weights import WeightsMetadata, load_weights
 
@@ -157,6 +155,8 @@ def check_images(metadata: WeightsMetadata, count: int = CHECK_IMAGES) -> tuple[
     """``count`` test images normalised as the model was trained, and where they came from: the
     weights' dataset (or Fashion-MNIST for 1x28x28 models, CIFAR-10 for 3x32x32) where it is on this
     machine, deterministic random images otherwise."""
+    from .data import load_tensors, normalize  # the datasets' readers, only when images are checked
+
     input_size = tuple(metadata.input_size)
     dataset = metadata.dataset or DEFAULT_CHECK_DATA.get(input_size)
     images = None
@@ -182,6 +182,8 @@ def _resolve(source, metadata: WeightsMetadata | None) -> tuple[nn.Module, Weigh
     if isinstance(source, nn.Module):
         model = copy.deepcopy(source).float().cpu().eval()  # the caller's model is left as it was
         return model, metadata or _module_metadata(model), None
+    from .inference import weights_path  # (inference imports the image transforms)
+
     weights = weights_path(source)  # a run still training, a checkpoint, a .pth: refused saying what to pass
     model, stored = load_weights(weights)  # a file that is not ours: AlexNetError saying so
     return model.float().eval(), metadata or stored, weights

@@ -19,10 +19,15 @@ def add_models_command(commands) -> argparse.ArgumentParser:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
     from ..models import build_model, default_recipe, get_model_builder, list_models
 
     for name in list_models():
-        model = build_model(name)
+        # Counting needs shapes, not values: built on the meta device with PyTorch's own init (the
+        # paper's normal_ on meta tensors first loads torch's reference kernels, seconds).
+        with torch.device("meta"):
+            model = build_model(name, init="default")
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, model.input_size))
         doc = (get_model_builder(name).__doc__ or "").strip().splitlines()[0]

@@ -121,7 +121,7 @@ def _given_values(args: argparse.Namespace) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig
 
     values = _given_values(args)
     if args.nproc is not None and args.nproc != 1:  # refused here once, not in each of N processes
@@ -130,7 +130,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_before_launch(None if args.resume else TrainConfig.from_dict(values), resume=args.resume,
                             overrides=values if args.resume else None, processes=args.nproc)
         if args.nproc > 1:
-            return _launch_torchrun(args.nproc)
+            return _launch_torchrun(args.nproc)  # (this process never trains: the loop is not imported)
+    from ..training import train
+
     if args.resume:  # what is given with --resume changes the run, where it may (RESUMABLE_FIELDS)
         run = train(resume=args.resume, overrides=values)
     else:

@@ -7,32 +7,43 @@
     >>> test, classes, info = build_eval_loader("fashion-mnist", "test", LoaderOptions(batch_size=1000))
 """
 
-from .augment import (
-    ColourPCA, augment_batch, center_crop, color_jitter, compute_pca, epoch_generator, gaussian_noise, hue_jitter,
-    normalize, pca_lighting, random_affine, random_crop,
-)
-from .augment_spec import (
-    OPERATIONS, PRESET_SPECS, PRESETS, AugmentConfig, list_operations, list_presets, parse_augment, resolve_augment,
-)
-from .test_time import ten_crop
-from .datasets import (
-    DatasetInfo, ImageTensors, dataset_info, list_datasets, load_tensors, locate, search_dirs,
-    split_validation, stratified_indices, stratified_subset, user_cache_dir,
-)
-from .base import BatchLoader, shard_indices
-from .loaders import LoaderOptions, Loaders, build_eval_loader, build_loaders, files_digest, num_classes
-from .memory import InMemoryLoader, with_flipped_copies
-from .streaming import StreamingDataset, StreamingLoader, index_folder, readable_class_names
+import importlib
 
-__all__ = [
-    "OPERATIONS", "PRESET_SPECS", "PRESETS", "AugmentConfig", "BatchLoader", "ColourPCA", "DatasetInfo",
-    "ImageTensors", "InMemoryLoader",
-    "LoaderOptions", "Loaders", "StreamingDataset", "StreamingLoader", "augment_batch", "build_eval_loader", "build_loaders",
-    "files_digest", "num_classes",
-    "center_crop", "color_jitter", "compute_pca", "dataset_info", "epoch_generator", "gaussian_noise", "hue_jitter",
-    "index_folder", "list_datasets", "list_operations", "list_presets", "load_tensors", "locate", "normalize",
-    "parse_augment", "pca_lighting",
-    "random_affine", "random_crop", "readable_class_names", "resolve_augment", "search_dirs", "shard_indices",
-    "split_validation", "stratified_indices", "stratified_subset", "ten_crop",
-    "user_cache_dir", "with_flipped_copies",
-]
+# Each module and the public names it gives this package. They are imported on first use: the
+# augmentation kernels and the loaders bring in torchvision and the image decoders, which reading a
+# configuration or ``alexnet --help`` does not need.
+_EXPORTS = {
+    "augment": (
+        "augment_batch", "center_crop", "color_jitter", "ColourPCA", "compute_pca", "epoch_generator",
+        "gaussian_noise", "hue_jitter", "normalize", "pca_lighting", "random_affine", "random_crop",
+    ),
+    "augment_spec": (
+        "AugmentConfig", "list_operations", "list_presets", "OPERATIONS", "parse_augment", "PRESET_SPECS",
+        "PRESETS", "resolve_augment",
+    ),
+    "test_time": ("ten_crop",),
+    "datasets": (
+        "dataset_info", "DatasetInfo", "ImageTensors", "list_datasets", "load_tensors", "locate",
+        "search_dirs", "split_validation", "stratified_indices", "stratified_subset", "user_cache_dir",
+    ),
+    "base": ("BatchLoader", "shard_indices"),
+    "loaders": ("build_eval_loader", "build_loaders", "files_digest", "LoaderOptions", "Loaders", "num_classes"),
+    "memory": ("InMemoryLoader", "with_flipped_copies"),
+    "streaming": ("index_folder", "readable_class_names", "StreamingDataset", "StreamingLoader"),
+}
+_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    """A public name's value, its module imported the first time it is asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,9 +10,31 @@ image patches drive each filter.
 ``alexnet explain`` is the command line over these; ``pictures`` draws what they return.
 """
 
-from .attribution import METHODS, Explanation, Explanations, FeatureMaps, attribute, explain, feature_maps
-from .network import ReceptiveField, conv_outputs, receptive_field
-from .patches import TopPatches, dataset_batches, top_patches
+import importlib
 
-__all__ = ["METHODS", "Explanation", "Explanations", "FeatureMaps", "ReceptiveField", "TopPatches", "attribute",
-           "conv_outputs", "dataset_batches", "explain", "feature_maps", "receptive_field", "top_patches"]
+# The attribution methods, by the name ``--method`` takes (here, light, for the command line's choices).
+METHODS = ("gradcam", "saliency", "occlusion", "integrated-gradients")
+
+# Each module and the public names it gives this package, imported on first use (attribution brings in
+# the inference frame, the image transforms and Captum).
+_EXPORTS = {
+    "attribution": ("attribute", "explain", "Explanation", "Explanations", "feature_maps", "FeatureMaps"),
+    "network": ("conv_outputs", "receptive_field", "ReceptiveField"),
+    "patches": ("dataset_batches", "top_patches", "TopPatches"),
+}
+_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted([*_HOMES, "METHODS"])
+
+
+def __getattr__(name: str):
+    """A public name's value, its module imported the first time it is asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

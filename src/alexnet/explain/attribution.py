@@ -44,9 +44,9 @@ from ..inference import TrainedModel, open_trained
 from ..perf import autocast_context, to_channels_last
 from ..predict import ImageInput, Skipped, read_images
 from ..weights import WeightsMetadata
+from . import METHODS
 from .network import attribution_frame, conv_output, conv_outputs, output_module
 
-METHODS = ("gradcam", "saliency", "occlusion", "integrated-gradients")
 INTEGRATION_STEPS = 32  # Sundararajan et al. use 20-300; 32 keeps the completeness gap near 1% here
 OCCLUSION_FRACTION = 7  # the occluding square: a seventh of the side (4 px of 28, 32 px of 227)
 

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..data.augment_spec import PRESETS, AugmentConfig, parse_augment
-from ..data.loaders import LoaderOptions
 from ..errors import AlexNetError, quote
 from ..perf import PRECISIONS, check_device
 from .recipes import FINE_TUNING_RECIPE, RECIPES, get_recipe
 
 if TYPE_CHECKING:
     import torch
+
+    from ..data.loaders import LoaderOptions
 
 # Fields whose None means "the recipe's value".
 RECIPE_FIELDS = (
@@ -184,6 +185,8 @@ class TrainConfig:
         """The options of this (resolved) run's loaders: its images, batches and augmentation, with
         what is decided as the run starts: the device, the model's input shape, the normalisation,
         this process's ``batch_size`` (default: the whole ``batch_size``) and its share of the data."""
+        from ..data.loaders import LoaderOptions  # the loaders import the image libraries: not for --help
+
         return LoaderOptions(
             data_dir=self.data_dir, download=self.download, val_size=self.val_size, test_size=self.test_size,
             subset=self.subset, flipped_copies=self.flipped_copies, sampler=self.sampler, seed=self.seed,
