@@ -5,6 +5,7 @@ image folder with a corrupt JPEG and a text file)."""
 import functools
 import io
 import math
+import os
 import pickle
 import shutil
 import struct
@@ -120,6 +121,26 @@ def test_real_fashion_mnist():
     again = load_tensors("fashion-mnist", "train")
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
     assert len(list((datasets.user_cache_dir() / "tensors").glob("fashion-mnist-*.pt"))) == 2
+
+
+def test_the_tensor_cache_keeps_its_budget_evicting_the_least_recently_used(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "tensors"
+    megabyte = torch.zeros(2**20, dtype=torch.uint8)  # each entry a little over 1 MB on disk
+    for age, name in enumerate(("oldest", "used", "newer")):
+        datasets.save_cache({"images": megabyte}, folder / f"{name}.pt")
+        os.utime(folder / f"{name}.pt", ns=(10**18 + age * 10**9,) * 2)
+    assert datasets.load_cache(folder / "used.pt")["images"].numel() == 2**20  # a hit: used just now
+    monkeypatch.setenv("ALEXNET_CACHE_MB", "2.5")
+    datasets.save_cache({"images": megabyte}, folder / "new.pt")  # 4 entries of ~1 MB: two must go
+    assert sorted(path.name for path in folder.glob("*.pt")) == ["new.pt", "used.pt"]
+    # the entry just written stays even when it alone is over the budget
+    monkeypatch.setenv("ALEXNET_CACHE_MB", "0.5")
+    datasets.save_cache({"images": megabyte}, folder / "big.pt")
+    assert [path.name for path in folder.glob("*.pt")] == ["big.pt"]
+    monkeypatch.setenv("ALEXNET_CACHE_MB", "lots")  # said, and the default budget kept
+    with caplog.at_level("WARNING"):
+        assert datasets.cache_budget() == datasets.CACHE_MB * 2**20
+    assert "$ALEXNET_CACHE_MB must be a number of megabytes, not 'lots'" in caplog.text
 
 
 @needs_fashion_mnist

@@ -28,6 +28,10 @@ from ..errors import AlexNetError
 from . import flowers17
 from .augment import ColourPCA, compute_pca
 
+CACHE_BUDGET_ENV = "ALEXNET_CACHE_MB"
+# Decoded datasets kept in the user cache: CIFAR-10 and -100 (each about 180 MB), MNIST and
+# Fashion-MNIST (55 MB each) and Oxford Flowers-17 at 256 px fit several times over.
+CACHE_MB = 2048
 DATA_DIR_ENV = "ALEXNET_DATA"  # a directory holding datasets, searched after an explicit --data-dir
 # Read-only copies installed by the system; Debian's ``dataset-fashion-mnist`` package puts the four
 # IDX files in /usr/share/datasets/fashion-mnist/ and records their md5 sums for dpkg.
@@ -386,11 +390,15 @@ def _cache_path(name: str, split: str, found: Path) -> Path:
 
 
 def load_cache(path: Path):
-    """What ``save_cache`` wrote to ``path``, or None when it is absent or unreadable."""
+    """What ``save_cache`` wrote to ``path``, or None when it is absent or unreadable. A hit marks the
+    entry as just used (its modification time), so that ``save_cache`` evicts the others first."""
     try:
-        return torch.load(path, weights_only=True)
+        value = torch.load(path, weights_only=True)
     except Exception:  # absent, or written by an interrupted or older run: decode again
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return value
 
 
 def save_cache(value, path: Path) -> None:
@@ -407,6 +415,43 @@ def save_cache(value, path: Path) -> None:
         log.warning("not caching %s (%s); the data is decoded again next time", path, error)
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
+        return
+    evict_least_used(path.parent, keep=path)
+
+
+def cache_budget() -> int:
+    """Bytes one cache folder may hold: ``$ALEXNET_CACHE_MB`` megabytes, default ``CACHE_MB``."""
+    try:
+        megabytes = float(os.environ.get(CACHE_BUDGET_ENV, CACHE_MB))
+    except ValueError:  # a cache is never worth failing a run: said, and the default kept
+        log.warning("$%s must be a number of megabytes, not %r; keeping %d MB", CACHE_BUDGET_ENV,
+                    os.environ[CACHE_BUDGET_ENV], CACHE_MB)
+        megabytes = CACHE_MB
+    return int(megabytes * 2**20)
+
+
+def evict_least_used(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Remove the entries of ``folder`` used longest ago until it holds ``cache_budget()`` bytes or
+    less, never ``keep`` (the entry just written); returns what was removed. Each entry is keyed by
+    its source's path and modification time, so a dataset moved or extracted again leaves its old
+    entry behind, never read again: without a bound the cache would grow by one for every such
+    copy."""
+    entries = []
+    for entry in folder.glob("*.pt"):
+        with contextlib.suppress(OSError):  # removed meanwhile by another process
+            status = entry.stat()
+            entries.append((status.st_mtime_ns, status.st_size, entry))
+    total, removed = sum(size for _, size, _ in entries), []
+    for _, size, entry in sorted(entries):  # least recently used first
+        if total <= cache_budget():
+            break
+        if keep is not None and entry == keep:
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+        total -= size
+    return removed
 
 
 def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageTensors:
