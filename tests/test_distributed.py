@@ -63,7 +63,10 @@ FLAGS.append("--quiet")
 
 def torchrun(out: Path, name: str, *extra: str, kill: str | None = None, timeout: float = 240,
              train_flags: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALEXNET_DIST_TIMEOUT": "60"}
+    # TMPDIR: torchrun's own folders for the ranks' error files (never removed) go beside the test's
+    scratch = out.with_name(f"{out.name}-tmp")
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALEXNET_DIST_TIMEOUT": "60", "TMPDIR": str(scratch)}
     env.pop("ALEXNET_TEST_KILL", None)
     if kill:
         env["ALEXNET_TEST_KILL"] = kill

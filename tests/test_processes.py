@@ -99,10 +99,12 @@ def stop_and_check(command: subprocess.Popen, signum: int, *, group: bool, expec
     return output
 
 
-def start(arguments: list[str]) -> subprocess.Popen:
-    # its own session: the test's process group is pytest's, and a Ctrl-C goes to the command's group
+def start(arguments: list[str], temporary: Path | None = None) -> subprocess.Popen:
+    """The command started in its own session (the test's process group is pytest's, and a Ctrl-C goes
+    to the command's group); ``temporary``: its temporary folder (``TMPDIR``)."""
     return subprocess.Popen([*CLI, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env(), start_new_session=True)
+                            env={**env(), **({"TMPDIR": str(temporary)} if temporary else {})},
+                            start_new_session=True)
 
 
 def test_a_signal_is_forwarded_once_and_a_second_ctrl_c_again(tmp_path):
@@ -173,8 +175,8 @@ NPROC = ["train", "--nproc", "2", "--subset", "0.03", "--epochs", "1", "--batch-
          "--no-flip-test", "--data-dir", fashion_small_test()]
 
 
-def nproc_training(out: Path) -> subprocess.Popen:
-    command = start([*NPROC, "--out", str(out), "--name", "d"])
+def nproc_training(out: Path, temporary: Path | None = None) -> subprocess.Popen:
+    command = start([*NPROC, "--out", str(out), "--name", "d"], temporary)
     log = RunFolder(out / "d").log
     wait_for(lambda: (log.is_file() and "2 processes" in log.read_text()) or command.poll() is not None, 240,
              "the two ranks training")
@@ -196,10 +198,13 @@ def _command_line(pid: int) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_train_nproc_passes_a_signal_to_every_rank_and_the_run_continues(tmp_path, signum, capsys):
-    command = nproc_training(tmp_path)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = nproc_training(tmp_path, temporary)
     output = stop_and_check(command, signum, group=signum == signal.SIGINT, expected=128 + signum)
     assert f"alexnet: stopped by {signal.Signals(signum).name}" in output
     assert "SignalException" not in output, output
+    assert list(temporary.iterdir()) == []  # torchrun's folder for the ranks' error files went with it
     folder = RunFolder(tmp_path / "d")
     assert f"{signal.Signals(signum).name}: stopped in epoch" in folder.log.read_text()
     folder.lock().release()  # rank 0's lock went with it

@@ -2,6 +2,7 @@
 oversized images, read-only caches, broken run folders, and fuzzed dataset files. Each must end in
 ``AlexNetError`` (or be accepted as valid), never in another exception, a hang or a huge allocation."""
 
+import contextlib
 import json
 import os
 import pickle
@@ -479,8 +480,12 @@ def test_summary_judges_the_input_shape_without_allocating_it():
 # an empty cache, so that nothing decoded earlier is served instead of the damaged files.
 
 
-def fresh_cache() -> str:
-    return tempfile.mkdtemp(prefix="alexnet-fuzz-cache-")
+@contextlib.contextmanager
+def fresh_cache(patch: pytest.MonkeyPatch):
+    """An empty ``XDG_CACHE_HOME`` for one example, removed after it."""
+    with tempfile.TemporaryDirectory(prefix="alexnet-fuzz-cache-") as cache:
+        patch.setenv("XDG_CACHE_HOME", cache)
+        yield
 
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -495,8 +500,7 @@ IDX_DAMAGE = st.one_of(
 @settings(max_examples=100, deadline=None)
 @given(file=st.sampled_from(IDX_NAMES), damage=IDX_DAMAGE)
 def test_fuzzed_idx_files_load_or_raise(file, damage):
-    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", fresh_cache())
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch, fresh_cache(patch):
         path = mnist_raw(Path(tmp)) / file
         data = bytearray(path.read_bytes())
         kind, where, value = damage
@@ -537,8 +541,8 @@ def test_fuzzed_cifar_batches_are_refused_before_unpickling(monkeypatch, tv_clas
         folder.mkdir(parents=True)
         for file, _ in (*tv_class.train_list, *tv_class.test_list, (tv_class.meta["filename"], None)):
             (folder / file).write_bytes(batch)
-        monkeypatch.setenv("XDG_CACHE_HOME", fresh_cache())
-        with pytest.raises(AlexNetError, match=re.escape(f"{folder}: files missing or damaged, their md5 sums")):
+        with fresh_cache(monkeypatch), pytest.raises(
+                AlexNetError, match=re.escape(f"{folder}: files missing or damaged, their md5 sums")):
             load_tensors(name, "train", data_dir=tmp)
 
 
@@ -564,8 +568,7 @@ def test_fuzzed_flowers17_file_is_named(flowers_folder, content):
     original = first.read_bytes()
     first.write_bytes(content)
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("XDG_CACHE_HOME", fresh_cache())
+        with pytest.MonkeyPatch.context() as patch, fresh_cache(patch):
             with pytest.raises(AlexNetError, match=re.escape(f"{first}: cannot decode")):
                 load_tensors("flowers17", "train", data_dir=flowers_folder.parent.parent)
     finally:

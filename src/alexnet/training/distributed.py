@@ -162,12 +162,17 @@ def run_torchrun(parent: int) -> None:
     stopped by a signal, exits with 128 + its number instead of torchrun's traceback of
     ``SignalException``."""
     import sys
+    import tempfile
 
     start_child(parent)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import main
 
-    try:
-        main()
-    except SignalException as stopped:
-        sys.exit(128 + int(stopped.sigval))
+    # torchrun keeps each rank's error file in a folder of its own under /tmp and never removes it:
+    # one more folder for every run. Here it lives as long as torchrun (whose summary prints what the
+    # error files held).
+    with tempfile.TemporaryDirectory(prefix="torchelastic_") as logs:
+        try:
+            main(["--log-dir", logs, *sys.argv[1:]])
+        except SignalException as stopped:
+            sys.exit(128 + int(stopped.sigval))
