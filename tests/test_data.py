@@ -137,10 +137,29 @@ def test_the_tensor_cache_keeps_its_budget_evicting_the_least_recently_used(tmp_
     monkeypatch.setenv("ALEXNET_CACHE_MB", "0.5")
     datasets.save_cache({"images": megabyte}, folder / "big.pt")
     assert [path.name for path in folder.glob("*.pt")] == ["big.pt"]
-    monkeypatch.setenv("ALEXNET_CACHE_MB", "lots")  # said, and the default budget kept
-    with caplog.at_level("WARNING"):
-        assert datasets.cache_budget() == datasets.CACHE_MB * 2**20
-    assert "$ALEXNET_CACHE_MB must be a number of megabytes, not 'lots'" in caplog.text
+    # a partial file left by a process stopped mid-write goes once it is an hour old
+    stale, fresh = folder / "big.123.tmp", folder / "big.456.tmp"
+    stale.write_bytes(b"x"), fresh.write_bytes(b"x")
+    os.utime(stale, (0, 0))
+    datasets.evict_least_used(folder)
+    assert not stale.exists() and fresh.exists()
+    monkeypatch.setenv("ALEXNET_CACHE_MB", "inf")  # no bound
+    assert datasets.evict_least_used(folder) == [] and datasets.cache_budget() == math.inf
+    for wrong in ("lots", "nan", "-1"):  # said, and the default budget kept: a cache never fails a run
+        monkeypatch.setenv("ALEXNET_CACHE_MB", wrong)
+        with caplog.at_level("WARNING"):
+            assert datasets.cache_budget() == datasets.CACHE_MB * 2**20
+        assert f"$ALEXNET_CACHE_MB must be a number of megabytes (inf: no bound), not {wrong!r}" in caplog.text
+
+
+def test_the_two_splits_cached_together_are_both_kept(tmp_path, monkeypatch):
+    # a budget smaller than both splits keeps both of the dataset just decoded, not the second alone
+    write_idx_dataset(tmp_path / "data", "MNIST", train=60, test=20, level=3)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ALEXNET_CACHE_MB", "0")
+    load_tensors("mnist", "train", data_dir=tmp_path / "data")
+    cached = sorted(path.name.split("-")[1] for path in (tmp_path / "cache" / "alexnet" / "tensors").glob("*.pt"))
+    assert cached == ["test", "train"]
 
 
 @needs_fashion_mnist

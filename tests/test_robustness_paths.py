@@ -102,6 +102,16 @@ def test_a_non_utf8_file_name_is_printed_as_its_bytes(weights, tmp_path):
     assert os.fsencode(image) + b"\n" in result.stdout
 
 
+def test_output_to_a_reader_that_stops_early_ends_quietly():
+    # `alexnet models | head -1`: the reader is gone before the listing is written
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run([sys.executable, "-m", "alexnet", "models"], stdout=write, stderr=subprocess.PIPE,
+                            text=True, timeout=120)
+    os.close(write)
+    assert result.returncode == 141 and result.stderr == ""  # as a process SIGPIPE stops, without a traceback
+
+
 def test_a_non_utf8_run_name_is_refused_before_the_folder_is_made(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--name", LATIN1, "--epochs", "1"]) == 2
     assert "name 'caf?' is not UTF-8 text" in capsys.readouterr().err

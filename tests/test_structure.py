@@ -33,3 +33,16 @@ def test_no_module_imports_one_that_imports_it_back():
             if chain:
                 cycles.append(" -> ".join((importer, *chain)))
     assert not cycles, "\n".join(cycles)
+
+
+def test_the_command_line_parser_imports_no_pipeline():
+    # `alexnet --help` and a mistyped flag answer in the time torch takes to import: the parser
+    # lists choices from light modules, never the data pipeline, the training loop or the explainers
+    # (torchvision's import alone loads torch._dynamo, about 2 s of CPU).
+    heavy = ("torchvision", "torch._dynamo", "matplotlib", "captum", "alexnet.training.loop", "alexnet.data.loaders",
+             "alexnet.explain.attribution", "alexnet.inference")
+    script = ("import sys\nfrom alexnet.cli import build_parser\nbuild_parser()\n"
+              f"print(','.join(name for name in {heavy!r} if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

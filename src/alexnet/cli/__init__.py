@@ -41,7 +41,19 @@ def main(argv: list[str] | None = None) -> int:
 
         reuse_freed_memory()  # the process is the command's: it may keep its peak memory (see perf.py)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a reader that went away is found here, not in the flush at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a worker's): not ours to hide
+            raise
+        # The reader stopped early (alexnet models | head): end quietly, as other commands do, with
+        # the status of a process SIGPIPE stopped; what is still buffered goes nowhere.
+        import os
+        import signal
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except AlexNetError as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -51,3 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         print(f"alexnet: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (Linux and macOS: poll says POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no real file behind stdout
+        return False

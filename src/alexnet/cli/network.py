@@ -25,9 +25,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for name in list_models():
         # Counting needs shapes, not values: built on the meta device with PyTorch's own init (the
-        # paper's normal_ on meta tensors first loads torch's reference kernels, seconds).
-        with torch.device("meta"):
-            model = build_model(name, init="default")
+        # paper's normal_ on meta tensors first loads torch's reference kernels, seconds); a model
+        # registered elsewhere that takes no init option, or no meta device, is built as it is.
+        try:
+            with torch.device("meta"):
+                model = build_model(name, init="default")
+        except (AlexNetError, TypeError, NotImplementedError, RuntimeError):
+            model = build_model(name)
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, model.input_size))
         doc = (get_model_builder(name).__doc__ or "").strip().splitlines()[0]

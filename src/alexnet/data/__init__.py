@@ -8,6 +8,7 @@
 """
 
 import importlib
+import importlib.util
 
 # Each module and the public names it gives this package. They are imported on first use: the
 # augmentation kernels and the loaders bring in torchvision and the image decoders, which reading a
@@ -38,8 +39,10 @@ __all__ = sorted(_HOMES)
 def __getattr__(name: str):
     """A public name's value, its module imported the first time it is asked for."""
     home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if home is None:  # a submodule (alexnet.data.augment) is found as before, once imported
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f".{name}", __name__)
     value = getattr(importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value  # found directly from now on
     return value

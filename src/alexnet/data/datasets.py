@@ -17,6 +17,8 @@ import os
 import shutil
 import struct
 import tempfile
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +34,7 @@ CACHE_BUDGET_ENV = "ALEXNET_CACHE_MB"
 # Decoded datasets kept in the user cache: CIFAR-10 and -100 (each about 180 MB), MNIST and
 # Fashion-MNIST (55 MB each) and Oxford Flowers-17 at 256 px fit several times over.
 CACHE_MB = 2048
+STALE_PARTIAL_SECONDS = 3600  # a cache file still being written after this was left by a stopped process
 DATA_DIR_ENV = "ALEXNET_DATA"  # a directory holding datasets, searched after an explicit --data-dir
 # Read-only copies installed by the system; Debian's ``dataset-fashion-mnist`` package puts the four
 # IDX files in /usr/share/datasets/fashion-mnist/ and records their md5 sums for dpkg.
@@ -401,10 +404,12 @@ def load_cache(path: Path):
     return value
 
 
-def save_cache(value, path: Path) -> None:
+def save_cache(value, path: Path, also_keep: Collection[Path] = ()) -> None:
     """Save ``value`` to ``path`` if the cache folder can be written; a cache is never worth failing a run.
 
     A read-only home, a full disk or an ``XDG_CACHE_HOME`` that is no folder only costs decoding again.
+    The folder is then brought back within its budget (``evict_least_used``), keeping ``path`` and
+    ``also_keep`` (entries written with it, such as the other split of the same dataset).
     """
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     try:
@@ -416,36 +421,46 @@ def save_cache(value, path: Path) -> None:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         return
-    evict_least_used(path.parent, keep=path)
+    evict_least_used(path.parent, keep=(path, *also_keep))
 
 
-def cache_budget() -> int:
-    """Bytes one cache folder may hold: ``$ALEXNET_CACHE_MB`` megabytes, default ``CACHE_MB``."""
+def cache_budget() -> float:
+    """Bytes one cache folder may hold: ``$ALEXNET_CACHE_MB`` megabytes (``inf``: no bound), default
+    ``CACHE_MB``. A value that is no size is said once and the default kept."""
+    given = os.environ.get(CACHE_BUDGET_ENV)
+    if given is None:
+        return CACHE_MB * 2**20
     try:
-        megabytes = float(os.environ.get(CACHE_BUDGET_ENV, CACHE_MB))
-    except ValueError:  # a cache is never worth failing a run: said, and the default kept
-        log.warning("$%s must be a number of megabytes, not %r; keeping %d MB", CACHE_BUDGET_ENV,
-                    os.environ[CACHE_BUDGET_ENV], CACHE_MB)
+        megabytes = float(given)
+    except ValueError:
+        megabytes = math.nan
+    if math.isnan(megabytes) or megabytes < 0:  # a cache is never worth failing a run
+        log.warning("$%s must be a number of megabytes (inf: no bound), not %r; keeping %d MB",
+                    CACHE_BUDGET_ENV, given, CACHE_MB)
         megabytes = CACHE_MB
-    return int(megabytes * 2**20)
+    return megabytes * 2**20
 
 
-def evict_least_used(folder: Path, keep: Path | None = None) -> list[Path]:
+def evict_least_used(folder: Path, keep: Collection[Path] = ()) -> list[Path]:
     """Remove the entries of ``folder`` used longest ago until it holds ``cache_budget()`` bytes or
-    less, never ``keep`` (the entry just written); returns what was removed. Each entry is keyed by
+    less, never those in ``keep`` (just written); returns what was removed. Each entry is keyed by
     its source's path and modification time, so a dataset moved or extracted again leaves its old
     entry behind, never read again: without a bound the cache would grow by one for every such
-    copy."""
-    entries = []
+    copy. Partial files that a process stopped mid-write left behind (over an hour old) go too."""
+    budget, kept, entries = cache_budget(), set(keep), []
+    for entry in folder.glob("*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                entry.unlink()
     for entry in folder.glob("*.pt"):
         with contextlib.suppress(OSError):  # removed meanwhile by another process
             status = entry.stat()
             entries.append((status.st_mtime_ns, status.st_size, entry))
     total, removed = sum(size for _, size, _ in entries), []
     for _, size, entry in sorted(entries):  # least recently used first
-        if total <= cache_budget():
+        if total <= budget:
             break
-        if keep is not None and entry == keep:
+        if entry in kept:
             continue
         with contextlib.suppress(OSError):
             entry.unlink()
@@ -484,14 +499,15 @@ def load_tensors(name: str, split: str, *, data_dir: str | Path | None = None, d
     else:
         tv_class, _, read_fn = _TORCHVISION[name]
         decoded = read_fn(name, tv_class, found)
-    results = {}
+    results, written = {}, []
     for each, (images, labels, classes) in decoded.items():
         saved = {"images": images, "labels": labels, "classes": classes}
         pca = None
         if each == "train":
             pca = compute_pca(images)
             saved["pca"] = list(pca)
-        save_cache(saved, _cache_path(name, each, found))
+        written.append(_cache_path(name, each, found))
+        save_cache(saved, written[-1], also_keep=written[:-1])  # the other split, just written, stays
         results[each] = ImageTensors(images, labels, classes, info.mean, info.std, pca)
     return results[split]
 

@@ -11,6 +11,7 @@ image patches drive each filter.
 """
 
 import importlib
+import importlib.util
 
 # The attribution methods, by the name ``--method`` takes (here, light, for the command line's choices).
 METHODS = ("gradcam", "saliency", "occlusion", "integrated-gradients")
@@ -29,8 +30,10 @@ __all__ = sorted([*_HOMES, "METHODS"])
 def __getattr__(name: str):
     """A public name's value, its module imported the first time it is asked for."""
     home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if home is None:  # a submodule (alexnet.data.augment) is found as before, once imported
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f".{name}", __name__)
     value = getattr(importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value  # found directly from now on
     return value

@@ -12,5 +12,10 @@ def __getattr__(name: str):
     if name in ("Run", "train"):
         from . import loop
 
+        globals().update(Run=loop.Run, train=loop.train)  # found directly from now on
         return getattr(loop, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

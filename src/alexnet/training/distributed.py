@@ -170,9 +170,10 @@ def run_torchrun(parent: int) -> None:
 
     # torchrun keeps each rank's error file in a folder of its own under /tmp and never removes it:
     # one more folder for every run. Here it lives as long as torchrun (whose summary prints what the
-    # error files held).
+    # error files held), unless the user asked torchrun to keep logs (its PET_ variables).
+    keeps_logs = any(os.environ.get(name) for name in ("PET_LOG_DIR", "PET_REDIRECTS", "PET_TEE"))
     with tempfile.TemporaryDirectory(prefix="torchelastic_") as logs:
         try:
-            main(["--log-dir", logs, *sys.argv[1:]])
+            main(sys.argv[1:] if keeps_logs else ["--log-dir", logs, *sys.argv[1:]])
         except SignalException as stopped:
             sys.exit(128 + int(stopped.sigval))
