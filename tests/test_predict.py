@@ -173,6 +173,7 @@ def test_folder_walk_is_recursive_sorted_and_skips_unreadable_files(imported, tm
     (tmp_path / "b" / "notes.txt").write_text("a shopping list")
     (tmp_path / "b" / "cut.jpg").write_bytes((DATA / "rocket.jpg").read_bytes()[:3000])
     (tmp_path / ".DS_Store").write_bytes(b"\0\1")
+    (tmp_path / "b" / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\nxxxx")  # the signature, then nothing a decoder can use
 
     predictions = predict(imported, [tmp_path, tmp_path / "absent.png"], top_k=3)
 
@@ -181,6 +182,8 @@ def test_folder_walk_is_recursive_sorted_and_skips_unreadable_files(imported, tm
     assert predictions[1].indices == predict(imported, [DATA / "chelsea.png"], top_k=3)[0].indices
     assert [(s.source, s.reason) for s in predictions.skipped] == [
         (str(tmp_path / "b/cut.jpg"), "image file is truncated (37 bytes not processed)"),
+        # torchvision's decoder message, without the place in its C++ sources it starts with
+        (str(tmp_path / "b/damaged.png"), "Out of bound read in decode_png. Probably, the input image is corrupted"),
         (str(tmp_path / "b/notes.txt"), "not an image file Pillow or torchvision can read"),
         (str(tmp_path / "absent.png"), "no such file or folder"),
     ]

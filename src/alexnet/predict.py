@@ -12,7 +12,6 @@ is decided here.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
@@ -20,7 +19,7 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .data.images import decode
+from .data.images import decode, decode_problem
 from .data.streaming import files_under
 from .errors import AlexNetError
 from .inference import open_trained
@@ -130,19 +129,9 @@ def _images(inputs, skipped: list[Skipped]) -> Iterator[tuple[str | int, torch.T
             try:
                 image = decode(str(file))
             except Exception as error:  # not an image, damaged, unreadable, too large: listed, never fatal
-                skipped.append(Skipped(str(file), _reason(error)))
+                skipped.append(Skipped(str(file), decode_problem(error)))
             else:
                 yield str(file), image
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    # torchvision's messages start with where in its C++ they were raised: "decode_jpeg, /.../decode_jpeg.cpp:171, "
-    message = re.sub(r"^\w+, \S+\.cpp:\d+, ", "", str(error).strip())
-    if message.startswith("Unsupported image file"):
-        return "not an image file Pillow or torchvision can read"
-    return (message.splitlines() or [type(error).__name__])[0][:120]
 
 
 def _checked_tensor(image: torch.Tensor, position: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import AlexNetError
-from .images import decode
+from .images import decode, decode_problem
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
 # The md5 of 17flowers.tgz is not published on the dataset's page and could not be checked from here
@@ -75,8 +75,7 @@ def read(jpg: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         try:
             image = decode(str(files[index]))
         except (RuntimeError, ValueError, OSError) as error:
-            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            raise AlexNetError(f"{files[index]}: cannot decode ({reason}); get the archive again") from None
+            raise AlexNetError(f"{files[index]}: cannot decode ({decode_problem(error)}); get the archive again") from None
         image = TF.resize(image, STORED_SIZE, antialias=True)
         images[row] = TF.center_crop(image, [STORED_SIZE, STORED_SIZE])
     return images, indices // IMAGES_PER_CLASS, list(CLASSES)

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import reason
+
 
 def decode(source: str | bytes, *, max_pixels: int | None = None) -> torch.Tensor:
     """An image file (its path, or its bytes as uploaded to ``alexnet serve``) as (3, H, W) uint8 RGB;
@@ -32,6 +34,18 @@ def decode(source: str | bytes, *, max_pixels: int | None = None) -> torch.Tenso
     if check_header(source, limit=max_pixels) is None:  # not a format Pillow knows (HEIC), or not an image
         return _decode_torchvision(source)
     return _decode_pillow(source)
+
+
+def decode_problem(error: BaseException) -> str:
+    """Why ``decode`` failed, in one line fit for a list of skipped files or a server's answer: the
+    system's words for a file that cannot be read, and torchvision's decoder messages without the
+    place in its C++ sources they start with ("decode_jpeg, /.../decode_jpeg.cpp:171, ")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    message = re.sub(r"^[^,]+, \S+\.cpp:\d+, ", "", " ".join(str(error).split()))
+    if message.startswith("Unsupported image file"):
+        return "not an image file Pillow or torchvision can read"
+    return reason(Exception(message), limit=160) if message else type(error).__name__
 
 
 def decode_bytes(data: bytes, *, max_pixels: int | None = None) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator
 from .augment_spec import AugmentConfig
 from .base import BatchLoader, shard_indices
 from .datasets import load_cache, save_cache, user_cache_dir
-from .images import decode
+from .images import decode, decode_problem
 from .test_time import ResizeShorterSide
 
 # Files that map wnids (n01440764) to readable names: Kaggle's ILSVRC copy ships
@@ -193,7 +193,7 @@ class StreamingDataset(Dataset):
         try:
             image = decode(path)
         except Exception as error:  # corrupt, truncated, not an image, unreadable
-            return None, label, f"{path} ({str(error).splitlines()[0][:120]})"
+            return None, label, f"{path} ({decode_problem(error)})"
         # transforms.v2 draw from the global generator: seed it per (seed, epoch, image) so that an
         # epoch replays exactly whichever worker decodes the image, without touching the caller's RNG.
         # Only the CPU generator: torch.manual_seed would also queue a CUDA seeding, formatting a

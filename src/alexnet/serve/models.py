@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..data.images import check_header, decode
+from ..data.images import check_header, decode, decode_problem
 from ..errors import AlexNetError
 from ..inference import TrainedModel, open_trained, run_folder_of
 from ..perf import precision_name
@@ -160,7 +160,7 @@ def decode_files(files: list[bytes], names: list[str], max_pixels: int) -> list[
         try:
             images.append(decode(data, max_pixels=max_pixels))
         except Exception as error:  # damaged or truncated pixel data
-            raise ImageRefused(422, f"{name}: cannot decode this {found} ({str(error)[:120]})") from None
+            raise ImageRefused(422, f"{name}: cannot decode this {found} ({decode_problem(error)})") from None
     return images
 
 
