@@ -110,7 +110,7 @@ _INFOS: dict[str, DatasetInfo] = {
             "folder", None, None, _IMAGENET_MEAN, _IMAGENET_STD,
             "ImageNet's, assuming natural photographs",
             False, 0, "",
-            "one sub-folder of images per class (optionally under train/ val/ test/); pass it as --data-dir",
+            "one sub-folder of images per class (optionally under train/ val/ test/)",
         ),
     )
 }
@@ -180,7 +180,11 @@ def not_found_error(name: str, looked: list[Path], reason: str = "") -> AlexNetE
         ways.append(f"download it with --download (from {info.url}; needs internet)")
     elif info.url:
         ways.append(f"get it from {info.url}")
-    ways.append(f"put {info.files}, where <dir> is --data-dir, ${DATA_DIR_ENV} or {user_cache_dir() / 'datasets'}")
+    if name == "folder":  # its own folder is the data directory: no <dir> to search
+        ways.append(f"pass --data-dir a folder holding {info.files}")
+    else:
+        ways.append(f"put {info.files}, where <dir> is --data-dir, ${DATA_DIR_ENV} or "
+                    f"{user_cache_dir() / 'datasets'}")
     places = "\n".join(f"  {path}" for path in looked)
     steps = "\n".join(f"  - {way}" for way in ways)
     detail = f" ({reason})" if reason else ""
