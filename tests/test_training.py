@@ -165,6 +165,8 @@ def test_metrics_on_a_hand_made_confusion_case():
         ({"epochs": "ten"}, "'epochs' should be"),
         ({"model": "vgg16"}, "unknown model 'vgg16'.*alexnet_paper"),
         ({"dataset": "svhn"}, "unknown dataset 'svhn'.*fashion-mnist"),
+        ({"model": "alexnet_smal28"}, "unknown model 'alexnet_smal28'. Did you mean 'alexnet_small28'?"),
+        ({"dataset": "cifar-10"}, "unknown dataset 'cifar-10'. Did you mean 'cifar10'?"),
         ({"recipe": "adam"}, "unknown recipe 'adam'.*paper, tutorial, fast"),
         ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, fp16"),
         ({"subset": 1.5}, "subset must be a fraction"),

@@ -9,6 +9,7 @@ load of Fashion-MNIST takes well under a second.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gzip
 import hashlib
 import logging
@@ -126,7 +127,9 @@ def dataset_info(name: str) -> DatasetInfo:
     try:
         return _INFOS[name]
     except KeyError:
-        raise AlexNetError(f"unknown dataset {name!r}. Known datasets: {', '.join(_INFOS)}") from None
+        close = difflib.get_close_matches(name, _INFOS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise AlexNetError(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(_INFOS)}") from None
 
 
 @dataclass

@@ -198,15 +198,11 @@ class TrainConfig:
     def validate(self) -> None:
         if self.recipe is not None:
             get_recipe(self.recipe)
-        from ..data import list_datasets
-        from ..models import list_models
+        from ..data import dataset_info
+        from ..models import get_model_builder
 
-        if self.model not in list_models():
-            raise AlexNetError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
-        if self.dataset not in list_datasets():
-            raise AlexNetError(
-                f"unknown dataset {self.dataset!r}; choose one of: {', '.join(list_datasets())}"
-            )
+        get_model_builder(self.model)  # an unknown name: the known ones, and the closest
+        dataset_info(self.dataset)
         if self.augment is not None:
             _parsed_augment(self.augment, self.dataset)  # an unknown or bad operation names itself
         _choice("precision", self.precision, PRECISIONS)
