@@ -7,8 +7,7 @@
     >>> test, classes, info = build_eval_loader("fashion-mnist", "test", LoaderOptions(batch_size=1000))
 """
 
-import importlib
-import importlib.util
+from ..lazy import lazy_exports
 
 # Each module and the public names it gives this package. They are imported on first use: the
 # augmentation kernels and the loaders bring in torchvision and the image decoders, which reading a
@@ -32,21 +31,4 @@ _EXPORTS = {
     "memory": ("InMemoryLoader", "with_flipped_copies"),
     "streaming": ("index_folder", "readable_class_names", "StreamingDataset", "StreamingLoader"),
 }
-_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    """A public name's value, its module imported the first time it is asked for."""
-    home = _HOMES.get(name)
-    if home is None:  # a submodule (alexnet.data.augment) is found as before, once imported
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return importlib.import_module(f".{name}", __name__)
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,7 @@ image patches drive each filter.
 ``alexnet explain`` is the command line over these; ``pictures`` draws what they return.
 """
 
-import importlib
-import importlib.util
+from ..lazy import lazy_exports
 
 # The attribution methods, by the name ``--method`` takes (here, light, for the command line's choices).
 METHODS = ("gradcam", "saliency", "occlusion", "integrated-gradients")
@@ -23,21 +22,5 @@ _EXPORTS = {
     "network": ("conv_outputs", "receptive_field", "ReceptiveField"),
     "patches": ("dataset_batches", "top_patches", "TopPatches"),
 }
-_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_HOMES, "METHODS"])
-
-
-def __getattr__(name: str):
-    """A public name's value, its module imported the first time it is asked for."""
-    home = _HOMES.get(name)
-    if home is None:  # a submodule (alexnet.data.augment) is found as before, once imported
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return importlib.import_module(f".{name}", __name__)
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+_names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_names, "METHODS"])
