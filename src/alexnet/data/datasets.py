@@ -433,7 +433,7 @@ def save_cache(value, path: Path, also_keep: Collection[Path] = ()) -> None:
 
 def cache_budget() -> float:
     """Bytes one cache folder may hold: ``$ALEXNET_CACHE_MB`` megabytes (``inf``: no bound), default
-    ``CACHE_MB``. A value that is no size is said once and the default kept."""
+    ``CACHE_MB``. A value that is no size is warned of and the default kept."""
     given = os.environ.get(CACHE_BUDGET_ENV)
     if given is None:
         return CACHE_MB * 2**20
