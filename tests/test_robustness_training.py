@@ -148,6 +148,9 @@ def test_resume_continues_extends_or_refuses_by_name(tmp_path):
     longer = train(resume=folder.directory)
     assert [row["epoch"] for row in longer.history] == [1, 2]
     assert "epochs 1 -> 2: the onecycle schedule now spans 2 epochs" in folder.log.read_text()
+    # the longer curve has the same peak: the rate goes on from it, and ends where a 2-epoch run ends
+    fresh = train(tiny(tmp_path, "two", epochs=2))
+    assert longer.history[-1]["lr"] == pytest.approx(fresh.history[-1]["lr"], rel=1e-6)
     assert not list(folder.checkpoints.glob(".*.tmp"))
     assert json.loads(folder.evaluation.read_text())["epochs"] == 2
 

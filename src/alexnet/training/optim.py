@@ -53,9 +53,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         # a handful of steps (a small --subset) warms up over at least two of at least three.
         total = max(total + 1, 3)
         warmup = max(config.warmup_fraction, 2 / total)
+        # The peak of each group: its rate in a new optimiser; in one restored from a checkpoint, the
+        # peak the schedule drew before (its rate by then is wherever the curve had taken it).
+        peaks = [group.get("max_lr", group["lr"]) for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total, pct_start=warmup,
-            div_factor=10, final_div_factor=100)
+            optimizer, max_lr=peaks, total_steps=total, pct_start=warmup, div_factor=10, final_div_factor=100)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if config.schedule == "step":  # stepped every optimiser step: a fall every step_epochs epochs
