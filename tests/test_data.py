@@ -315,6 +315,8 @@ def test_pca_of_known_covariance_and_lighting_spread():
     # uint8 rounding adds 1/(12 * 255^2) = 1.3e-6 of variance to every axis
     assert torch.allclose(pca.eigenvalues.double(), variances + 1.3e-6, rtol=0.02)
     assert (pca.eigenvectors.double().T @ axes).abs().diagonal().min() > 0.999
+    # the same images on the 0..1 scale give the same decomposition (not one 255 x 255 times smaller)
+    torch.testing.assert_close(compute_pca(images.double() / 255).eigenvalues, pca.eigenvalues)
     # the shift along axis i has standard deviation 0.1 * sqrt(lambda_i), the same on every pixel
     base = torch.zeros(50_000, 3, 2, 2)
     shifted = pca_lighting(base, pca, 0.1, torch.Generator().manual_seed(2))

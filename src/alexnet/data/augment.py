@@ -160,7 +160,8 @@ class ColourPCA(NamedTuple):
 
 
 def compute_pca(images: torch.Tensor, chunk_pixels: int = 1 << 22) -> ColourPCA:
-    """Eigen-decomposition of the covariance of pixel colours over ``images`` (N, C, H, W), 0..1 scale.
+    """Eigen-decomposition of the covariance of pixel colours over ``images`` (N, C, H, W), on the 0..1
+    scale: uint8 images are divided by 255, floating-point ones taken as 0..1 already.
 
     Exact over every pixel, accumulated in float64 chunks; eigenvalues descending, each eigenvector's
     largest component positive so that the result does not depend on the solver's sign choice.
@@ -171,7 +172,9 @@ def compute_pca(images: torch.Tensor, chunk_pixels: int = 1 << 22) -> ColourPCA:
     total = torch.zeros(channels, dtype=torch.float64)
     products = torch.zeros(channels, channels, dtype=torch.float64)
     for start in range(0, len(images), step):
-        chunk = images[start : start + step].to(torch.float64).div_(255)
+        chunk = images[start : start + step].to(torch.float64)
+        if not images.is_floating_point():
+            chunk.div_(255)
         pixels = chunk.transpose(0, 1).reshape(channels, -1)  # (C, pixels)
         total += pixels.sum(1)
         products += pixels @ pixels.T

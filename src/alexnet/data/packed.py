@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
-from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator, to_float
+from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator
 from .augment_spec import AugmentConfig
 from .base import BatchLoader
 from .images import decode
@@ -226,7 +226,7 @@ def pack_splits(
                 progress(split, len(items), len(items))
     if not written.get("train"):
         raise AlexNetError(f"no training image of {out} could be read; check the folder's images")
-    pca = compute_pca(to_float(torch.stack(pca_images))) if pca_images else None
+    pca = compute_pca(torch.stack(pca_images)) if pca_images else None
     index = {
         "format": FORMAT_VERSION, "classes": classes, "size": size, "encoding": encoding, "splits": written,
         "skipped": len(failures),
