@@ -68,6 +68,14 @@ def test_pack_writes_webdataset_shards_of_resized_images(packed):
     assert index.pca is not None and index.pca.eigenvalues.shape == (3,)
     # on the 0..1 scale: the classes' brightness (40 to 200 of 255) varies by about 0.07 (was 255 x 255 times less)
     assert 0.02 < index.pca.eigenvalues[0] < 0.2
+    # a folder packed in format 1, whose eigenvalues were 255 x 255 times too small, reads as this one
+    values = json.loads((out / INDEX_FILE).read_text())
+    old = dict(values, format=1, pca=dict(values["pca"], eigenvalues=[v / 255**2 for v in values["pca"]["eigenvalues"]]))
+    (out / INDEX_FILE).write_text(json.dumps(old))
+    try:
+        torch.testing.assert_close(PackedIndex.read(out).pca.eigenvalues, index.pca.eigenvalues)
+    finally:
+        (out / INDEX_FILE).write_text(json.dumps(values))
 
 
 def test_pack_refuses_a_folder_that_is_not_empty(folder, packed):

@@ -53,7 +53,10 @@ from .images import decode
 from .test_time import resize_shorter_side
 
 INDEX_FILE = "packed.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 stored the colour PCA's eigenvalues 255 x 255 times too small (the images were scaled to
+# 0..1 twice); its shards are the same, so it is read with the eigenvalues put right.
+READABLE_FORMATS = (1, 2)
 # ~30 MB a shard at 256 px, JPEG quality 90: large enough to be read at disk speed, small enough
 # that ImageNet's 1.28M images make ~1,300 shards to spread across ranks and workers.
 SHARD_IMAGES = 1000
@@ -89,10 +92,12 @@ class PackedIndex:
         root = Path(root)
         try:
             values = json.loads((root / INDEX_FILE).read_text())
-            if values.get("format") != FORMAT_VERSION:
+            if values.get("format") not in READABLE_FORMATS:
                 raise AlexNetError(f"{root} was packed in format {values.get('format')!r}, not "
                                    f"{FORMAT_VERSION}; pack it again with alexnet data pack")
             pca = values.get("pca")
+            if pca and values["format"] == 1:
+                pca = {**pca, "eigenvalues": [value * 255**2 for value in pca["eigenvalues"]]}
             return cls(
                 root, list(values["classes"]), int(values["size"]),
                 {split: [(str(file), int(count)) for file, count in shards]
