@@ -84,6 +84,13 @@ def test_pack_refuses_a_folder_that_is_not_empty(folder, packed):
         pack_folder(folder, out, size=40)
     with pytest.raises(AlexNetError, match="no packed.json"):
         PackedIndex.read(out.parent)
+    # nor a place inside the folder being packed, nor one that cannot be made
+    with pytest.raises(AlexNetError, match="is inside .*, the folder being packed"):
+        pack_folder(folder, folder / "class0" / "packed", size=40)
+    assert not (folder / "class0" / "packed").exists()
+    (out.parent / "a-file").write_text("not a folder")
+    with pytest.raises(AlexNetError, match=r"cannot create .*a-file/packed \(Not a directory\); choose another place"):
+        pack_folder(folder, out.parent / "a-file" / "packed", size=40)
 
 
 def test_read_pieces_takes_exactly_the_range_asked(packed, tmp_path):

@@ -360,6 +360,9 @@ def pack_folder(
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise AlexNetError(f"{root} is not a folder; pack a folder of class folders (or of train/ and val/)")
+    if Path(out).expanduser().resolve().is_relative_to(root.resolve()):
+        raise AlexNetError(f"{out} is inside {root}, the folder being packed: its shards would become part of "
+                           f"the data; choose a folder outside it")
     classes, splits = _folder_splits(root, ("train", "val", "test"), val_size, seed, test_size)
     wanted = {"train": splits["train"], "val": splits["val"]}
     if splits["test"] is not splits["val"]:

@@ -190,7 +190,10 @@ def pack_splits(
         raise AlexNetError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AlexNetError(f"{out} exists and is not an empty folder; choose a new folder to pack into")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # under a file, in /proc, no permission
+        raise AlexNetError(f"cannot create {out} ({error.strerror or error}); choose another place") from None
     workers = workers or os.cpu_count() or 1
     mtime = int(time.time())
     written: dict[str, list[tuple[str, int]]] = {}
