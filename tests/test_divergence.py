@@ -84,3 +84,7 @@ def test_lr_find_sweeps_plots_and_suggests_a_rate(tmp_path, capsys):
     assert "suggested: --lr " in capsys.readouterr().out
     with pytest.raises(AlexNetError, match="from a small rate to a larger one"):
         lr_find(config, start_lr=1.0, end_lr=0.1)
+    # a plot name in no picture format is refused before the sweep, not after it
+    capsys.readouterr()
+    assert main(["lr-find", "--plot", str(tmp_path / "sweep.txt")]) == 2
+    assert ".txt is not a picture format" in capsys.readouterr().err

@@ -147,7 +147,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
     from ..training.lr_find import lr_find
 
-    check_output_path(args.plot, "--plot")
+    check_output_path(args.plot, "--plot", picture=True)
     values = {k: v for k, v in _given_values(args).items() if k not in ("start_lr", "end_lr", "steps", "plot")}
     result = lr_find(TrainConfig.from_dict(values), start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
     save_figure(learning_rate_range(result.rates, result.losses, result.smoothed, result.suggestion), args.plot)
