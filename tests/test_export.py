@@ -339,5 +339,9 @@ def test_summary_plot(tmp_path, capsys):
     run_summary(["alexnet_small28", "--towers", "1", "--plot", str(tmp_path / "small.svg")])
     svg = (tmp_path / "small.svg").read_text()
     assert "conv5" in svg and "(bottom)" not in svg  # one tower: one block per layer
+    capsys.readouterr()
+    run_summary(["alexnet_small28", "--format", "json", "--plot", str(tmp_path / "small.png")])
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["parameters"] > 0 and "wrote" in printed.err  # stdout stays JSON
     with pytest.raises(AlexNetError, match="is not a picture format"):
         run_summary(["alexnet_paper", "--plot", str(tmp_path / "paper.txt")])

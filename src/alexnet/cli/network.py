@@ -4,6 +4,7 @@ rather than train it."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import AlexNetError
@@ -64,7 +65,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from ..diagram import draw_network
 
-        print(f"wrote {draw_network(summary, args.plot, towers=getattr(model, 'towers', 1))}")
+        # on stderr when stdout is data (--format json), which must stay parseable
+        print(f"wrote {draw_network(summary, args.plot, towers=getattr(model, 'towers', 1))}",
+              file=sys.stderr if args.format == "json" else sys.stdout)
     return 0
 
 
