@@ -49,7 +49,7 @@ from ..errors import AlexNetError
 from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator
 from .augment_spec import AugmentConfig
 from .base import BatchLoader
-from .images import decode
+from .images import decode, decode_problem
 from .test_time import resize_shorter_side
 
 INDEX_FILE = "packed.json"
@@ -169,7 +169,7 @@ def _encode(item: tuple[str, int, int, str]) -> tuple[bytes | None, str | None]:
         image = resize_shorter_side(decode(path), size)
         return (ppm_bytes(image) if encoding == "raw" else jpeg_bytes(image, quality)), None
     except Exception as error:  # corrupt, truncated, not an image: counted, as the streaming path does
-        return None, f"{path} ({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})"
+        return None, f"{path} ({decode_problem(error)})"
 
 
 def pack_splits(

@@ -13,7 +13,7 @@ from ..runs import check_output, save_figure
 from .augment import augment_batch, compute_pca, epoch_generator
 from .augment_spec import AugmentConfig, resolve_augment
 from .datasets import dataset_info, load_tensors, locate
-from .images import decode
+from .images import decode, decode_problem
 from .streaming import index_folder
 
 # Each operation alone, at a strength where its effect is visible, then the presets combined.
@@ -63,8 +63,8 @@ def _own_images(paths: list[Path]) -> tuple[torch.Tensor, list[str], object]:
         try:
             images.append(_fit(decode(str(path))))
         except Exception as error:  # decode raises whatever its decoder raises; say which file and why
-            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-            raise AlexNetError(f"cannot read image {path} ({reason}); give a JPEG, PNG or other image file") from None
+            raise AlexNetError(f"cannot read image {path} ({decode_problem(error)}); give a JPEG, PNG or other "
+                               f"image file") from None
     images = torch.stack(images)
     return images, [path.name for path in paths], compute_pca(images)
 
