@@ -121,6 +121,25 @@ def test_one_process_owns_a_run_folder_and_sigterm_saves_its_position(tmp_path, 
     assert [row["epoch"] for row in map(json.loads, folder.metrics.read_text().splitlines())] == [1, 2]
 
 
+@needs_fashion
+def test_sigterm_during_the_final_test_stops_and_resume_tests(tmp_path, monkeypatch, capsys):
+    real = loop._Trainer._finish
+
+    def signalled(self):  # SIGTERM arrives as the final test starts, every epoch trained
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(loop._Trainer, "_finish", signalled)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "r", epochs=1))
+    folder = RunFolder(tmp_path / "r")
+    assert not folder.weights.exists() and not folder.evaluation.exists()  # the promise to stop is kept
+    assert "SIGTERM: stopped during the final test; every epoch is trained and checkpointed" in folder.log.read_text()
+    monkeypatch.setattr(loop._Trainer, "_finish", real)
+    resumed = train(resume=folder.directory)
+    assert folder.weights.is_file() and [row["epoch"] for row in resumed.history] == [1]
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     folder = RunFolder(tmp_path)
     folder.lock_file.write_text("pid 999999999 host nowhere since 2026-01-01 00:00:00\n")

@@ -600,6 +600,12 @@ class _Trainer:
             test, _ = test_loader(config.dataset, views, self.model.input_size, options)
         metrics, _ = evaluate_model(self.model, test, self.data.classes, device=self.device,
                                     precision=self.dtype, views=views)
+        # Asked to stop during the test: it stops, its result unrecorded. (Under torchrun the ranks must
+        # agree on it, and a signal may reach one after its check and another before: they finish.)
+        if self.stop.signum is not None and not self.group.distributed:
+            self.log(f"{signal.Signals(self.stop.signum).name}: stopped during the final test; every epoch is "
+                     f"trained and checkpointed. Test it with: alexnet train --resume {folder.directory}")
+            raise Interrupted(self.stop.signum)
         run = Run(folder.directory, config, self.history, metrics, self.model, self.group.is_main)
         if self.group.is_main:
             save_weights(folder.weights, self.model, WeightsMetadata(
