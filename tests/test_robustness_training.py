@@ -368,7 +368,7 @@ def _weights(tmp_path) -> Path:
     ("num_classes", 3, "'class_names' should be 3 names"),
     ("input_size", [1, 28], "'input_size' should be three positive integers"),
     ("flip_test", "yes", "'flip_test' is a str"),
-    ("model_options", {"wings": 2}, "bad option for model 'alexnet_small28'"),
+    ("model_options", {"wings": 2}, "model 'alexnet_small28' takes no option 'wings'"),
 ])
 def test_weights_with_damaged_metadata_are_refused_by_key(tmp_path, key, value, message):
     from safetensors.torch import load_file, save_file

@@ -192,6 +192,22 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
     assert "no weights file" in capsys.readouterr().err
 
 
+def test_yaml_configuration_reads_as_written(tmp_path):
+    def read(text: str) -> TrainConfig:
+        (tmp_path / "c.yaml").write_text(text)
+        return TrainConfig.from_yaml(tmp_path / "c.yaml")
+
+    # 1e-3 is a number, as in Python (YAML 1.1 reads a float only with a dot: it was the text '1e-3')
+    assert read("lr: 1e-3\nweight_decay: 5E-4\n").lr == 0.001 and read("weight_decay: 5E-4").weight_decay == 5e-4
+    assert read("name: 1e3run\n").name == "1e3run"  # text that is no number stays text
+    with pytest.raises(AlexNetError, match="'epochs' is given twice"):
+        read("epochs: 1\nepochs: 2\n")
+    with pytest.raises(AlexNetError, match=r"epocs \(did you mean 'epochs'\?\)"):
+        read("epocs: 1\n")
+    with pytest.raises(AlexNetError, match=r"takes no option 'nrom'. Did you mean 'norm'\? Its switches: activation"):
+        read("model_options: {nrom: batch}\n").resolved()
+
+
 def test_recipes_fill_what_the_user_left_unset():
     config = TrainConfig(recipe="paper", lr=0.02).resolved()
     assert (config.batch_size, config.lr, config.weight_decay) == (128, 0.02, 5e-4)

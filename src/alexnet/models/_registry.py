@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Callable
 
 from torch import nn
@@ -53,6 +54,14 @@ def build_model(name: str, **options) -> nn.Module:
     try:
         model = builder(**options)
     except TypeError as error:  # an option the builder does not take
-        raise AlexNetError(f"bad option for model {name!r}: {error}") from None
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unknown is None:
+            raise AlexNetError(f"bad option for model {name!r}: {error}") from None
+        from .alexnet import SWITCHES
+
+        close = difflib.get_close_matches(unknown.group(1), SWITCHES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise AlexNetError(f"model {name!r} takes no option {unknown.group(1)!r}.{hint} Its switches: "
+                           f"{', '.join(SWITCHES)}") from None
     model.model_name = name  # what exports and summaries call it
     return model

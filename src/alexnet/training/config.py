@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -268,8 +269,12 @@ class TrainConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known), key=str)
         if unknown:
+            def named(key) -> str:  # the key, and the known one it is closest to
+                close = difflib.get_close_matches(key, known, n=1) if isinstance(key, str) else []
+                return _key_text(key) + (f" (did you mean {close[0]!r}?)" if close else "")
+
             raise AlexNetError(
-                f"unknown configuration key(s) {', '.join(_key_text(key) for key in unknown[:10])}; "
+                f"unknown configuration key(s) {', '.join(named(key) for key in unknown[:10])}; "
                 f"valid keys: {', '.join(known)}"
             )
         hints = typing.get_type_hints(cls)
@@ -281,7 +286,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
         try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}
         except OSError as error:
             raise AlexNetError(f"cannot read configuration file {path}: {error.strerror}") from None
         except (UnicodeDecodeError, ValueError):
@@ -365,3 +370,25 @@ def _check_text(key: str, value: str | None) -> None:
         shown = value.encode("utf-8", "replace").decode()
         raise AlexNetError(f"{key} {shown!r} is not UTF-8 text (a byte such as \\xe9 of another encoding); "
                            f"use a name of UTF-8 characters, e.g. 'cafe' or 'caf\u00e9'") from None
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML read as a configuration is written: ``1e-3`` is a number (YAML 1.1, PyYAML's, reads a
+    float only with a dot, so ``lr: 1e-3`` was the text '1e-3'), and a key given twice is refused
+    rather than the last one kept without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):  # refused by the mapping's own construction
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
