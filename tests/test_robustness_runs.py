@@ -130,8 +130,15 @@ def test_wrong_format_weights_are_named_with_what_to_pass(tmp_path, capsys):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "state.pth")  # a zip, as torch.save writes
     (tmp_path / "model.onnx").write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(50))  # ir_version first
     (tmp_path / "notes.safetensors").write_text("not weights at all")
+    from alexnet.export import export
+
+    small = build_model("alexnet_small28")
+    export(small, "torchscript", tmp_path / "model.pt")
+    export(small, "pt2", tmp_path / "model.pt2")
     for name, message in (("state.pth", "is a PyTorch file (torch.save), not safetensors"),
                           ("model.onnx", "looks like an ONNX model (an export), not safetensors"),
+                          ("model.pt", "is a TorchScript export, not safetensors"),
+                          ("model.pt2", "is a torch.export export, not safetensors"),
                           ("notes.safetensors", "is not a safetensors weights file")):
         with pytest.raises(AlexNetError, match=re.escape(message)) as refused:
             weights_path(tmp_path / name)

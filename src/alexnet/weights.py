@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -158,6 +159,10 @@ def format_problem(path: str | Path) -> str | None:
     if len(head) == 9 and head[8:9] == b"{":
         return None
     expected = "alexnet reads weights from .safetensors files (a run's model.safetensors, or one `weights import` wrote)"
+    export = _exported_kind(path) if head.startswith(b"PK\x03\x04") else None
+    if export:  # TorchScript and torch.export files are zips as torch.save's are
+        return (f"{path} is a {export} export, not safetensors: {expected}. Pass the weights it was exported "
+                f"from; the export itself runs without alexnet ({_export_loader(export)})")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch.save: a zip, or a pickle (legacy)
         return (f"{path} is a PyTorch file (torch.save), not safetensors: {expected}. A checkpoint "
                 f"(checkpoints/last.pt) belongs to its run folder: pass the folder. torchvision's AlexNet (.pth): "
@@ -166,6 +171,24 @@ def format_problem(path: str | Path) -> str | None:
         return (f"{path} looks like an ONNX model (an export), not safetensors: {expected}. Pass the weights it "
                 f"was exported from")
     return f"{path} is not a safetensors weights file: {expected}; for torchvision's AlexNet use `{_IMPORT}`"
+
+
+def _exported_kind(path: str | Path) -> str | None:
+    """"TorchScript" or "torch.export" for a zip file that is one (by the members each writes), else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.split("/", 2)[1] for name in archive.namelist() if name.count("/")}
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if {"code", "constants.pkl"} & members:
+        return "TorchScript"
+    if "archive_format" in members:
+        return "torch.export"
+    return None
+
+
+def _export_loader(kind: str) -> str:
+    return "torch.jit.load(FILE)" if kind == "TorchScript" else "torch.export.load(FILE).module()"
 
 
 def _metadata_problem(metadata: dict) -> str | None:
