@@ -155,6 +155,8 @@ def test_keep_head_and_new_head_flags_set_the_head():
 
     assert build_parser().parse_args(["train", "--keep-head"]).head == "keep"
     assert build_parser().parse_args(["train", "--new-head"]).head == "new"
+    with pytest.raises(SystemExit):  # both: refused, not the last one taken
+        build_parser().parse_args(["train", "--keep-head", "--new-head"])
 
 
 def write_task(root: Path, classes: tuple[int, ...], train_count: int, val_count: int, test_count: int) -> Path:

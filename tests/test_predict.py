@@ -365,6 +365,10 @@ def test_weights_import_command(torchvision_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == (f"alexnet: error: {tmp_path / 'squeezenet.pth'} is not torchvision's AlexNet: tensor "
                    f"'features.0.weight' is 64x3x3x3, alexnet_owt needs 64x3x11x11\n")
+    # a name the readers of weights would not take as weights (an .onnx that is safetensors) is refused
+    assert run_command(["weights", "import", "torchvision", "--file", torchvision_file, "--out",
+                        tmp_path / "model.onnx"]) == 2
+    assert "end the name in .safetensors" in capsys.readouterr().err and not (tmp_path / "model.onnx").exists()
 
 
 def test_prediction_is_a_plain_record():

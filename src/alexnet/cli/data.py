@@ -59,8 +59,16 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 def _cmd_data_pack(args: argparse.Namespace) -> int:
     from ..data.loaders import pack_folder
 
+    redraw = sys.stderr.isatty()  # to a file or a pipe: a line for each tenth of a split, not redraws
+    printed: dict[str, int] = {}  # split -> the last tenth printed
+
     def progress(split: str, done: int, total: int) -> None:
-        print(f"\r{split}: {done:,}/{total:,} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        if redraw:
+            print(f"\r{split}: {done:,}/{total:,} images", end="\n" if done == total else "", file=sys.stderr,
+                  flush=True)
+        elif done * 10 // max(total, 1) > printed.get(split, -1):
+            printed[split] = done * 10 // max(total, 1)
+            print(f"{split}: {done:,}/{total:,} images", file=sys.stderr, flush=True)
 
     index = pack_folder(args.folder, args.out, size=args.size, val_size=args.val_size, test_size=args.test_size,
                         seed=args.seed, workers=args.workers, encoding=args.encoding,

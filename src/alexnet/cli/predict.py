@@ -104,6 +104,8 @@ def run_weights_import(args: argparse.Namespace) -> int:
     from ..pretrained import import_torchvision
     from ..weights import read_metadata
 
+    if Path(args.out).suffix.lower() != ".safetensors":  # what every command that reads weights looks for
+        raise AlexNetError(f"--out {args.out}: the weights are written as safetensors; end the name in .safetensors")
     check_output_path(args.out, "--out", inputs=(args.file,) if args.file else ())
     path = import_torchvision(args.file, download=args.download, out=args.out)
     metadata = read_metadata(path)

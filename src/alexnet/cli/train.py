@@ -18,9 +18,10 @@ def add_train_command(commands) -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder")
     train.add_argument("--nproc", type=int, default=None, help="processes on this machine (launches torchrun)")
     _add_config_flags(train)
-    train.add_argument("--keep-head", dest="head", action="store_const", const="keep", default=argparse.SUPPRESS,
+    heads = train.add_mutually_exclusive_group()  # one or the other: the last of two is no answer
+    heads.add_argument("--keep-head", dest="head", action="store_const", const="keep", default=argparse.SUPPRESS,
                        help="fine-tune: keep the trained classifier (same --head keep)")
-    train.add_argument("--new-head", dest="head", action="store_const", const="new", default=argparse.SUPPRESS,
+    heads.add_argument("--new-head", dest="head", action="store_const", const="new", default=argparse.SUPPRESS,
                        help="fine-tune: start a new classifier (same --head new)")
     train.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                        help="write report.html once training ends (--no-report: `alexnet report RUN_DIR` writes "
