@@ -104,9 +104,9 @@ def run_weights_import(args: argparse.Namespace) -> int:
     from ..pretrained import import_torchvision
     from ..weights import read_metadata
 
+    check_output_path(args.out, "--out", inputs=(args.file,) if args.file else ())
     if Path(args.out).suffix.lower() != ".safetensors":  # what every command that reads weights looks for
         raise AlexNetError(f"--out {args.out}: the weights are written as safetensors; end the name in .safetensors")
-    check_output_path(args.out, "--out", inputs=(args.file,) if args.file else ())
     path = import_torchvision(args.file, download=args.download, out=args.out)
     metadata = read_metadata(path)
     print(f"wrote {path}: {metadata.model}, {metadata.num_classes} ImageNet classes, "
