@@ -1,4 +1,4 @@
-"""Fashion-MNIST for the tests' short runs: all 60,000 training images and the first 2,000 of the
+"""Fashion-MNIST for the tests' short runs: all 60,000 training images and the first 1,000 of the
 10,000 test images, real files in torchvision's layout (``<dir>/FashionMNIST/raw/``).
 
 A short run (1,100 training images, one epoch) spent 7 of its 8.6 s on one core in its final test
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-TEST_IMAGES = 2_000
+TEST_IMAGES = 1_000
 
 
 @functools.cache

@@ -38,7 +38,7 @@ from alexnet.data.streaming import StreamingLoader
 from alexnet.models import build_model
 from alexnet.training import TrainConfig, train
 from alexnet.training import distributed, loop
-from fashion_small import fashion_small_test
+from fashion_small import TEST_IMAGES, fashion_small_test
 from image_files import png_bytes  # tests/ is on the path (pytest's prepend import mode)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -48,8 +48,8 @@ WORKER = Path(__file__).with_name("torchrun_worker.py")
 # batch 32 in 2 accumulated micro-batches: an optimiser step of 64 images, 16 per process per
 # micro-batch, so no_sync is exercised too. val_size 499 splits 250/249 over the two processes.
 OPTIONS = dict(norm="none", dropout=0.0, init="default")
-# The first 2,000 test images (tests/fashion_small.py): the final test is sharded and ten-viewed as
-# on the whole set, at a fifth of the cost in every run below.
+# The first 1,000 test images (tests/fashion_small.py): the final test is sharded as on the whole
+# set, at a tenth of the cost in every run below.
 SETTINGS = dict(subset=0.02, val_size=499, epochs=3, batch_size=32, accumulation_steps=2, recipe="paper", lr=0.02,
                 augment="none", eval_batch_size=500, device="cpu", quiet=True, data_dir=fashion_small_test(),
                 # fp32, whatever `auto` picks on this machine: the tolerances below are fp32's. In bf16
@@ -120,9 +120,9 @@ def test_two_processes_match_one_process(one_process, two_processes):
 
     one_test = json.loads((one_process / "evaluation.json").read_text())
     two_test = json.loads((two / "evaluation.json").read_text())
-    assert one_test["count"] == two_test["count"] == 2_000  # both halves of the test set, once each
+    assert one_test["count"] == two_test["count"] == TEST_IMAGES  # both halves of the test set, once each
     assert two_test["loss"] == pytest.approx(one_test["loss"], rel=1e-4)
-    assert abs(two_test["top1"] - one_test["top1"]) <= 10 / 2_000  # ten images
+    assert abs(two_test["top1"] - one_test["top1"]) <= 0.005  # five images in 1,000
 
     torch.manual_seed(0)
     initial = build_model("alexnet_small28", **OPTIONS).state_dict()
@@ -307,17 +307,6 @@ def test_lost_peer_recognises_collective_failures():
     gloo = RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error: Connection reset by peer.")
     assert distributed.lost_peer(gloo)
     assert not distributed.lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-
-
-@pytest.mark.slow
-@needs_fashion
-def test_cli_nproc_refuses_a_batch_that_does_not_split(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "alexnet", "train", "--nproc", "2", "--batch-size", "65", "--out", str(tmp_path),
-         "--device", "cpu", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "batch size 65 does not divide evenly over 2 processes" in result.stderr
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-# The final test on 2,000 test images (tests/fashion_small.py), on the image alone: the whole test
+# The final test on 1,000 test images (tests/fashion_small.py), on the image alone: the whole test
 # set, mirrored, was 7 of a tiny run's 8.6 s on one core (fp32); what these tests check does not need it.
 TINY = dict(subset=0.02, val_size=500, epochs=1, batch_size=64, quiet=True, eval_batch_size=500, precision="fp32",
             flip_test=False, data_dir=fashion_small_test())

@@ -649,7 +649,7 @@ def trained_run(tmp_path_factory) -> Path:
     from fashion_small import fashion_small_test
 
     out = tmp_path_factory.mktemp("runs")
-    # its final test on the first 2,000 test images: the weights are what the tests use
+    # its final test on the first 1,000 test images: the weights are what the tests use
     train(TrainConfig(subset=0.05, val_size=500, epochs=1, precision="fp32", quiet=True, out=str(out), name="fm",
                       data_dir=fashion_small_test()))
     return out / "fm"

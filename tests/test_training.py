@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from alexnet import AlexNetError, list_models
+from alexnet.cli import main
 from alexnet.evaluation import MetricAccumulator, evaluate
 from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
@@ -24,7 +25,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 
 # ~1,100 training images, 500 validation images: seconds per epoch on two cores.
-# The final test on 2,000 test images (tests/fashion_small.py), on the image alone: the whole test
+# The final test on 1,000 test images (tests/fashion_small.py), on the image alone: the whole test
 # set, mirrored, was 7 of a tiny run's 8.6 s on one core (fp32); what these tests check does not need it.
 TINY = dict(subset=0.02, val_size=500, epochs=2, batch_size=64, quiet=True, eval_batch_size=500,
             flip_test=False, data_dir=fashion_small_test())
@@ -99,7 +100,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     args = ["--subset", "0.02", "--val-size", "500", "--epochs", "3", "--batch-size", "64", "--quiet", "--no-report",
             "--no-flip-test", "--data-dir", fashion_small_test(), "--precision", precision, "--out", str(tmp_path)]
     command = [sys.executable, "-m", "alexnet", "train", *args]
-    subprocess.run([*command, "--name", "whole"], check=True, capture_output=True)
+    assert main(["train", *args, "--name", "whole"]) == 0  # the reference, uninterrupted, in this process
     process = subprocess.Popen([*command, "--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -156,6 +157,12 @@ def test_metrics_on_a_hand_made_confusion_case():
     assert metrics.weighted_f1 == pytest.approx((3 * f1[0] + 1 * f1[1] + 2 * f1[2]) / 6)
     expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
     assert metrics.loss == pytest.approx(expected_loss)
+    # a class with no images that nothing is predicted as scores 0 and is left out of the macro average
+    four = MetricAccumulator(["a", "b", "c", "d"])
+    four.update(torch.cat([logits, torch.full((6, 1), -5.0)], 1), labels)
+    assert four.compute().f1 == pytest.approx(f1 + [0.0]) and four.compute().macro_f1 == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"labels must be class indices 0..2, got 3..3"):
+        accumulator.update(logits[:1], torch.tensor([3]))
 
 
 @pytest.mark.parametrize(
@@ -179,8 +186,6 @@ def test_bad_configuration_is_refused(values, message):
 
 
 def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
-    from alexnet.cli import main
-
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\nbatch: 64\n")
     assert main(["train", "--config", str(bad)]) == 2

@@ -1,4 +1,4 @@
-"""Classification metrics (torchmetrics does the counting) and evaluation of a trained model."""
+"""Classification metrics, counted batch by batch and summed over processes, and evaluation of a trained model."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
-from torchmetrics import MeanMetric, MetricCollection
 from torch._dynamo.exc import TorchDynamoException
 
 from .data.loaders import LoaderOptions
@@ -66,50 +58,66 @@ class Metrics:
 
 
 class MetricAccumulator:
-    """Accumulates logits batch by batch; under torch.distributed, ``compute`` covers every
-    process's share (torchmetrics all-reduces its states)."""
+    """Counts, batch by batch, what every metric is computed from: the confusion matrix, the images
+    whose label is among the top 5 logits, and the summed loss. Under torch.distributed,
+    ``compute`` sums those counts over every process (one all-reduce), so the metrics are the whole
+    set's, each process having seen its own share."""
 
     def __init__(self, class_names: list[str], device: torch.device | str = "cpu") -> None:
-        classes = len(class_names)
         self.class_names = list(class_names)
-        top_k = min(5, classes)
-        self.metrics = MetricCollection(
-            {
-                "top1": MulticlassAccuracy(classes, top_k=1, average="micro"),
-                "top5": MulticlassAccuracy(classes, top_k=top_k, average="micro"),
-                "precision": MulticlassPrecision(classes, average="none", zero_division=0),
-                "recall": MulticlassRecall(classes, average="none", zero_division=0),
-                "f1": MulticlassF1Score(classes, average="none", zero_division=0),
-                "macro_f1": MulticlassF1Score(classes, average="macro", zero_division=0),
-                "weighted_f1": MulticlassF1Score(classes, average="weighted", zero_division=0),
-                "confusion_matrix": MulticlassConfusionMatrix(classes),
-            }
-        ).to(device)
-        self.loss = MeanMetric().to(device)
+        self.classes = len(self.class_names)
+        self.top_k = min(5, self.classes)
+        # int64 counts and a float64 loss sum: exact over any number of images and processes
+        self.confusion = torch.zeros(self.classes * self.classes, dtype=torch.int64, device=device)
+        self.in_top_k = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        logits = logits.float()
-        self.metrics.update(logits, labels)
-        self.loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        logits, labels = logits.float(), labels.to(logits.device)
+        if logits.ndim != 2 or logits.shape[1] != self.classes or labels.shape != logits.shape[:1]:
+            raise ValueError(f"expected logits (N, {self.classes}) and N labels, got {tuple(logits.shape)} "
+                             f"and {tuple(labels.shape)}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.classes):
+            raise ValueError(f"labels must be class indices 0..{self.classes - 1}, "
+                             f"got {int(labels.min())}..{int(labels.max())}")
+        predicted = logits.argmax(1)
+        self.confusion += torch.bincount(labels * self.classes + predicted, minlength=self.classes ** 2)
+        self.in_top_k += (logits.topk(self.top_k, dim=1).indices == labels[:, None]).any(1).sum()
+        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
 
     def compute(self) -> Metrics:
-        values = {name: value.cpu() for name, value in self.metrics.compute().items()}
-        confusion = values["confusion_matrix"].long()
+        confusion, in_top_k, loss_sum = self.confusion.clone(), self.in_top_k.clone(), self.loss_sum.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for count in (confusion, in_top_k, loss_sum):
+                torch.distributed.all_reduce(count)
+        confusion = confusion.view(self.classes, self.classes).cpu()
+        count = int(confusion.sum())
+        true_positives = confusion.diagonal().double()
+        predicted, support = confusion.sum(0).double(), confusion.sum(1).double()
+        precision = _ratio(true_positives, predicted)
+        recall = _ratio(true_positives, support)
+        f1 = _ratio(2 * true_positives, predicted + support)  # 2PR / (P + R), 0 where a class has neither
+        seen = (predicted + support) > 0  # the macro average leaves out classes neither present nor predicted
         return Metrics(
-            count=int(confusion.sum()),
-            loss=float(self.loss.compute()),
-            top1=float(values["top1"]),
-            top5=float(values["top5"]),
-            precision=values["precision"].tolist(),
-            recall=values["recall"].tolist(),
-            f1=values["f1"].tolist(),
-            macro_f1=float(values["macro_f1"]),
-            weighted_f1=float(values["weighted_f1"]),
+            count=count,
+            loss=float(loss_sum) / count if count else float("nan"),
+            top1=float(true_positives.sum()) / count if count else 0.0,
+            top5=int(in_top_k) / count if count else 0.0,
+            precision=precision.tolist(),
+            recall=recall.tolist(),
+            f1=f1.tolist(),
+            macro_f1=float(f1[seen].mean()) if seen.any() else 0.0,
+            weighted_f1=float((f1 * support).sum() / support.sum()) if count else 0.0,
             confusion_matrix=confusion.tolist(),
             class_names=self.class_names,
             balanced_accuracy=balanced_accuracy(confusion),
         )
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's ``zero_division=0``)."""
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.zeros_like(numerator))
 
 
 def balanced_accuracy(confusion: torch.Tensor) -> float:
