@@ -243,7 +243,7 @@ def test_train_nproc_refuses_a_taken_name_and_a_finished_run_before_torchrun(tmp
     folder = tmp_path / "base"
     for flags, message in (
         (["--out", str(tmp_path), "--name", "base"], f"{folder} already holds a run; continue it with --resume"),
-        (["--resume", str(folder)], f"{folder} has finished: all 1 epochs trained and tested"),
+        (["--resume", str(folder)], f"{folder} has finished: 1 epoch trained and tested"),
         (["--resume", str(tmp_path / "nothing")], "is not a run folder (no config.yaml)"),
     ):
         capsys.readouterr()

@@ -64,7 +64,7 @@ def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
     RunFolder(source.directory).weights.unlink()
     RunFolder(source.directory).evaluation.unlink()
     train(resume=source.directory)
-    assert "all 1 epochs trained; testing them" in RunFolder(source.directory).log.read_text()
+    assert "every epoch trained (1 epoch); testing the weights" in RunFolder(source.directory).log.read_text()
     assert "continuing from epoch 2" not in RunFolder(source.directory).log.read_text()
 
     tuned = train(TrainConfig(**{**TINY, "lr": 0.01}, init_from=str(source.directory), backbone_lr_scale=0.0,

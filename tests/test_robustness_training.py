@@ -155,7 +155,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 def test_resume_continues_extends_or_refuses_by_name(tmp_path):
     run = train(tiny(tmp_path, "r", epochs=1))
     folder = RunFolder(run.directory)
-    with pytest.raises(AlexNetError, match=r"has finished: all 1 epochs trained and tested.*--epochs"):
+    with pytest.raises(AlexNetError, match=r"has finished: 1 epoch trained and tested.*--epochs"):
         train(resume=folder.directory)
     with pytest.raises(AlexNetError, match=r"cannot change batch_size when continuing.*trained with 64"):
         train(resume=folder.directory, overrides={"batch_size": 32, "lr": 0.5, "epochs": 2})

@@ -1,4 +1,4 @@
-"""Measured results as a person reads them: a spread over seeds and a paired difference.
+"""Numbers as a person reads them: a count of something, a spread over seeds and a paired difference.
 
 One text for both places an experiment's numbers are shown: ``results.md``
 (``experiments.tables``) and the experiment's page (``report.experiment``), which are siblings
@@ -6,6 +6,11 @@ and import it from below.
 """
 
 from __future__ import annotations
+
+
+def counted(number: int, noun: str) -> str:
+    """``number`` of ``noun``, the noun in the plural unless there is one: "1 epoch", "3 epochs"."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def format_spread(spread: dict, unit: str) -> str:

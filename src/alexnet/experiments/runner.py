@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import AlexNetError
+from ..formatting import counted
 from ..runs import RunFolder, RunLock, check_output, write_text
 from .claims import BASE, CLAIMS, Arm, Claim, get_claim
 from .measure import Task, cached_measures, check_same_run, measure_run
@@ -76,7 +77,7 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
     check_output(folder / "results.json", "--out")  # a read-only place is refused before training, not after
     epochs, subset = options.budget(claim)
     with _experiment_lock(folder):
-        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {options.seeds} seeds, {epochs} epochs "
+        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {counted(options.seeds, 'seed')}, {counted(epochs, 'epoch')} "
             f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
         tasks = _tasks(claim, configs)
         measured = _train_all(tasks, options, log)

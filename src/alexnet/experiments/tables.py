@@ -5,7 +5,7 @@ paired difference and its verdict (``results.json``), and the tables a person re
 from __future__ import annotations
 
 from ..errors import AlexNetError
-from ..formatting import format_difference, format_spread
+from ..formatting import counted, format_difference, format_spread
 from .claims import Arm, Claim
 from .options import ExperimentOptions
 from .stats import RULE, Spread, epochs_to_converge, epochs_to_error, paired_interval, verdict
@@ -119,8 +119,8 @@ def results_markdown(results: dict) -> str:
     """results.md: the arms' spreads, the comparisons and the verdict, as a person reads them."""
     lines = [f"# {results['experiment']}: {results['statement']} (Section {results['section']})", "",
              f"Paper: {results['paper']}.", "",
-             f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
-             f"{results['seeds']} seeds (0..{results['seeds'] - 1}, the same for every arm). "
+             f"{results['model']} on {results['subset']:g} of {results['dataset']}, {counted(results['epochs'], 'epoch')}, "
+             f"{counted(results['seeds'], 'seed')} (0..{results['seeds'] - 1}, the same for every arm). "
              f"**Verdict: {results['verdict']}.**", ""]
     if results.get("runs_finished", results.get("runs")) != results.get("runs"):
         lines += [f"**Partial: {results['runs_finished']} of {results['runs']} runs finished**; the spreads and "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlexNetError
-from ..formatting import format_difference, format_spread
+from ..formatting import counted, format_difference, format_spread
 from .figures import plt, save_figure
 from .html import Figure, figure_html, page_html
 
@@ -87,7 +87,7 @@ def arm_curves(results: dict):
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_ylim(bottom=0)
     train_axis.legend(fontsize=8)
-    figure.suptitle(f"{results['experiment']}: {results['seeds']} seeds, mean and min-max", fontsize=10)
+    figure.suptitle(f"{results['experiment']}: {counted(results['seeds'], 'seed')}, mean and min-max", fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -166,8 +166,8 @@ def build_experiment_report(directory: str | Path) -> Path:
                  f"--dataset {e(results['dataset'])} --model {e(results['model'])} --seeds {results['seeds']} --epochs "
                  f"{results['epochs']} --subset {results['subset']:g}</code></p>"),
     ]
-    subtitle = (f"{results['model']} on {results['subset']:g} of {results['dataset']}, {results['epochs']} epochs, "
-                f"{results['seeds']} seeds; written {time.strftime('%Y-%m-%d %H:%M')} from {directory.resolve()}")
+    subtitle = (f"{results['model']} on {results['subset']:g} of {results['dataset']}, {counted(results['epochs'], 'epoch')}, "
+                f"{counted(results['seeds'], 'seed')}; written {time.strftime('%Y-%m-%d %H:%M')} from {directory.resolve()}")
     path = directory / REPORT_NAME
     path.write_text(page_html(f"Experiment {results['experiment']}", subtitle, sections), encoding="utf-8")
     return path

@@ -28,6 +28,7 @@ from ..errors import AlexNetError
 from ..evaluation import Metrics, evaluate_model, test_loader
 from ..inference import TestViews, read_trained_metadata
 from ..models import build_model
+from ..formatting import counted
 from ..perf import (
     autocast_context, gradient_scaler, precision_name, prepare_model, resolve_device, resolve_precision, set_threads,
 )
@@ -338,7 +339,7 @@ class _Trainer:
         if changes:  # a model trains as itself unless a recipe says otherwise, and then it says so
             self.log(f"recipe {config.recipe} changes {config.model}: {', '.join(changes)} (pass the switch, "
                      f"e.g. --{changes[0].split()[0]} {changes[0].split()[1]}, to keep the model's own)")
-        self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {config.epochs} epochs, "
+        self.log(f"{config.model} on {config.dataset}: recipe {config.recipe}, {counted(config.epochs, 'epoch')}, "
                  f"batch {config.batch_size}, lr {config.lr}, {precision_name(self.dtype)} on "
                  f"{self.device}" + (f", {self.group.world_size} processes" if self.group.distributed else "")
                  + (f", {config.allreduce_dtype} gradient all-reduce" if self.group.distributed else "")
@@ -372,7 +373,8 @@ class _Trainer:
             self.log(f"no checkpoint in {self.folder.checkpoints} (the run stopped before its first one): "
                      f"starting it over from epoch 1 with its configuration")
         if self.epoch >= config.epochs:  # every epoch trained, stopped before its final test
-            self.log(f"all {self.epoch} epochs trained; testing them (the run stopped before its final test)")
+            self.log(f"every epoch trained ({counted(self.epoch, 'epoch')}); testing the weights (the run stopped "
+                     f"before its final test)")
         elif self.epoch or self.step:
             restarts = elastic_restart_count()
             self.log(f"continuing from epoch {self.epoch + 1}, step {self.step}"
@@ -385,7 +387,7 @@ class _Trainer:
             if self.epoch < config.epochs:
                 best = best_epoch(self.history)
                 self.log(f"early stopping after epoch {self.epoch} of {config.epochs}: validation top-1 has not "
-                         f"improved for {config.early_stopping} epochs (best {self.history[best - 1]['val_top1']:.2%} "
+                         f"improved for {counted(config.early_stopping, 'epoch')} (best {self.history[best - 1]['val_top1']:.2%} "
                          f"in epoch {best}, whose weights are checkpoints/best.pt); testing the last epoch's")
         except KeyboardInterrupt as interrupt:
             name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data import resolve_augment
 from ..errors import AlexNetError, quote
+from ..formatting import counted
 from ..runs import RunFolder, RunLock
 from .checkpoint import load_checkpoint
 from .config import RESUMABLE_FIELDS, TrainConfig
@@ -163,12 +164,12 @@ def _same_augmentation(spec, trained, dataset: str) -> bool:
 def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int, stopped: bool = False) -> None:
     """Refuse to "continue" a run that has nothing left to do, saying how to train it longer."""
     if config.epochs < trained_epochs:
-        raise AlexNetError(f"{folder.directory} has trained {trained_epochs} epochs already; --epochs must be "
+        raise AlexNetError(f"{folder.directory} has trained {counted(trained_epochs, 'epoch')} already; --epochs must be "
                            f"at least that (more trains it longer)")
     if stopped and folder.weights.is_file() and _tested_epochs(folder) == trained_epochs:
         raise AlexNetError(
             f"{folder.directory} stopped early after epoch {trained_epochs}: validation top-1 had not improved for "
-            f"{config.early_stopping} epochs, and it is tested. To train it on: alexnet train --resume "
+            f"{counted(config.early_stopping, 'epoch')}, and it is tested. To train it on: alexnet train --resume "
             f"{folder.directory} --early-stopping 0 (or a longer patience)")
     if (config.epochs > trained_epochs and not stopped) or not (folder.weights.is_file() and folder.evaluation.is_file()):
         return  # epochs to train, or all trained but killed before its final test: finish it
@@ -181,7 +182,7 @@ def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: 
     top1 = evaluation.get("top1")
     score = f" (test top-1 {top1:.2%})" if isinstance(top1, float) else ""
     raise AlexNetError(
-        f"{folder.directory} has finished: all {trained_epochs} epochs trained and tested{score}. To train "
+        f"{folder.directory} has finished: {counted(trained_epochs, 'epoch')} trained and tested{score}. To train "
         f"it longer: alexnet train --resume {folder.directory} --epochs {trained_epochs + 10} (say)"
     )
 
