@@ -256,3 +256,18 @@ def test_train_reads_packed_shards(shards, request, tmp_path):
                  "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--out", str(tmp_path),
                  "--name", "packed", "--quiet", "--no-report"]) == 0
     assert (tmp_path / "packed" / "model.safetensors").is_file()
+
+
+def test_augment_preview_reads_packed_shards(packed, tmp_path):
+    out, index = packed
+    from PIL import Image
+
+    from alexnet.data import preview
+
+    images, names, pca = preview._samples("folder", out, 3)
+    assert names == index.classes and images.shape == (3, 3, preview.PREVIEW_SIZE, preview.PREVIEW_SIZE)
+    # the training images' colour PCA, as packed
+    assert torch.equal(pca.eigenvalues, index.pca.eigenvalues) and torch.equal(pca.eigenvectors, index.pca.eigenvectors)
+    path = preview.augment_preview("folder", tmp_path / "preview.png", data_dir=out, count=3, augment="hflip")
+    with Image.open(path) as picture:
+        assert picture.width > 3 * 64 and picture.height > 3 * 64

@@ -4,6 +4,7 @@ numbers are the run's own."""
 import base64
 import io
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -218,9 +219,13 @@ def test_comparison_of_two_runs_holds_both(run_dir, tmp_path):
     rows[-1]["val_top1"] = 0.987654321
     (second / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (second / "config.yaml").write_text((second / "config.yaml").read_text().replace("lr: 0.1", "lr: 0.05"))
+    (second / "report.html").unlink(missing_ok=True)  # trained with --no-report
     out = tmp_path / "compare" / "comparison.html"
     assert main(["report", str(run_dir), str(second), "--out", str(out)]) == 0
     page = Page(out.read_text())
+    # a link to each report there is; for a run without one, the command that writes it
+    assert f'href="{os.path.relpath(run_dir / "report.html", out.parent)}"' in out.read_text()
+    assert f"has no report yet; write it with <code>alexnet report {second.resolve()}</code>" in out.read_text()
     table = page.tables["comparison"]
     assert [row[0][2] for row in table[1:]] == ["short", "short-longer-lr"]
     first_run, second_run = (keyed_values([row]) for row in table[1:])

@@ -41,7 +41,7 @@ def final_weights(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 @needs_fashion
-def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
+def test_short_run_learns_and_evaluate_reproduces_it(tmp_path, capsys):
     run = train(tiny_config(tmp_path, "learn", subset=0.1, epochs=2, batch_size=128))
     # 10 classes: chance is 10%. Two epochs on 5,500 images reach well above 70%.
     assert run.test_metrics.top1 > 0.70
@@ -56,9 +56,15 @@ def test_short_run_learns_and_evaluate_reproduces_it(tmp_path):
     # `auto` precision is settled at the start and recorded, so resume and evaluate compute alike.
     assert config.precision == precision_name(resolve_precision("auto", "cpu"))
     assert read_metadata(run.weights_path).precision == config.precision
-    again = evaluate(run.directory)
-    assert again.top1 == pytest.approx(run.test_metrics.top1, abs=1e-6)
-    assert again.confusion_matrix == run.test_metrics.confusion_matrix
+    # `alexnet evaluate --json` prints what the run's evaluation.json holds, and --out writes the same
+    capsys.readouterr()
+    assert main(["evaluate", str(run.directory), "--json", "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again == json.loads((tmp_path / "again.json").read_text())
+    assert set(again) == set(saved) and {key: again[key] for key in ("split", "dataset", "views", "epochs")} == {
+        "split": "test", "dataset": "fashion-mnist", "views": "centre", "epochs": 2}
+    assert again["top1"] == pytest.approx(run.test_metrics.top1, abs=1e-6)
+    assert again["confusion_matrix"] == run.test_metrics.confusion_matrix == saved["confusion_matrix"]
 
 
 @pytest.mark.slow
@@ -195,6 +201,13 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
     assert "alexnet_small28" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert "no weights file" in capsys.readouterr().err
+    # a mistyped flag: the command's own usage, and the flag it meant
+    for argv, usage, hint in ((["train", "--epochz", "3"], "usage: alexnet train", "(--epochz: did you mean --epochs?)"),
+                              (["models", "extra"], "usage: alexnet models [-h]\n", "unrecognized arguments: extra")):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and err.startswith(usage) and hint in err, err
 
 
 def test_yaml_configuration_reads_as_written(tmp_path):

@@ -57,6 +57,23 @@ class Metrics:
                       if key in values or field.default is MISSING})
 
 
+@dataclass
+class Evaluation:
+    """Metrics with what they measured: the split, the dataset, the test-time views and the epochs the
+    weights had trained. ``to_dict`` is the layout of a run's ``evaluation.json``, and of what
+    ``alexnet evaluate --json`` prints and ``--out`` writes."""
+
+    metrics: Metrics
+    split: str
+    dataset: str
+    views: str
+    epochs: int | None
+
+    def to_dict(self) -> dict:
+        return {"split": self.split, "dataset": self.dataset, "views": self.views, "epochs": self.epochs,
+                **self.metrics.to_dict()}
+
+
 class MetricAccumulator:
     """Counts, batch by batch, what every metric is computed from: the confusion matrix, the images
     whose label is among the top 5 logits, and the summed loss. Under torch.distributed,
@@ -192,7 +209,13 @@ def test_loader(dataset: str, views: TestViews, input_size: tuple[int, int, int]
 test_loader.__test__ = False  # a loader of test images, not a pytest test
 
 
-def evaluate(
+def evaluate(source: str | Path, **options) -> Metrics:
+    """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file; the metrics
+    alone (``evaluate_weights`` takes the same options and says what they measured)."""
+    return evaluate_weights(source, **options).metrics
+
+
+def evaluate_weights(
     source: str | Path,
     *,
     dataset: str | None = None,
@@ -205,7 +228,7 @@ def evaluate(
     batch_size: int = 1000,
     subset: float = 1.0,
     compile: bool | None = None,
-) -> Metrics:
+) -> Evaluation:
     """Evaluate saved weights: a run folder (its ``model.safetensors``) or a weights file.
 
     By default the dataset, the validation split, the test-time views (flip averaging, ten crops)
@@ -244,5 +267,5 @@ def evaluate(
                            f"{len(classes)}; evaluate it on the dataset it was trained on")
     metrics, _ = evaluate_model(trained.model, loader, list(metadata.class_names), device=trained.device,
                                 precision=trained.precision, views=trained.views, compile=compile)
-    return metrics
+    return Evaluation(metrics, split, name, trained.views.views, metadata.epochs)
 

@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         # instead of raising UnicodeEncodeError halfway through the output.
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would show the top-level usage; the command's own says what it does take
+        _refuse_unknown(_command_parser(parser, args.command), unknown)
     if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
         from ..perf import reuse_freed_memory
 
@@ -63,6 +66,25 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         print(f"alexnet: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the command ``name`` (argparse keeps its subparsers in the subparsers action's choices)."""
+    (commands,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices[name]
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit as argparse does (status 2, the usage of the command), naming the closest flag a mistyped one meant."""
+    import difflib
+
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    hints = []
+    for argument in unknown:
+        close = difflib.get_close_matches(argument.split("=", 1)[0], flags, n=1) if argument.startswith("--") else []
+        if close:
+            hints.append(f"{argument}: did you mean {close[0]}?")
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 def _stdout_closed() -> bool:

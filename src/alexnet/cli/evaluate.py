@@ -50,20 +50,20 @@ def add_report_command(commands) -> argparse.ArgumentParser:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate_weights
 
     check_output_path(args.out, "--out")
-    metrics = evaluate(args.source, dataset=args.dataset, split=args.split, ten_crop=args.ten_crop,
-                       flip=args.flip, data_dir=args.data_dir, device=args.device,
-                       precision=args.precision, batch_size=args.batch_size, compile=args.compile)
-    if args.json:
-        print(json.dumps(metrics.to_dict(), indent=2))
+    evaluation = evaluate_weights(args.source, dataset=args.dataset, split=args.split, ten_crop=args.ten_crop,
+                                  flip=args.flip, data_dir=args.data_dir, device=args.device,
+                                  precision=args.precision, batch_size=args.batch_size, compile=args.compile)
+    if args.json:  # the layout of a run's evaluation.json
+        print(json.dumps(evaluation.to_dict(), indent=2))
     else:
-        print(format_metrics(metrics))
+        print(format_metrics(evaluation.metrics))
     if args.out:
         from ..runs import write_text
 
-        write_text(Path(args.out), json.dumps(metrics.to_dict(), indent=2))
+        write_text(Path(args.out), json.dumps(evaluation.to_dict(), indent=2))
     return 0
 
 

@@ -389,7 +389,7 @@ def _packed_loader(
 ) -> PackedLoader:
     split = split if split in index.splits else "val"  # a folder without test/ tests on val/, as streamed
     # --subset takes the first fraction of every shard: shards hold their images in random order
-    shards = [(str(index.root / file), round(count * subset)) for file, count in index.splits[split]]
+    shards = [(path, round(count * subset)) for path, count in index.shards(split)]
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
     output_shape = tuple(options.output_shape or DEFAULT_STREAMING_SHAPE)
     workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers

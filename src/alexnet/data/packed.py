@@ -114,6 +114,10 @@ class PackedIndex:
     def images(self, split: str) -> int:
         return sum(count for _, count in self.splits.get(split, []))
 
+    def shards(self, split: str) -> list[tuple[str, int]]:
+        """(path, images) of each shard of ``split``, in order."""
+        return [(str(self.root / file), count) for file, count in self.splits.get(split, [])]
+
 
 def is_packed(root: str | Path) -> bool:
     """Whether ``root`` is a folder written by ``pack_splits`` (it holds ``packed.json``)."""
@@ -334,6 +338,13 @@ def _read_pieces(pieces: list[Piece]) -> Iterator[tuple[str, bytearray, int]]:
 
 
 _FIELDS = (*ENCODINGS.values(), "cls")
+
+
+def stored_images(index: PackedIndex, split: str) -> Iterator[tuple[bytearray, int]]:
+    """(stored bytes, label) of every image of ``split``, in the order packed (``from_stored`` decodes
+    them); the shards are read one after another."""
+    for _, data, label in _read_pieces(ranges_of(index.shards(split), 0, index.images(split))):
+        yield data, label
 
 
 def _image_field(fields: dict[str, bytearray]) -> bytearray:

@@ -14,6 +14,7 @@ from .augment import augment_batch, compute_pca, epoch_generator
 from .augment_spec import AugmentConfig, resolve_augment
 from .datasets import dataset_info, load_tensors, locate
 from .images import decode, decode_problem
+from .packed import PackedIndex, from_stored, is_packed, stored_images
 from .streaming import index_folder
 
 # Each operation alone, at a strength where its effect is visible, then the presets combined.
@@ -36,24 +37,36 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
         firsts = [int(torch.nonzero(data.labels == label)[0]) for label in data.labels.unique()[:count].tolist()]
         index = torch.tensor(firsts)
         return data.images[index], [data.classes[i] for i in data.labels[index].tolist()], data.pca
+    if data_dir and is_packed(Path(data_dir).expanduser()):  # shards `alexnet data pack` wrote (no class folders)
+        index = PackedIndex.read(Path(data_dir).expanduser())
+        images, names = _first_of_each_class(stored_images(index, "train"), from_stored, index.classes, count)
+        return images, names, index.pca or compute_pca(images)  # the training images' PCA, stored when packed
     root = locate(dataset, data_dir)
     if root is None:
         raise AlexNetError(f"no {dataset} data found (give --data-dir)")
     samples, classes = index_folder(root / "train" if (root / "train").is_dir() else root)
+    images, names = _first_of_each_class(samples, decode, classes, count)
+    return images, names, compute_pca(images)
+
+
+def _first_of_each_class(items, read, classes: list[str], count: int) -> tuple[torch.Tensor, list[str]]:
+    """The first readable image of each class in ``items`` ((source, label), ``read(source)`` an image),
+    ``count`` at most, at ``PREVIEW_SIZE``; and their class names."""
     images, names, seen = [], [], set()
-    for path, label in samples:
+    for source, label in items:
         if label in seen:
             continue
         try:
-            images.append(_fit(decode(path)))
-        except Exception:
+            images.append(_fit(read(source)))
+        except Exception:  # an unreadable image: the next of its class stands in
             continue
         names.append(classes[label])
         seen.add(label)
         if len(images) == count:
             break
-    images = torch.stack(images)
-    return images, names, compute_pca(images)
+    if not images:
+        raise AlexNetError("no readable training image found to preview")
+    return torch.stack(images), names
 
 
 def _own_images(paths: list[Path]) -> tuple[torch.Tensor, list[str], object]:

@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -520,6 +521,17 @@ def _canonical(value) -> str:
         return repr(value)
 
 
+def _report_link(label: str, run, folder: Path) -> str:
+    """A run's line in a comparison: a link to its report.html, or, where it has none (trained with
+    --no-report), the command that writes one."""
+    page = run.directory / REPORT_NAME
+    if page.is_file():
+        return (f'<li>{_e(label)}: <a href="{_e(_relative(page, folder))}"><code>{_e(page.resolve())}</code>'
+                f"</a></li>")
+    return (f"<li>{_e(label)}: <code>{_e(run.directory.resolve())}</code> has no report yet; write it with "
+            f"<code>alexnet report {_e(shlex.quote(str(run.directory.resolve())))}</code></li>")
+
+
 def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparison.html") -> Path:
     """One page for several runs: their curves on shared axes, final metrics and differing settings
     in one table each; the curves also go to ``<out stem>-curves.png``. Returns the page's path."""
@@ -552,9 +564,7 @@ def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparis
                        + "</tr>" for key in differing)
         table = f'<table id="differences"><tr><th>setting</th>{head}</tr>{body}</table>'
         sections.append(("Settings that differ", table))
-    links = "".join(f'<li>{_e(label)}: <a href="{_e(_relative(run.directory / REPORT_NAME, out.parent))}">'
-                    f"<code>{_e(run.directory.resolve() / REPORT_NAME)}</code></a></li>"
-                    for label, run in zip(labels, runs))
+    links = "".join(_report_link(label, run, out.parent) for label, run in zip(labels, runs))
     sections.append(("Runs", f"<ul>{links}</ul>"))
     write_text(out, page_html(f"{len(runs)} runs compared", time.strftime("written %Y-%m-%d %H:%M"), sections))
     return out

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..data import build_loaders, dataset_info, files_digest, num_classes
 from ..errors import AlexNetError
-from ..evaluation import Metrics, evaluate_model, test_loader
+from ..evaluation import Evaluation, Metrics, evaluate_model, test_loader
 from ..inference import TestViews, read_trained_metadata
 from ..models import build_model
 from ..formatting import counted
@@ -621,8 +621,8 @@ class _Trainer:
             # A test taken on the validation images (no test split apart from them) says so: early
             # stopping and the plateau schedule chose by them, so it is no independent test.
             split = "val" if self.data.test_is_val else "test"
-            write_text(folder.evaluation, json.dumps(
-                {"split": split, "dataset": config.dataset, "views": views.views, "epochs": self.epoch, **metrics.to_dict()}, indent=2))
+            evaluation = Evaluation(metrics, split, config.dataset, views.views, self.epoch)
+            write_text(folder.evaluation, json.dumps(evaluation.to_dict(), indent=2))
             self.log(f"{'validation' if self.data.test_is_val else 'test'}: top-1 {metrics.top1:.2%}  "
                      f"balanced {metrics.balanced_accuracy:.2%}  top-5 {metrics.top5:.2%}  loss {metrics.loss:.4f}  "
                      f"macro F1 {metrics.macro_f1:.4f}  ({views.describe()}"
