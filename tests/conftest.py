@@ -31,14 +31,16 @@ def pytest_configure(config):
 # file started last keeps one CPU busy while the other has nothing left. Longest first evens the
 # workers' ends out (the greedy longest-processing-time rule).
 LONGEST_FIRST = (
-    "test_processes.py",  # ~160 s: experiment --jobs and train --nproc stopped by signals, resumed
     "test_export.py",  # ~120 s: every model and switch in three formats
-    "test_distributed.py",  # ~110 s: torchrun runs
+    "test_distributed.py",  # ~105 s: torchrun runs
+    "test_processes.py",  # ~105 s: experiment --jobs and train --nproc stopped by signals, resumed
     "test_tutorials.py",  # ~60 s
-    "test_serve.py",  # ~60 s: a real browser, a load test
-    "test_training.py",  # ~60 s
-    "test_robustness_training.py",  # ~55 s
-    "test_finetune.py",  # ~47 s
+    "test_finetune.py",  # ~55 s
+    "test_training.py",  # ~55 s
+    "test_serve.py",  # ~50 s: a real browser, a load test
+    "test_robustness_training.py",  # ~40 s
+    "test_fast_paths.py",  # ~35 s
+    "test_experiments.py",  # ~30 s
 )
 
 

@@ -95,9 +95,10 @@ class MetricAccumulator:
         if logits.ndim != 2 or logits.shape[1] != self.classes or labels.shape != logits.shape[:1]:
             raise ValueError(f"expected logits (N, {self.classes}) and N labels, got {tuple(logits.shape)} "
                              f"and {tuple(labels.shape)}")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.classes):
-            raise ValueError(f"labels must be class indices 0..{self.classes - 1}, "
-                             f"got {int(labels.min())}..{int(labels.max())}")
+        if len(labels):
+            low, high = (int(value) for value in labels.aminmax())
+            if low < 0 or high >= self.classes:
+                raise ValueError(f"labels must be class indices 0..{self.classes - 1}, got {low}..{high}")
         predicted = logits.argmax(1)
         self.confusion += torch.bincount(labels * self.classes + predicted, minlength=self.classes ** 2)
         self.in_top_k += (logits.topk(self.top_k, dim=1).indices == labels[:, None]).any(1).sum()

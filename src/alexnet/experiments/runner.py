@@ -77,8 +77,8 @@ def run_experiment(name: str, options: ExperimentOptions = ExperimentOptions(), 
     check_output(folder / "results.json", "--out")  # a read-only place is refused before training, not after
     epochs, subset = options.budget(claim)
     with _experiment_lock(folder):
-        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {counted(options.seeds, 'seed')}, {counted(epochs, 'epoch')} "
-            f"on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
+        log(f"experiment {name} ({claim.section}): {len(claim.arms)} arms x {counted(options.seeds, 'seed')}, "
+            f"{counted(epochs, 'epoch')} on {subset:g} of {options.dataset}, {options.model}; folder {folder}")
         tasks = _tasks(claim, configs)
         measured = _train_all(tasks, options, log)
         failed = [task.name for task in tasks if task.name not in measured]
@@ -226,7 +226,7 @@ def _run_task(task: Task) -> dict | str:
                 else:
                     train(task.config)
         return {**measure_run(folder, task), "seconds": time.perf_counter() - start}
-    except Exception as error:  # noqa: BLE001: reported, and the experiment goes on with the other arms
+    except Exception as error:  # noqa: BLE001 -- reported, and the experiment goes on with the other arms
         return f"{error}" if isinstance(error, AlexNetError) else f"{type(error).__name__}: {error}"
     finally:
         set_threads(threads_before)

@@ -119,8 +119,9 @@ def results_markdown(results: dict) -> str:
     """results.md: the arms' spreads, the comparisons and the verdict, as a person reads them."""
     lines = [f"# {results['experiment']}: {results['statement']} (Section {results['section']})", "",
              f"Paper: {results['paper']}.", "",
-             f"{results['model']} on {results['subset']:g} of {results['dataset']}, {counted(results['epochs'], 'epoch')}, "
-             f"{counted(results['seeds'], 'seed')} (0..{results['seeds'] - 1}, the same for every arm). "
+             f"{results['model']} on {results['subset']:g} of {results['dataset']}, "
+             f"{counted(results['epochs'], 'epoch')}, {counted(results['seeds'], 'seed')} "
+             f"(0..{results['seeds'] - 1}, the same for every arm). "
              f"**Verdict: {results['verdict']}.**", ""]
     if results.get("runs_finished", results.get("runs")) != results.get("runs"):
         lines += [f"**Partial: {results['runs_finished']} of {results['runs']} runs finished**; the spreads and "

@@ -166,8 +166,9 @@ def build_experiment_report(directory: str | Path) -> Path:
                  f"--dataset {e(results['dataset'])} --model {e(results['model'])} --seeds {results['seeds']} --epochs "
                  f"{results['epochs']} --subset {results['subset']:g}</code></p>"),
     ]
-    subtitle = (f"{results['model']} on {results['subset']:g} of {results['dataset']}, {counted(results['epochs'], 'epoch')}, "
-                f"{counted(results['seeds'], 'seed')}; written {time.strftime('%Y-%m-%d %H:%M')} from {directory.resolve()}")
+    subtitle = (f"{results['model']} on {results['subset']:g} of {results['dataset']}, "
+                f"{counted(results['epochs'], 'epoch')}, {counted(results['seeds'], 'seed')}; "
+                f"written {time.strftime('%Y-%m-%d %H:%M')} from {directory.resolve()}")
     path = directory / REPORT_NAME
     path.write_text(page_html(f"Experiment {results['experiment']}", subtitle, sections), encoding="utf-8")
     return path

@@ -479,7 +479,8 @@ def build_report(run_dir: str | Path, *, data_dir: str | Path | None = None, dev
                                    pool_size=pool_size)
     config = run.config
     subtitle = (f"{config.get('model')} on {config.get('dataset')}, recipe {config.get('recipe')}, "
-                f"{len(run.history)} of {config.get('epochs')} epoch{'' if config.get('epochs') == 1 else 's'}; report written "
+                f"{len(run.history)} of {config.get('epochs')} epoch{'' if config.get('epochs') == 1 else 's'}; "
+                f"report written "
                 f"{time.strftime('%Y-%m-%d %H:%M')} from {run.directory.resolve()}")
     sections = []
     if run.missing or missing:

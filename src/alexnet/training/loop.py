@@ -387,7 +387,8 @@ class _Trainer:
             if self.epoch < config.epochs:
                 best = best_epoch(self.history)
                 self.log(f"early stopping after epoch {self.epoch} of {config.epochs}: validation top-1 has not "
-                         f"improved for {counted(config.early_stopping, 'epoch')} (best {self.history[best - 1]['val_top1']:.2%} "
+                         f"improved for {counted(config.early_stopping, 'epoch')} "
+                         f"(best {self.history[best - 1]['val_top1']:.2%} "
                          f"in epoch {best}, whose weights are checkpoints/best.pt); testing the last epoch's")
         except KeyboardInterrupt as interrupt:
             name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name

@@ -164,8 +164,8 @@ def _same_augmentation(spec, trained, dataset: str) -> bool:
 def _check_not_finished(folder: RunFolder, config: TrainConfig, trained_epochs: int, stopped: bool = False) -> None:
     """Refuse to "continue" a run that has nothing left to do, saying how to train it longer."""
     if config.epochs < trained_epochs:
-        raise AlexNetError(f"{folder.directory} has trained {counted(trained_epochs, 'epoch')} already; --epochs must be "
-                           f"at least that (more trains it longer)")
+        raise AlexNetError(f"{folder.directory} has trained {counted(trained_epochs, 'epoch')} already; --epochs "
+                           f"must be at least that (more trains it longer)")
     if stopped and folder.weights.is_file() and _tested_epochs(folder) == trained_epochs:
         raise AlexNetError(
             f"{folder.directory} stopped early after epoch {trained_epochs}: validation top-1 had not improved for "
