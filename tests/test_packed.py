@@ -271,3 +271,23 @@ def test_augment_preview_reads_packed_shards(packed, tmp_path):
     path = preview.augment_preview("folder", tmp_path / "preview.png", data_dir=out, count=3, augment="hflip")
     with Image.open(path) as picture:
         assert picture.width > 3 * 64 and picture.height > 3 * 64
+
+
+def test_pack_refuses_sizes_and_workers_out_of_range_and_leaves_nothing_when_stopped(folder, tmp_path, capsys):
+    for flags, message in ((["--size", "20000"], "16 to 4,096 pixels (the paper's: 256); got 20,000"),
+                           (["--size", "8"], "got 8"), (["--workers", "0"], "--workers must be at least 1")):
+        assert main(["data", "pack", str(folder), "--out", str(tmp_path / "refused"), *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()  # refused before any work
+
+    def stopped(split, done, total):
+        if done:
+            raise KeyboardInterrupt
+
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        with pytest.raises(KeyboardInterrupt):
+            pack_folder(folder, out, size=40, workers=1, progress=stopped)
+        assert (not out.exists()) if out.name == "new" else list(out.iterdir()) == []  # as it was before
+        assert pack_folder(folder, out, size=40, workers=1).images("train") > 0  # so the next try is taken

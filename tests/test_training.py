@@ -201,6 +201,10 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
     assert "alexnet_small28" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert "no weights file" in capsys.readouterr().err
+    # a --data-dir that does not exist is refused, not passed over for a copy found elsewhere
+    for command in (["evaluate", str(tmp_path / "missing")], ["train"], ["augment-preview"]):
+        assert main([*command, "--data-dir", str(tmp_path / "nope")]) == 2
+        assert f"--data-dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
     # a mistyped flag: the command's own usage, and the flag it meant
     for argv, usage, hint in ((["train", "--epochz", "3"], "usage: alexnet train", "(--epochz: did you mean --epochs?)"),
                               (["models", "extra"], "usage: alexnet models [-h]\n", "unrecognized arguments: extra")):

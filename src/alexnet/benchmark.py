@@ -31,7 +31,7 @@ from .models import build_model
 from .peers import inference_peers, training_peers
 from .perf import (
     autocast_context, compile_for_inference, inference_weights, optimizer_options, precision_name, prepare_model,
-    resolve_precision, reuse_freed_memory, set_threads, to_channels_last,
+    resolve_device, resolve_precision, reuse_freed_memory, set_threads, to_channels_last,
 )
 from .summary import summarize
 
@@ -228,9 +228,7 @@ def run_benchmark(
     :func:`alexnet.perf.compile_for_inference`, what ``evaluate`` compiles."""
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise AlexNetError("batch size and repeats must be at least 1, warm-up at least 0")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlexNetError("no CUDA device here; run the benchmark with device='cpu'")
+    device = resolve_device(device) if isinstance(device, str) else device  # tpu, or cuda with none: one line
     torch.manual_seed(0)
     model = build_model(model_name)
     input_shape = tuple(input_shape or model.input_size)

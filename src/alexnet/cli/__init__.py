@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import AlexNetError
 from .data import add_augment_preview_command, add_data_command
@@ -17,7 +18,12 @@ from .train import add_experiment_command, add_lr_find_command, add_train_comman
 
 def build_parser() -> argparse.ArgumentParser:
     """``alexnet``'s parser: one subcommand per command, in the order ``alexnet --help`` lists them."""
-    parser = argparse.ArgumentParser(prog="alexnet", description=__doc__)
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="alexnet", description="AlexNet (Krizhevsky, Sutskever and Hinton, 2012) and its variants: train, "
+        "evaluate, explain, export and serve them; rerun the paper's claims. `alexnet COMMAND --help` for each.")
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (add_models_command, add_summary_command, add_export_command, add_train_command,
                         add_lr_find_command, add_evaluate_command, add_augment_preview_command, add_report_command,
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
         reuse_freed_memory()  # the process is the command's: it may keep its peak memory (see perf.py)
     try:
+        _check_data_dir(args)
         code = args.run(args)
         sys.stdout.flush()  # a reader that went away is found here, not in the flush at exit
         return code
@@ -66,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         print(f"alexnet: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+
+
+def _check_data_dir(args: argparse.Namespace) -> None:
+    """A --data-dir that does not exist is a mistyped path: data found elsewhere instead (the search goes
+    on to $ALEXNET_DATA, the cache and system copies) would be tested on without a word. With
+    --download it is where the data goes, and is made."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir and not getattr(args, "download", False) and not Path(data_dir).expanduser().exists():
+        raise AlexNetError(f"--data-dir {data_dir}: no such folder; give the folder that holds the data, or leave "
+                           f"--data-dir out to look in $ALEXNET_DATA, ~/.cache/alexnet and the system copies")
 
 
 def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

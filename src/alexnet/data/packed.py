@@ -60,6 +60,7 @@ READABLE_FORMATS = (1, 2)
 # ~30 MB a shard at 256 px, JPEG quality 90: large enough to be read at disk speed, small enough
 # that ImageNet's 1.28M images make ~1,300 shards to spread across ranks and workers.
 SHARD_IMAGES = 1000
+MIN_SIZE, MAX_SIZE = 16, 4096  # the stored shorter side: 4096 is 16x the paper's 256, ~50 MB an image raw
 JPEG_QUALITY = 90  # re-encoding at 90 changes a pixel by ~1 level on average, below what augmentation moves
 # How an image is stored in a shard, and its member's extension there.
 ENCODINGS = {"jpeg": "jpg", "raw": "ppm"}
@@ -188,17 +189,34 @@ def pack_splits(
     by ``workers`` processes (default: the CPU count). A file that cannot be read is left out and
     counted. ``progress(split, done, total)`` is called as images are written. ``out`` must be a new or empty folder."""
     out = Path(out)
-    if size < 16:
-        raise AlexNetError(f"--size is the shorter side images are stored at, at least 16 pixels; got {size}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise AlexNetError(f"--size is the shorter side images are stored at, {MIN_SIZE} to {MAX_SIZE:,} pixels "
+                           f"(the paper's: 256); got {size:,}")
+    if workers is not None and workers < 1:
+        raise AlexNetError(f"--workers must be at least 1 (leave it out for one per CPU), got {workers}")
     if encoding not in ENCODINGS:
         raise AlexNetError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AlexNetError(f"{out} exists and is not an empty folder; choose a new folder to pack into")
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # under a file, in /proc, no permission
         raise AlexNetError(f"cannot create {out} ({error.strerror or error}); choose another place") from None
-    workers = workers or os.cpu_count() or 1
+    try:
+        return _pack(splits, classes, out, size=size, seed=seed, workers=workers or os.cpu_count() or 1,
+                     shard_images=shard_images, quality=quality, encoding=encoding, progress=progress)
+    except BaseException:  # an error, Ctrl-C: no half-written folder left to refuse the next try
+        for path in out.iterdir():
+            path.unlink(missing_ok=True)
+        if made:
+            out.rmdir()
+        raise
+
+
+def _pack(splits: dict[str, Samples], classes: list[str], out: Path, *, size: int, seed: int, workers: int,
+          shard_images: int, quality: int, encoding: str, progress) -> PackedIndex:
+    """``pack_splits``'s work, into the empty folder ``out``."""
     mtime = int(time.time())
     written: dict[str, list[tuple[str, int]]] = {}
     failures: list[str] = []

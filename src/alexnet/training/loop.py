@@ -617,7 +617,7 @@ class _Trainer:
                 std=tuple(self.normalization[1]), dataset=config.dataset, data_dir=config.data_dir,
                 val_size=config.val_size, test_size=self.data.test_size, seed=config.seed, precision=config.precision,
                 test_files=files_digest(self.data.test.samples, config.data_dir) if self.data.test_size else None,
-                test_views=views.to_dict(), epochs=self.epoch, test_top1=metrics.top1,
+                test_views=views.to_dict(), epochs=self.epoch, test_top1=metrics.top1, test_top5=metrics.top5,
             ))
             # A test taken on the validation images (no test split apart from them) says so: early
             # stopping and the plateau schedule chose by them, so it is no independent test.
