@@ -3,6 +3,7 @@ photographs exactly as torchvision does; every image kind is read; the commands'
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -18,6 +19,7 @@ from torchvision.models import AlexNet_Weights
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet import pretrained
+from alexnet.cli import main
 from alexnet.cli.predict import add_predict_command, add_weights_command
 from alexnet.data.augment import normalize
 from alexnet.data.test_time import ten_crop
@@ -91,15 +93,32 @@ def test_imported_weights_predict_as_torchvision_does_on_real_photos(imported, t
     assert expected.max(-1).values.min() > 0.15
 
 
-def test_imported_metadata_is_torchvision_weights_own(imported):
+def test_imported_metadata_is_torchvision_weights_own(imported, torchvision_file):
     metadata = read_metadata(imported)
     assert metadata.model == "alexnet_owt" and metadata.dataset == "imagenet"
     assert metadata.class_names == tuple(TORCHVISION_WEIGHTS.meta["categories"]) and metadata.num_classes == 1000
     assert metadata.input_size == (3, 224, 224)
     assert metadata.mean == (0.485, 0.456, 0.406) and metadata.std == (0.229, 0.224, 0.225)
     assert TestViews.from_metadata(metadata) == TestViews(224 / 256, "centre")
+    assert metadata.precision == "fp32"
+    # these are random values under torchvision's names: torchvision's accuracy is not theirs to carry
+    assert metadata.test_top1 is None and metadata.test_top5 is None
+    assert metadata.source == str(torchvision_file.resolve())
+
+
+def test_the_published_file_alone_carries_the_published_accuracy(torchvision_file, tmp_path, monkeypatch, capsys):
+    assert pretrained.published_hash() == "7be5be79"  # from the URL's file name, as torch.hub checks it
+    assert not pretrained.is_published_file(torchvision_file)
+    # the same file taken for the published one (its SHA-256 is what the name says): the accuracy comes along
+    digest = hashlib.sha256(torchvision_file.read_bytes()).hexdigest()
+    monkeypatch.setattr(pretrained, "published_hash", lambda weights=None: digest[:8])
+    metadata = read_metadata(import_torchvision(torchvision_file, out=tmp_path / "published.safetensors"))
     assert metadata.test_top1 == pytest.approx(0.56522) and metadata.test_top5 == pytest.approx(0.79066)
-    assert metadata.source == TORCHVISION_WEIGHTS.url and metadata.precision == "fp32"
+    assert metadata.source == TORCHVISION_WEIGHTS.url
+    monkeypatch.undo()
+    assert main(["weights", "import", "torchvision", "--file", str(torchvision_file), "--out",
+                 str(tmp_path / "other.safetensors")]) == 0
+    assert "not the file torchvision publishes (its SHA-256 does not start with 7be5be79)" in capsys.readouterr().out
 
 
 def test_import_finds_torch_hub_cache_and_says_how_to_get_the_file(torchvision_file, tmp_path, monkeypatch):
@@ -354,8 +373,10 @@ def test_predict_command_errors_are_one_line(imported, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_weights_import_command(torchvision_file, tmp_path, capsys):
+def test_weights_import_command(torchvision_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "imagenet.safetensors"
+    digest = hashlib.sha256(torchvision_file.read_bytes()).hexdigest()  # taken for the published file
+    monkeypatch.setattr(pretrained, "published_hash", lambda weights=None: digest[:8])
     assert run_command(["weights", "import", "torchvision", "--file", torchvision_file, "--out", out]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: alexnet_owt, 1000 ImageNet classes, input 3x224x224; "
                                               f"published top-1 56.52%, top-5 79.07%")

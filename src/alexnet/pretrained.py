@@ -7,11 +7,15 @@
 
 Everything written into the file's metadata (classes, crop, mean/std, accuracy) is read from
 torchvision's own description of the weights (``AlexNet_Weights.IMAGENET1K_V1``), not copied here.
+The published accuracy is written only for the published file itself (its SHA-256 checked): other
+values under the same tensor names are imported without one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,7 +57,27 @@ def import_torchvision(file: str | os.PathLike | None = None, *, download: bool 
     check_fits(state, model.state_dict(), origin)
     check_finite(state, origin)
     model.load_state_dict(state)
-    return save_weights(out, model, imagenet_metadata(weights))
+    metadata = imagenet_metadata(weights)
+    if origin != weights.url and not is_published_file(Path(origin), weights):
+        # other values under the same names (fine-tuned, converted, damaged): torchvision's accuracy is not theirs
+        metadata = replace(metadata, test_top1=None, test_top5=None, source=str(Path(origin).resolve()))
+    return save_weights(out, model, metadata)
+
+
+def published_hash(weights=None) -> str:
+    """The start of the published file's SHA-256, from its name (``alexnet-owt-7be5be79.pth``), as
+    ``torch.hub`` checks a download."""
+    weights = weights or torchvision_weights()
+    return torch.hub.HASH_REGEX.search(os.path.basename(urlparse(weights.url).path)).group(1)
+
+
+def is_published_file(path: Path, weights=None) -> bool:
+    """Whether ``path`` is the file torchvision publishes, byte for byte (its SHA-256 checked)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest().startswith(published_hash(weights))
 
 
 def imagenet_metadata(weights=None) -> WeightsMetadata:

@@ -101,7 +101,7 @@ def add_weights_command(commands) -> argparse.ArgumentParser:
 
 
 def run_weights_import(args: argparse.Namespace) -> int:
-    from ..pretrained import import_torchvision
+    from ..pretrained import import_torchvision, published_hash
     from ..weights import read_metadata
 
     check_output_path(args.out, "--out", inputs=(args.file,) if args.file else ())
@@ -109,7 +109,10 @@ def run_weights_import(args: argparse.Namespace) -> int:
         raise AlexNetError(f"--out {args.out}: the weights are written as safetensors; end the name in .safetensors")
     path = import_torchvision(args.file, download=args.download, out=args.out)
     metadata = read_metadata(path)
+    accuracy = (f"published top-1 {metadata.test_top1:.2%}, top-5 {metadata.test_top5:.2%} (ImageNet val, centre "
+                f"crop)" if metadata.test_top1 is not None else
+                f"not the file torchvision publishes (its SHA-256 does not start with {published_hash()}), so its "
+                f"accuracy is not known: measure it with alexnet evaluate {path} --data-dir IMAGENET")
     print(f"wrote {path}: {metadata.model}, {metadata.num_classes} ImageNet classes, "
-          f"input {'x'.join(map(str, metadata.input_size))}; published top-1 {metadata.test_top1:.2%}, "
-          f"top-5 {metadata.test_top5:.2%} (ImageNet val, centre crop)")
+          f"input {'x'.join(map(str, metadata.input_size))}; {accuracy}")
     return 0
