@@ -42,7 +42,8 @@ def final_weights(run_dir: Path) -> dict:
 @pytest.mark.slow
 @needs_fashion
 def test_short_run_learns_and_evaluate_reproduces_it(tmp_path, capsys):
-    run = train(tiny_config(tmp_path, "learn", subset=0.1, epochs=2, batch_size=128))
+    # tested as a run is by default: each image and its mirror
+    run = train(tiny_config(tmp_path, "learn", subset=0.1, epochs=2, batch_size=128, flip_test=True))
     # 10 classes: chance is 10%. Two epochs on 5,500 images reach well above 70%.
     assert run.test_metrics.top1 > 0.70
     assert run.test_metrics.top5 > 0.95
@@ -62,9 +63,12 @@ def test_short_run_learns_and_evaluate_reproduces_it(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again == json.loads((tmp_path / "again.json").read_text())
     assert set(again) == set(saved) and {key: again[key] for key in ("split", "dataset", "views", "epochs")} == {
-        "split": "test", "dataset": "fashion-mnist", "views": "centre", "epochs": 2}
+        "split": "test", "dataset": "fashion-mnist", "views": "mirror", "epochs": 2}
     assert again["top1"] == pytest.approx(run.test_metrics.top1, abs=1e-6)
     assert again["confusion_matrix"] == run.test_metrics.confusion_matrix == saved["confusion_matrix"]
+    # --split val: the last epoch's validation numbers, as training measured them (the images alone)
+    validation = evaluate(run.directory, split="val")
+    assert (validation.top1, validation.loss) == pytest.approx((rows[-1]["val_top1"], rows[-1]["val_loss"]), abs=1e-6)
 
 
 @pytest.mark.slow

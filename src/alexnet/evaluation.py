@@ -234,13 +234,16 @@ def evaluate_weights(
 
     By default the dataset, the validation split, the test-time views (flip averaging, ten crops)
     and the precision are those the run used, so evaluating a run's weights reproduces the numbers
-    at the end of its training. ``split="train"`` measures how well the training images themselves
+    at the end of its training: the test as its final test, ``split="val"`` on the image alone, as
+    its last epoch's validation. ``split="train"`` measures how well the training images themselves
     (``subset`` of them, as the run took them) are fitted. ``compile``: None compiles the model
     (weights frozen in) where the pass is long enough to pay for it (``inference.worth_compiling``);
     True or False decide.
     """
     if split not in SPLITS:
         raise AlexNetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "val" and ten_crop is None and flip is None:
+        ten_crop = flip = False  # as training validated each epoch: the image alone, so the numbers are its
     trained = open_trained(source, device=device, precision=precision)
     refusal = None
     if ten_crop and trained.views.views != "ten":

@@ -15,7 +15,9 @@ def add_evaluate_command(commands) -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="top-1/top-5, per-class scores, confusion matrix")
     evaluate.add_argument("source", metavar="RUN_DIR|WEIGHTS")
     evaluate.add_argument("--dataset", help="default: the one the weights were trained on")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test",
+                          help="val: the held-out validation images, each alone unless --flip or --ten-crop "
+                               "says otherwise, as training validated them")
     evaluate.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
                           help="average the paper's ten views (default: as the run did)")
     evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
