@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from alexnet import AlexNetError, list_models
 from alexnet.cli import main
+from alexnet.cli.evaluate import format_metrics
 from alexnet.evaluation import MetricAccumulator, evaluate
 from alexnet.perf import precision_name, resolve_precision
 from alexnet.training import TrainConfig, train
@@ -171,6 +172,10 @@ def test_metrics_on_a_hand_made_confusion_case():
     four = MetricAccumulator(["a", "b", "c", "d"])
     four.update(torch.cat([logits, torch.full((6, 1), -5.0)], 1), labels)
     assert four.compute().f1 == pytest.approx(f1 + [0.0]) and four.compute().macro_f1 == pytest.approx(2 / 3)
+    table = format_metrics(four.compute())  # `alexnet evaluate`'s: the class shown without scores, and why
+    assert "note: 1 of 4 classes have no images here (d): balanced accuracy leaves them out" in table
+    assert "\nd                     -       -       -       0\n" in table
+    assert "\na                0.6667  0.6667  0.6667       3\n" in table
     with pytest.raises(ValueError, match=r"labels must be class indices 0..2, got 3..3"):
         accumulator.update(logits[:1], torch.tensor([3]))
 

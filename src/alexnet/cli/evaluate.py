@@ -78,10 +78,21 @@ def format_metrics(metrics) -> str:
         f"weighted F1 {metrics.weighted_f1:.4f}",
         "",
     ]
+    support = [sum(row) for row in metrics.confusion_matrix]
+    predicted = [sum(column) for column in zip(*metrics.confusion_matrix)]
+    absent = [name for name, count in zip(metrics.class_names, support) if count == 0]
+    if absent:  # their recall and F1 are not zero but undefined; the averages leave them out
+        lines[-1:-1] = [f"note: {len(absent)} of {len(support)} classes have no images here "
+                        f"({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}): balanced accuracy leaves them "
+                        f"out, and macro F1 where nothing was predicted as them"]
     width = max(12, *(len(name) for name in metrics.class_names))
-    lines.append(f"{'class':<{width}}  precision  recall     F1")
-    for name, p, r, f in zip(metrics.class_names, metrics.precision, metrics.recall, metrics.f1):
-        lines.append(f"{name:<{width}}  {p:9.4f}  {r:6.4f}  {f:6.4f}")
+    lines.append(f"{'class':<{width}}  precision  recall     F1  images")
+    for name, p, r, f, count, guessed in zip(metrics.class_names, metrics.precision, metrics.recall, metrics.f1,
+                                             support, predicted):
+        # a score of no images (recall) or of no predictions (precision) is undefined, not 0: shown as -
+        precision = f"{p:9.4f}" if guessed else f"{'-':>9}"
+        scores = f"{r:6.4f}  {f:6.4f}" if count else f"{'-':>6}  {'-':>6}"
+        lines.append(f"{name:<{width}}  {precision}  {scores}  {count:6d}")
     if len(metrics.class_names) <= 20:
         lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
         cell = max(5, len(str(max(max(row) for row in metrics.confusion_matrix))) + 1)
