@@ -202,10 +202,17 @@ def test_benchmark_times_the_engines_on_our_exported_file():
 def test_benchmark_command_refuses_what_the_baseline_cannot_run(capsys):
     from alexnet.cli import main
 
+    # what to do instead: a larger --input where the model takes one, another model or train's log where not
     assert main(["benchmark", "--model", "alexnet_small28"]) == 2
-    assert "3-channel" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3-channel images of at least 63x63; alexnet_small28 would be given 1x28x28" in err
+    assert "takes only its own image size" in err and "alexnet train --model alexnet_small28" in err
+    assert main(["benchmark", "--model", "alexnet_small32"]) == 2
+    assert "takes only its own image size" in capsys.readouterr().err  # no --input it could take
     assert main(["benchmark", "--input", "3x32x32"]) == 2
-    assert "63x63" in capsys.readouterr().err
+    assert "alexnet_owt would be given 3x32x32: pass --input 3x63x63 or larger" in capsys.readouterr().err
+    assert main(["benchmark", "--device", "tpu"]) == 2
+    assert "device must be auto, cpu, cuda or cuda:N, got 'tpu'" in capsys.readouterr().err
 
 
 # -- channels_last, bf16, compile: the same answers as the plain path --------------------------

@@ -232,15 +232,8 @@ def run_benchmark(
     torch.manual_seed(0)
     model = build_model(model_name)
     input_shape = tuple(input_shape or model.input_size)
-    if input_shape[0] != 3:
-        raise AlexNetError(
-            f"the baseline is torchvision's AlexNet, which takes 3-channel images; {model_name} takes "
-            f"{input_shape[0]}-channel ones (benchmark a model for RGB images, or see "
-            f"benchmarks/tutorial_loop.py for the 28x28 tutorial network)"
-        )
-    if min(input_shape[1:]) < 63:
-        raise AlexNetError(f"torchvision's AlexNet needs images of at least 63x63, not "
-                           f"{input_shape[1]}x{input_shape[2]}; pass a larger --input")
+    if input_shape[0] != 3 or min(input_shape[1:]) < 63:
+        raise AlexNetError(_not_comparable(model, model_name, input_shape))
     macs = summarize(model, input_shape).macs  # raises our error for a size the model cannot take
     baseline = torchvision.models.alexnet(num_classes=model.num_classes)
     baseline_macs = summarize(baseline, input_shape).macs
@@ -357,6 +350,22 @@ def _compilation(first: list[float], eager: list[float], compiled: list[float]) 
         eager_seconds_per_step=statistics.median(eager),
         compiled_seconds_per_step=steady,
     )
+
+
+def _not_comparable(model, name: str, input_shape: tuple[int, int, int]) -> str:
+    """Why ``name`` at ``input_shape`` cannot be timed against the baseline, torchvision's AlexNet (3-channel
+    images of at least 63x63), and what to do instead."""
+    shape = "x".join(map(str, input_shape))
+    larger = (3, max(63, input_shape[1]), max(63, input_shape[2]))
+    try:
+        summarize(model, larger)
+        hint = f"pass --input {'x'.join(map(str, larger))} or larger"
+    except AlexNetError:  # a model for small images only: its own training speed is in its log
+        hint = (f"{name} takes only its own image size; benchmark a model for ImageNet-sized images (alexnet_owt, "
+                f"alexnet_paper), or see {name}'s images/s in the log of `alexnet train --model {name}` and its "
+                f"MACs in `alexnet summary {name}`")
+    return (f"benchmark times a model against torchvision's AlexNet, which takes 3-channel images of at least "
+            f"63x63; {name} would be given {shape}: {hint}")
 
 
 def format_result(result: BenchmarkResult) -> str:
