@@ -84,6 +84,9 @@ def test_lr_find_sweeps_plots_and_suggests_a_rate(tmp_path, capsys):
     assert "suggested: --lr " in capsys.readouterr().out
     with pytest.raises(AlexNetError, match="from a small rate to a larger one"):
         lr_find(config, start_lr=1.0, end_lr=0.1)
+    for start, end in ((0.0, 10.0), (1e-7, float("inf"))):
+        with pytest.raises(AlexNetError, match="the sweep's rates must be positive and finite"):
+            lr_find(config, start_lr=start, end_lr=end)
     # a plot name in no picture format is refused before the sweep, not after it
     capsys.readouterr()
     assert main(["lr-find", "--plot", str(tmp_path / "sweep.txt")]) == 2

@@ -174,9 +174,14 @@ def test_import_refuses_other_architectures_naming_the_tensor(torchvision_state,
 def test_import_refuses_missing_and_unreadable_files(tmp_path):
     with pytest.raises(AlexNetError, match="no file at"):
         import_torchvision(tmp_path / "absent.pth", out=tmp_path / "out.safetensors")
-    (tmp_path / "notes.pth").write_text("not a checkpoint")
-    with pytest.raises(AlexNetError, match="not a readable PyTorch weights file"):
+    with pytest.raises(AlexNetError, match="is a folder; pass the weights file"):
+        import_torchvision(tmp_path, out=tmp_path / "out.safetensors")
+    (tmp_path / "notes.pth").write_text("not a checkpoint")  # torch.load says only KeyError('110')
+    with pytest.raises(AlexNetError, match=r"not a PyTorch weights file \(torch.save writes a zip archive or a pickle\)"):
         import_torchvision(tmp_path / "notes.pth", out=tmp_path / "out.safetensors")
+    (tmp_path / "damaged.pth").write_bytes(b"PK\x03\x04" + bytes(100))  # a zip's start, then nothing
+    with pytest.raises(AlexNetError, match="not a readable PyTorch weights file"):
+        import_torchvision(tmp_path / "damaged.pth", out=tmp_path / "out.safetensors")
     torch.save({"epoch": 3}, tmp_path / "checkpoint.pth")
     with pytest.raises(AlexNetError, match="does not hold a state dict"):
         import_torchvision(tmp_path / "checkpoint.pth", out=tmp_path / "out.safetensors")

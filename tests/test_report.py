@@ -236,5 +236,5 @@ def test_comparison_of_two_runs_holds_both(run_dir, tmp_path):
     assert [row[0][2] for row in page.tables["differences"][1:]] == ["lr"]
     assert len(page.images) == 1 and decode_image(page.images[0]).size[0] > 100
     assert (out.parent / "comparison-curves.png").is_file()
-    with pytest.raises(AlexNetError, match="not a run folder"):
+    with pytest.raises(AlexNetError, match="nothing: no such folder; pass the run folder"):
         build_comparison([run_dir, tmp_path / "nothing"], tmp_path / "x.html")

@@ -462,7 +462,7 @@ def test_summary_judges_the_input_shape_without_allocating_it():
         (paper, (3, 0, 227), "has a side below 1"),
         (paper, (3, 227), "input shape must be three whole numbers (channels, height, width), got (3, 227)"),
         (paper, (3, 227.0, 227), "three whole numbers"),
-        (paper, (1, 227, 227), "this model takes 3-channel images, got an input shape of 1 channels"),
+        (paper, (1, 227, 227), "this model takes 3-channel images, got an input shape of 1 channel (give --input 3x227x227"),
         (paper, (3, 200, 200), "this model takes 227x227 images, got 200x200"),  # the model's own check
         (adaptive, (3, 30, 30), "input (30, 30) is too small for this model"),
         (torch.nn.Conv2d(3, 4, 5), (3, 2, 2), "input 3x2x2 does not fit Conv2d (Calculated padded input size"),

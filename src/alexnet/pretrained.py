@@ -135,7 +135,8 @@ def _state_dict(weights, file, download: bool) -> tuple[dict, str]:
 def _load(path: Path) -> dict:
     """A state dict file, read without running code from it (.pth or .safetensors)."""
     if not path.is_file():
-        raise AlexNetError(f"no file at {path}")
+        raise AlexNetError(f"{path} is a folder; pass the weights file (.pth or .safetensors)" if path.is_dir()
+                           else f"no file at {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -144,6 +145,11 @@ def _load(path: Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, a weights_only refusal, a damaged file
+        with open(path, "rb") as file:
+            start = file.read(4)
+        if path.suffix != ".safetensors" and not start.startswith((b"PK\x03\x04", b"\x80")):  # zip, pickle
+            raise AlexNetError(f"{path} is not a PyTorch weights file (torch.save writes a zip archive or a "
+                               f"pickle); pass the .pth file torchvision downloads") from None
         raise AlexNetError(f"{path} is not a readable PyTorch weights file ({reason(error)})") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise AlexNetError(f"{path} does not hold a state dict (tensor names to tensors), as torchvision's "

@@ -98,6 +98,9 @@ class RunFolder:
     def read_config(self) -> dict:
         """The settings in ``config.yaml``; an ``AlexNetError`` naming it when they cannot be read."""
         if not self.config.is_file():
+            if not self.directory.exists():
+                raise AlexNetError(f"{self.directory}: no such folder; pass the run folder that `alexnet train` "
+                                   f"printed")
             raise AlexNetError(f"{self.directory} is not a run folder (no config.yaml); pass the folder that "
                                f"`alexnet train` printed")
         return read_config(self.config)

@@ -109,8 +109,9 @@ def _check_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
         raise AlexNetError(f"input shape {shape} has a side below 1; give positive sizes, e.g. 3x224x224")
     channels = getattr(model, "input_size", (shape[0],))[0]
     if shape[0] != channels:
-        raise AlexNetError(f"this model takes {channels}-channel images, got an input shape of {shape[0]} channels "
-                           f"(build it with in_chans={shape[0]} for other images)")
+        raise AlexNetError(f"this model takes {channels}-channel images, got an input shape of {shape[0]} "
+                           f"channel{'' if shape[0] == 1 else 's'} (give --input {channels}x{shape[1]}x{shape[2]}, "
+                           f"or from Python build it with in_chans={shape[0]})")
     if max(shape[1:]) > MAX_SIDE:
         raise AlexNetError(f"input {shape[1]}x{shape[2]} is over {MAX_SIDE:,} pixels a side; give the size the "
                            f"images are cropped to, e.g. 224x224")

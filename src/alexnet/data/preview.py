@@ -43,7 +43,8 @@ def _samples(dataset: str, data_dir, count: int) -> tuple[torch.Tensor, list[str
         return images, names, index.pca or compute_pca(images)  # the training images' PCA, stored when packed
     root = locate(dataset, data_dir)
     if root is None:
-        raise AlexNetError(f"no {dataset} data found (give --data-dir)")
+        raise AlexNetError(f"no {dataset} data found in {data_dir}" if data_dir else
+                           f"no {dataset} data found (give --data-dir)")
     samples, classes = index_folder(root / "train" if (root / "train").is_dir() else root)
     images, names = _first_of_each_class(samples, decode, classes, count)
     return images, names, compute_pca(images)

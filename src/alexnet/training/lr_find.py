@@ -52,7 +52,9 @@ class RangeTest:
 def lr_find(config: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100) -> RangeTest:
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` over ``steps`` optimiser steps of the
     run ``config`` describes, and suggest a rate (the configuration's own ``lr`` is not used)."""
-    if not (0 < start_lr < end_lr and math.isfinite(end_lr)):
+    if not (0 < start_lr and math.isfinite(end_lr)):
+        raise AlexNetError(f"the sweep's rates must be positive and finite: got {start_lr:g} to {end_lr:g}")
+    if not start_lr < end_lr:
         raise AlexNetError(f"the sweep goes from a small rate to a larger one: got {start_lr:g} to {end_lr:g}")
     if steps < SKIP_START + SKIP_END + 5:
         raise AlexNetError(f"steps must be at least {SKIP_START + SKIP_END + 5} (a curve to read), got {steps}")
