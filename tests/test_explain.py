@@ -307,6 +307,11 @@ def test_explain_command_writes_pictures_and_arrays_and_skips_unreadable_files(r
     assert array.shape == (28, 28) and np.isfinite(array).all()
     with Image.open(rows[0]["picture"]) as picture:
         assert picture.format == "PNG" and picture.size[0] > 300
+    # the class in the file name (Sandal is class 5), and Grad-CAM's layer: another choice writes beside it
+    assert Path(rows[0]["attribution"]).name == "000-chelsea-occlusion-class5.npy"
+    assert main(["explain", str(run_dir), str(DATA / "chelsea.png"), "--layer", "conv4", "--out", str(out),
+                 "--precision", "fp32"]) == 0
+    assert "000-chelsea-gradcam-conv4-class" in capsys.readouterr().out
     assert main(["predict", str(run_dir), str(DATA / "chelsea.png"), "--json", "--precision", "fp32",
                  "--top-k", "10"]) == 0
     prediction = json.loads(capsys.readouterr().out)[0]["predictions"]

@@ -95,7 +95,9 @@ def _run_attributions(args: argparse.Namespace, out: Path) -> int:
     _report_skipped(explained.skipped, len(explained))
     rows = []
     for position, item in enumerate(explained):
-        stem = f"{_stem(position, item.source)}-{item.method}"
+        # the method, its layer and the class attributed in the name: another --layer or --class writes beside it
+        stem = (f"{_stem(position, item.source)}-{item.method}" + (f"-{item.layer}" if item.layer else "")
+                + f"-class{item.class_index}")
         picture = save_figure(explanation_figure(item), out / f"{stem}.png")
         array = out / f"{stem}.npy"
         np.save(array, item.attribution)

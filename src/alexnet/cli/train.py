@@ -88,7 +88,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
         flag = "--" + field.name.replace("_", "-")
         default = "the recipe's" if field.name in RECIPE_FIELDS else field.default
-        text = f"{comments.get(field.name, '')} (default: {default})"
+        # None's meaning is the comment's to say ("None: the dataset's default"), not "(default: None)"
+        text = comments.get(field.name, "") + (f" (default: {default})" if default is not None else "")
         if field.name == "augment":  # every operation a spec may hold, from their one table
             from ..data.augment_spec import OPERATIONS
 
