@@ -216,7 +216,9 @@ def test_yaml_configuration_and_cli_errors(tmp_path, capsys):
         assert f"--data-dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
     # a mistyped flag: the command's own usage, and the flag it meant
     for argv, usage, hint in ((["train", "--epochz", "3"], "usage: alexnet train", "(--epochz: did you mean --epochs?)"),
-                              (["models", "extra"], "usage: alexnet models [-h]\n", "unrecognized arguments: extra")):
+                              (["models", "extra"], "usage: alexnet models [-h]\n", "unrecognized arguments: extra"),
+                              (["data", "pack", "x", "--out", "y", "--sise", "3"], "usage: alexnet data pack",
+                               "(--sise: did you mean --size?)")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)
         err = capsys.readouterr().err

@@ -226,8 +226,9 @@ def run_benchmark(
     fast path is also timed without compile to say after how many steps compiling pays, and the
     peers that can be compiled are timed compiled too. Inference compiled is
     :func:`alexnet.perf.compile_for_inference`, what ``evaluate`` compiles."""
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise AlexNetError("batch size and repeats must be at least 1, warm-up at least 0")
+    if batch_size < 1 or repeats < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise AlexNetError("batch size, repeats and threads must be at least 1, warm-up at least 0 (leave --threads "
+                           "out for one per physical core)")
     device = resolve_device(device) if isinstance(device, str) else device  # tpu, or cuda with none: one line
     torch.manual_seed(0)
     model = build_model(model_name)

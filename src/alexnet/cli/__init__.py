@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would show the top-level usage; the command's own says what it does take
-        _refuse_unknown(_command_parser(parser, args.command), unknown)
+        _refuse_unknown(_command_parser(parser, args), unknown)
     if args.command in ("train", "benchmark", "evaluate", "report", "experiment"):
         from ..perf import reuse_freed_memory
 
@@ -85,10 +85,15 @@ def _check_data_dir(args: argparse.Namespace) -> None:
                            f"--data-dir out to look in $ALEXNET_DATA, ~/.cache/alexnet and the system copies")
 
 
-def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    """The parser of the command ``name`` (argparse keeps its subparsers in the subparsers action's choices)."""
-    (commands,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    return commands.choices[name]
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command ``args`` ran, an action's (``data pack``) where the command has actions
+    (argparse keeps subparsers in their action's choices, under its ``dest``)."""
+    while True:
+        chosen = [action.choices[getattr(args, action.dest)] for action in parser._actions
+                  if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None)]
+        if not chosen:
+            return parser
+        parser = chosen[0]
 
 
 def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:

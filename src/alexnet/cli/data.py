@@ -28,7 +28,7 @@ def add_augment_preview_command(commands) -> argparse.ArgumentParser:
 def add_data_command(commands) -> argparse.ArgumentParser:
     """Add ``data pack`` to ``commands``; returns the ``pack`` parser."""
     data = commands.add_parser("data", help="data tools: pack a folder of images into shards").add_subparsers(
-        dest="data_command", required=True)
+        dest="data_command", required=True, metavar="ACTION", title="actions")
     pack = data.add_parser("pack", help="write a folder of class folders once as WebDataset tar shards, resized, "
                                         "for fast sequential reading (train with --dataset folder --data-dir OUT)")
     pack.add_argument("folder", metavar="FOLDER", help="class folders, or train/ and val/ (and test/) of them")
