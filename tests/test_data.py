@@ -103,6 +103,16 @@ def test_names_and_unknown_dataset():
 
 
 @needs_fashion_mnist
+def test_a_data_dir_without_the_data_says_where_it_was_found(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="alexnet.data.datasets"):
+        found = datasets.locate("fashion-mnist", tmp_path)
+        datasets.locate("fashion-mnist", tmp_path)  # said once, not once a split
+    assert [record.getMessage() for record in caplog.records] == [
+        f"fashion-mnist is not in {tmp_path}; using the copy found at {found} (the search goes on to "
+        f"$ALEXNET_DATA, ~/.cache/alexnet and the system copies)"]
+
+
+@needs_fashion_mnist
 def test_real_fashion_mnist():
     train = load_tensors("fashion-mnist", "train")
     test = load_tensors("fashion-mnist", "test")

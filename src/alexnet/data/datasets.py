@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gzip
 import hashlib
 import logging
@@ -365,12 +366,23 @@ def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
     dataset_info(name)
     if name in _TORCHVISION:
         tv_class, locate_fn, _ = _TORCHVISION[name]
-        return locate_fn(name, tv_class, data_dir)
-    if name == "flowers17":
-        return flowers17.locate(_candidates(name, data_dir))
-    if name == "folder":  # any tree of class folders: only where the caller points
+        found = locate_fn(name, tv_class, data_dir)
+    elif name == "flowers17":
+        found = flowers17.locate(_candidates(name, data_dir))
+    elif name == "folder":  # any tree of class folders: only where the caller points
         return _locate_folder(name, [Path(data_dir).expanduser()] if data_dir else [])
-    return _locate_folder(name, _candidates(name, data_dir))
+    else:
+        found = _locate_folder(name, _candidates(name, data_dir))
+    if found is not None and data_dir and not found.is_relative_to(Path(data_dir).expanduser()):
+        _found_elsewhere(name, str(data_dir), str(found))
+    return found
+
+
+@functools.cache  # once a process: a run reads its splits one by one
+def _found_elsewhere(name: str, data_dir: str, found: str) -> None:
+    """Say that ``data_dir``, given, holds no ``name``, and the search went on to ``found``."""
+    log.warning("%s is not in %s; using the copy found at %s (the search goes on to $%s, ~/.cache/alexnet and "
+                "the system copies)", name, data_dir, found, DATA_DIR_ENV)
 
 
 def download_dir(data_dir: str | Path | None = None) -> Path:
