@@ -291,15 +291,17 @@ def test_evaluate_tests_as_the_run_did_ten_crops_included(tmp_path):
     from alexnet.weights import WeightsMetadata, save_weights
 
     torch.manual_seed(0)
-    path = save_weights(  # what a paper-recipe run writes; 500 validation images keep this quick
+    path = save_weights(  # what a paper-recipe run writes; 1% of the training images keeps this quick
         tmp_path / "model.safetensors", build_model("alexnet_small28"), WeightsMetadata(
             model="alexnet_small28", model_options={}, class_names=tuple(str(i) for i in range(10)),
             input_size=(1, 28, 28), mean=(0.286,), std=(0.353,), dataset="fashion-mnist", val_size=500,
             test_views={"crop_fraction": 1.0, "views": "ten"}),
     )
-    as_run = evaluate(path, split="val")
-    assert as_run.loss == evaluate(path, split="val", ten_crop=True).loss
-    assert as_run.loss != evaluate(path, split="val", ten_crop=False).loss
+    # (the validation split is measured on the image alone, as training validates: split="train" here)
+    as_run = evaluate(path, split="train", subset=0.01)
+    assert as_run.loss == evaluate(path, split="train", subset=0.01, ten_crop=True).loss
+    assert as_run.loss != evaluate(path, split="train", subset=0.01, ten_crop=False).loss
+    assert evaluate(path, split="val").loss == evaluate(path, split="val", ten_crop=False, flip=False).loss
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
