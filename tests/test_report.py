@@ -236,5 +236,8 @@ def test_comparison_of_two_runs_holds_both(run_dir, tmp_path):
     assert [row[0][2] for row in page.tables["differences"][1:]] == ["lr"]
     assert len(page.images) == 1 and decode_image(page.images[0]).size[0] > 100
     assert (out.parent / "comparison-curves.png").is_file()
+    (tmp_path / "link").symlink_to(run_dir)  # the same run by another name
+    with pytest.raises(AlexNetError, match="is given twice .* is the same folder.*compare different runs"):
+        build_comparison([run_dir, tmp_path / "link"], tmp_path / "x.html")
     with pytest.raises(AlexNetError, match="nothing: no such folder; pass the run folder"):
         build_comparison([run_dir, tmp_path / "nothing"], tmp_path / "x.html")

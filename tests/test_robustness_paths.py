@@ -177,6 +177,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, c
     assert "nothing" not in error  # refused before the missing input was even looked at
 
 
+def test_a_folder_named_as_an_output_file_is_called_a_folder(weights, tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for argv in (["summary", "alexnet_small28", "--plot", str(folder)], ["lr-find", "--plot", str(folder)],
+                 ["export", str(weights), "--format", "onnx", "--out", str(folder)]):
+        assert main(argv) == 2
+        assert f"{folder} is a folder; give a file name" in capsys.readouterr().err  # not "no suffix"
+
+
 def test_a_full_disk_leaves_no_empty_file_and_the_old_one_whole(weights, tmp_path, capsys, monkeypatch):
     from alexnet import runs
 

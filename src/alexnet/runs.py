@@ -270,11 +270,11 @@ def check_output(path: str | os.PathLike, flag: str, *, inputs: tuple = (), suff
     (its weights, checkpoints, settings). The missing folder is created. Returns the path; write it
     with ``atomic_write``/``write_text``, which leave the old file whole when the write fails."""
     target = Path(path)
+    if target.is_dir():  # first: a folder's name has no suffix, and that is not what is wrong with it
+        raise AlexNetError(f"{flag} {path} is a folder; give a file name")
     if suffixes and target.suffix.lower() not in suffixes:
         raise AlexNetError(f"{flag} {path}: {target.suffix or 'no suffix'} does not name this format; end the name "
                            f"in {' or '.join(suffixes)}")
-    if target.is_dir():
-        raise AlexNetError(f"{flag} {path} is a folder; give a file name")
     if target.exists() and not target.is_file():
         raise AlexNetError(f"{flag} {path} is not a regular file (a pipe or a device?); give a file name")
     for item in inputs:

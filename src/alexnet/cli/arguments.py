@@ -32,6 +32,8 @@ def check_output_path(path: str | Path | None, flag: str, *, inputs: Sequence = 
             raise AlexNetError(f"cannot create {target} ({error.strerror or error}); choose another place") from None
         return
     if picture:
+        if target.is_dir():
+            raise AlexNetError(f"{flag} {path} is a folder; give a file name")
         if target.suffix.lower() not in PICTURE_SUFFIXES:
             raise AlexNetError(f"{flag} {path}: {target.suffix or 'no suffix'} is not a picture format; end the name "
                                f"in {', '.join(PICTURE_SUFFIXES)}")

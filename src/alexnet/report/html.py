@@ -536,6 +536,12 @@ def _report_link(label: str, run, folder: Path) -> str:
 def build_comparison(run_dirs: Sequence[str | Path], out: str | Path = "comparison.html") -> Path:
     """One page for several runs: their curves on shared axes, final metrics and differing settings
     in one table each; the curves also go to ``<out stem>-curves.png``. Returns the page's path."""
+    seen = {}
+    for directory in run_dirs:
+        if Path(directory).resolve() in seen:
+            raise AlexNetError(f"{directory} is given twice ({seen[Path(directory).resolve()]} is the same folder); "
+                               f"compare different runs")
+        seen[Path(directory).resolve()] = directory
     runs = [read_run(directory) for directory in run_dirs]
     if not runs:
         raise AlexNetError("give at least one run folder to compare")
