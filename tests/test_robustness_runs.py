@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 
+import alexnet.report.html
 from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.experiments import ExperimentOptions, run_experiment
@@ -58,7 +59,7 @@ def test_weights_with_a_nan_are_refused_on_import_and_on_load_naming_the_tensor(
 
 @needs_fashion
 @pytest.mark.slow
-def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
+def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path, monkeypatch):
     source = train(TrainConfig(**TINY, out=str(tmp_path / "sources"), name="source"))
     # killed after its last epoch, before the final test: resuming tests it, and says so
     RunFolder(source.directory).weights.unlink()
@@ -77,7 +78,9 @@ def test_a_fine_tuned_run_resumes_after_its_source_is_gone(tmp_path):
     from alexnet.weights import read_metadata
 
     assert list(read_metadata(RunFolder(tuned.directory).weights).mean) == pytest.approx(mean)
-    # its own report.html named as --out: written in place (a SameFileError traceback before)
+    # its own report.html named as --out: written in place (a SameFileError traceback before). The
+    # page without its figures: drawing them is test_report.py's, and takes seconds.
+    monkeypatch.setattr(alexnet.report.html, "build_figures", lambda run, **_: ([], []))
     report = RunFolder(tuned.directory).report
     assert main(["report", str(tuned.directory), "--out", str(report)]) == 0
     assert report.read_text().startswith("<!")
