@@ -22,6 +22,7 @@ from alexnet.data import LoaderOptions, build_loaders, parse_augment
 from alexnet.inference import predict_logits
 from alexnet.report import build_comparison, build_report, figures, predictions
 from alexnet.weights import load_weights
+from fashion_small import fashion_small_test
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -82,7 +83,8 @@ def keyed_values(table) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A two-epoch run on 2% of Fashion-MNIST whose report is written by training itself."""
+    """A two-epoch run on 2% of Fashion-MNIST whose report is written by training itself, tested on
+    the first 1,000 test images (tests/fashion_small.py)."""
     if not FASHION.is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     real, calls = report.build_report, []
@@ -95,7 +97,8 @@ def run_dir(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "build_report", small_report)
         assert main(["train", "--subset", "0.02", "--val-size", "500", "--epochs", "2", "--batch-size", "64",
-                     "--quiet", "--eval-batch-size", "500", "--out", str(out), "--name", "short"]) == 0
+                     "--quiet", "--eval-batch-size", "500", "--data-dir", fashion_small_test(), "--out", str(out),
+                     "--name", "short"]) == 0
     assert calls == [out / "short"]  # the end of training wrote the report, once
     return out / "short"
 
