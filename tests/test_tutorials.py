@@ -3,8 +3,9 @@ batches, Flowers-17's images as its archive unpacks, Fashion-MNIST's IDX files):
 as its source does.
 
 The runs take the default precision (auto), as a user's command does: bf16 where this CPU or GPU
-runs it faster (several times faster for these 224-pixel networks on a CPU with AMX), fp32 elsewhere.
-What they check (the recipe each tutorial sets up, one epoch trained and tested) does not depend on it."""
+runs it faster (these 224-pixel networks train two to three times faster on a CPU with AMX), fp32
+elsewhere. What they check (the recipe each tutorial sets up, one epoch trained and tested) does not
+depend on it."""
 
 import json
 from pathlib import Path
