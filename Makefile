@@ -15,8 +15,8 @@ run: $(STAMP) data
 # sets (longest first), not reordered by their number of tests.
 XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 # The tests' temporary files in memory where /dev/shm is a tmpfs with 4 GB free: the export tests
-# alone write and read back GBs of weights files (7% faster there on a 2-core Xeon). Elsewhere, or
-# with TMPDIR set, the usual temporary folder. Each passing test's files are removed as it ends
+# alone write and read back GBs of weights files (test_export.py 6% faster on a 2-core Xeon).
+# Elsewhere, or with TMPDIR set, the usual temporary folder. Each passing test's files are removed as it ends
 # (pyproject.toml: tmp_path_retention_policy).
 SHM := $(shell [ -z "$$TMPDIR" ] && df -k --output=avail /dev/shm 2>/dev/null | awk 'NR == 2 && $$1 > 4000000 {print "/dev/shm"}')
 TEST_ENV := $(if $(SHM),TMPDIR=$(SHM))
