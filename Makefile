@@ -19,7 +19,10 @@ XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 # Elsewhere, or with TMPDIR set, the usual temporary folder. Each passing test's files are removed as it ends
 # (pyproject.toml: tmp_path_retention_policy).
 SHM := $(shell [ -z "$$TMPDIR" ] && df -k --output=avail /dev/shm 2>/dev/null | awk 'NR == 2 && $$1 > 4000000 {print "/dev/shm"}')
-TEST_ENV := $(if $(SHM),TMPDIR=$(SHM))
+# Byte code cached (in git-ignored __pycache__ folders) even where PYTHONDONTWRITEBYTECODE is set:
+# the suite starts ~60 Python processes, and each would compile the package's source anew (0.35 s
+# of CPU each), and each worker pytest's rewrite of the test files (2 s).
+TEST_ENV := PYTHONDONTWRITEBYTECODE= $(if $(SHM),TMPDIR=$(SHM))
 
 test: $(STAMP) data browser
 	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)

@@ -26,29 +26,41 @@ def pytest_configure(config):
     set_threads()
 
 
-# The files that take longest (seconds of one worker, full suite, 2-core Xeon), run first: with
-# ``--dist loadfile`` a file stays on one worker, each worker is pinned to its own CPU, and a long
-# file started last keeps one CPU busy while the other has nothing left. Longest first evens the
-# workers' ends out (the greedy longest-processing-time rule).
-LONGEST_FIRST = (
-    "test_distributed.py",  # ~110 s: torchrun runs
-    "test_processes.py",  # ~105 s: experiment --jobs and train --nproc stopped by signals, resumed
-    "test_export.py",  # ~100 s: every model and switch in three formats
-    "test_training.py",  # ~55 s
-    "test_fast_paths.py",  # ~55 s with torch.compile's cache empty, ~25 s with it warm
-    "test_perf.py",  # ~50 s with the cache empty
-    "test_serve.py",  # ~50 s: a real browser, a load test
-    "test_robustness_training.py",  # ~40 s
-    "test_finetune.py",  # ~35 s
-    "test_tutorials.py",  # ~25 s
-)
+# Seconds each test file takes on one worker (full suite, torch.compile's cache empty, 2-core Xeon
+# with AMX). Files run longest first: with ``--dist loadfile`` a file stays on one worker, each
+# worker is pinned to its own CPU, and a long file started last keeps one CPU busy while the other
+# has nothing left. Longest first evens the workers' ends out (the greedy longest-processing-time
+# rule); a file not listed runs last, as a short one.
+SECONDS = {
+    "test_distributed.py": 95,  # torchrun runs
+    "test_processes.py": 95,  # experiment --jobs and train --nproc stopped by signals, resumed
+    "test_export.py": 75,  # every model and switch in three formats
+    "test_training.py": 48,
+    "test_fast_paths.py": 45,  # ~20 s of it compiling; ~20 s less with the compile cache warm
+    "test_serve.py": 45,  # a real browser, a load test
+    "test_perf.py": 40,  # as test_fast_paths.py
+    "test_robustness_training.py": 34,
+    "test_finetune.py": 30,
+    "test_tutorials.py": 25,
+    "test_predict.py": 20,
+    "test_divergence.py": 19,
+    "test_explain.py": 16,
+    "test_robustness_data.py": 16,
+    "test_models.py": 16,
+    "test_tutorial_models.py": 15,
+    "test_experiments.py": 12,
+    "test_packed.py": 11,
+    "test_report.py": 10,
+    "test_robustness_runs.py": 8,
+    "test_robustness_paths.py": 7,
+    "test_data.py": 5,
+}
 
 
 def pytest_collection_modifyitems(items):
-    """Run ``LONGEST_FIRST``'s files first, in that order; the rest after, as collected."""
-    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    """Test files in the order of ``SECONDS``, longest first; within a file, as collected."""
     order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))
+    items.sort(key=lambda item: (-SECONDS.get(item.path.name, 0), order[id(item)]))
 
 
 @pytest.fixture

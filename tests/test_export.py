@@ -3,8 +3,11 @@ computes what PyTorch computes, the paper's LRN becomes ONNX's LRN with alpha x 
 
 import argparse
 import builtins
+import functools
+import importlib
 import itertools
 import json
+import pkgutil
 import warnings
 
 import numpy as np
@@ -31,6 +34,25 @@ else:
 
 needs_onnx = pytest.mark.skipif(bool(ONNX_MISSING), reason=ONNX_MISSING or "onnx installed")
 BIG_MODELS = ("alexnet_paper", "alexnet_owt", "alexnet_tutorial28")  # 57-62M parameters each
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torchlib_listed_once():
+    """torch's ONNX exporter asks onnxscript for its list of torchlib functions on every export, and
+    onnxscript builds the list anew, parsing the source of each of ~500 functions: about 1 s an
+    export on a 2-core Xeon, ~25 s over this file. The list depends on the installed onnxscript
+    alone, so this file's exports share one; what each export computes is unchanged."""
+    if ONNX_MISSING:
+        yield
+        return
+    import onnxscript._framework_apis as apis
+
+    with pytest.MonkeyPatch.context() as patch:
+        for found in pkgutil.iter_modules(apis.__path__):
+            module = importlib.import_module(f"{apis.__name__}.{found.name}")
+            if callable(getattr(module, "get_torchlib_ops", None)):
+                patch.setattr(module, "get_torchlib_ops", functools.cache(module.get_torchlib_ops))
+        yield
 
 
 def formats():
