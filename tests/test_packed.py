@@ -235,7 +235,9 @@ def test_data_pack_command(folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "train 34 images" in printed and "val 4 images" in printed and "test 4 images" in printed
     assert "--data-dir" in printed
-    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "no-test"), "--test-size", "0"]) == 0
+    # two decoding processes (the default is one per CPU this process may use: one per test worker)
+    assert main(["data", "pack", str(folder), "--out", str(tmp_path / "no-test"), "--test-size", "0",
+                 "--workers", "2"]) == 0
     printed = capsys.readouterr()
     assert "train 38 images" in printed.out
     # its progress, to a file (not a terminal): whole lines, no redraws

@@ -342,3 +342,10 @@ def test_compiled_model_matches_eager():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     for a, b in zip(eager_grads, model.parameters()):
         torch.testing.assert_close(b.grad, a, rtol=1e-3, atol=1e-5)
+
+
+def test_usable_cpus_count_the_process_affinity_not_the_machine(monkeypatch):
+    # a container's or a job's share (taskset, cgroups): the default count of decoding processes
+    monkeypatch.setattr(perf.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr(perf.os, "cpu_count", lambda: 64)
+    assert perf.usable_cpus() == 2

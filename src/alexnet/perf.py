@@ -194,6 +194,16 @@ def _check_dtype(dtype) -> None:
                            f"'auto' or 'bf16' into one with alexnet.perf.resolve_precision(name, device)")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a job's share), as torch's
+    DataLoader counts them when it warns of more workers than CPUs; ``os.cpu_count()`` counts the
+    whole machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on (hyper-threads of one core count once)."""
     try:

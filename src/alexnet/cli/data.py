@@ -38,7 +38,7 @@ def add_data_command(commands) -> argparse.ArgumentParser:
     pack.add_argument("--test-size", type=int, default=None,
                       help="a flat tree: images held out for the test, apart from validation (default: 10%%; 0: none)")
     pack.add_argument("--seed", type=int, default=0, help="the held-out images and the stored order")
-    pack.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
+    pack.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per CPU this process may use)")
     pack.add_argument("--encoding", choices=("jpeg", "raw"), default="jpeg",
                       help="how images are stored: jpeg (quality 90; the default) or raw pixels (PPM: read "
                            "without decoding, 2x faster than jpeg, at about 10x the disk)")

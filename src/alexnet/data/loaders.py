@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AlexNetError
+from ..perf import usable_cpus
 from .augment_spec import AugmentConfig
 from .base import BatchLoader
 from .datasets import (
@@ -336,7 +337,7 @@ def _streaming_loader(
     samples: Samples, classes: list[str], batch_size: int, *, train: bool, info: DatasetInfo, options: LoaderOptions,
 ) -> StreamingLoader:
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
-    workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
+    workers = min(8, usable_cpus()) if options.num_workers is None else options.num_workers
     return StreamingLoader(
         samples, classes, batch_size, train=train, mean=mean, std=std, augment=options.augment,
         output_shape=options.output_shape or DEFAULT_STREAMING_SHAPE, device=options.device, seed=options.seed,
@@ -392,17 +393,10 @@ def _packed_loader(
     shards = [(path, round(count * subset)) for path, count in index.shards(split)]
     mean, std = options.normalization if options.normalization is not None else (info.mean, info.std)
     output_shape = tuple(options.output_shape or DEFAULT_STREAMING_SHAPE)
-    workers = min(8, _usable_cpus()) if options.num_workers is None else options.num_workers
+    workers = min(8, usable_cpus()) if options.num_workers is None else options.num_workers
     return PackedLoader(
         shards, list(index.classes), batch_size, train=train, mean=mean, std=std,
         transform=sample_transform(options.augment, train=train, output_size=output_shape[1:]), augment=options.augment,
         output_shape=output_shape, device=options.device, seed=options.seed, rank=options.rank,
         world_size=options.world_size, channels_last=options.channels_last, num_workers=workers, pca=index.pca,
     )
-def _usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity: a container's or a job's share), as torch's
-    DataLoader counts them when it warns of more workers than CPUs."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-import os
 import re
 import tarfile
 import time
@@ -46,6 +45,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchvision.transforms import v2
 
 from ..errors import AlexNetError
+from ..perf import usable_cpus
 from .augment import ColourPCA, compute_pca, derive_seed, epoch_generator
 from .augment_spec import AugmentConfig
 from .base import BatchLoader
@@ -186,7 +186,7 @@ def pack_splits(
 
     Images are stored in a seeded random order, so that any run of them mixes the classes; each is
     decoded, resized to ``size`` on its shorter side and re-encoded (``encoding``: JPEG, or raw PPM)
-    by ``workers`` processes (default: the CPU count). A file that cannot be read is left out and
+    by ``workers`` processes (default: one per CPU this process may use). A file that cannot be read is left out and
     counted. ``progress(split, done, total)`` is called as images are written. ``out`` must be a new or empty folder."""
     out = Path(out)
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -204,7 +204,7 @@ def pack_splits(
     except OSError as error:  # under a file, in /proc, no permission
         raise AlexNetError(f"cannot create {out} ({error.strerror or error}); choose another place") from None
     try:
-        return _pack(splits, classes, out, size=size, seed=seed, workers=workers or os.cpu_count() or 1,
+        return _pack(splits, classes, out, size=size, seed=seed, workers=workers or usable_cpus(),
                      shard_images=shard_images, quality=quality, encoding=encoding, progress=progress)
     except BaseException:  # an error, Ctrl-C: no half-written folder left to refuse the next try
         for path in out.iterdir():
