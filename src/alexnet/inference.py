@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .data.augment import normalize, to_float
 from .data.loaders import LoaderOptions
-from .data.augment_spec import AugmentConfig, resolve_augment
+from .data.augment_spec import AugmentConfig, resolve_augment, ten_views_unlike_training
 from .data.test_time import resize_shorter_side, ten_crop
 from .errors import AlexNetError
 from .perf import autocast_context, compile_for_inference, inference_weights, prepare_model, recorded_precision, \
@@ -35,20 +35,6 @@ from .summary import summarize
 from .weights import WeightsMetadata, format_problem, load_weights, read_metadata
 
 VIEWS = ("centre", "mirror", "ten")
-
-
-def ten_views_unlike_training(augment: AugmentConfig) -> str | None:
-    """Why the paper's ten views would show a network images unlike its training ones, or None.
-
-    The ten views are the training crops' corners and centre, cut from test images enlarged by
-    256/224, and their mirrors: a network trained on whole images would see them at the wrong
-    scale, and one never trained on mirrors (digits are not mirrored) would see half of them as it
-    never has (measured: a mirror-trained run scored 16.7% on the ten views against 19.7% on its own)."""
-    if augment.crop_fraction == 1.0:
-        return "trains on whole images"
-    if not augment.horizontal_flip:
-        return "never mirrors the training images"
-    return None
 
 
 def trained_views_refusal(metadata, augment: str | None = None) -> str | None:

@@ -22,8 +22,9 @@ _EXPORTS = {
         "PRESETS", "resolve_augment",
     ),
     "test_time": ("ten_crop",),
+    "catalog": ("dataset_info", "DatasetInfo", "list_datasets"),
     "datasets": (
-        "dataset_info", "DatasetInfo", "ImageTensors", "list_datasets", "load_tensors", "locate",
+        "ImageTensors", "load_tensors", "locate",
         "search_dirs", "split_validation", "stratified_indices", "stratified_subset", "user_cache_dir",
     ),
     "base": ("BatchLoader", "shard_indices"),

@@ -13,9 +13,10 @@ from ..errors import AlexNetError
 from ..perf import usable_cpus
 from .augment_spec import AugmentConfig
 from .base import BatchLoader
+from .catalog import DatasetInfo, dataset_info
 from .datasets import (
-    DatasetInfo, ImageTensors, dataset_info, load_tensors, locate, not_found_error, search_dirs, split_validation,
-    stratified_indices, stratified_subset,
+    ImageTensors, load_tensors, locate, not_found_error, search_dirs, split_validation, stratified_indices,
+    stratified_subset,
 )
 from .memory import InMemoryLoader, with_flipped_copies
 from .packed import PackedIndex, PackedLoader, is_packed, pack_splits

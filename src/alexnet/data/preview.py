@@ -12,7 +12,8 @@ from ..errors import AlexNetError
 from ..runs import check_output, save_figure
 from .augment import augment_batch, compute_pca, epoch_generator
 from .augment_spec import AugmentConfig, resolve_augment
-from .datasets import dataset_info, load_tensors, locate
+from .catalog import dataset_info
+from .datasets import load_tensors, locate
 from .images import decode, decode_problem
 from .packed import PackedIndex, from_stored, is_packed, stored_images
 from .streaming import index_folder

@@ -139,7 +139,7 @@ class TrainConfig:
                 trained = None
             if trained is not None:
                 values["model_options"] = {**trained.model_options, **self.model_options}
-        from ..inference import ten_views_unlike_training
+        from ..data.augment_spec import ten_views_unlike_training
 
         augment = _parsed_augment(values["augment"], values["dataset"])
         if values["augment"] not in PRESETS:  # the canonical spec: `hflip` 10,000 times is stored as `hflip`
