@@ -39,9 +39,9 @@ BIG_MODELS = ("alexnet_paper", "alexnet_owt", "alexnet_tutorial28")  # 57-62M pa
 @pytest.fixture(scope="module", autouse=True)
 def torchlib_listed_once():
     """torch's ONNX exporter asks onnxscript for its list of torchlib functions on every export, and
-    onnxscript builds the list anew, parsing the source of each of ~500 functions: about 1 s an
-    export on a 2-core Xeon, ~25 s over this file. The list depends on the installed onnxscript
-    alone, so this file's exports share one; what each export computes is unchanged."""
+    onnxscript builds the list anew, parsing the source of each of ~500 functions (this file on one
+    core of a 2-core Xeon: 87 s, 78 s with the list built once). The list depends on the installed
+    onnxscript alone, so this file's exports share one; what each export computes is unchanged."""
     if ONNX_MISSING:
         yield
         return

@@ -1,7 +1,7 @@
 """Datasets by name: what each one is, where its files are looked for, and its decoded tensors.
 
-One ``DatasetInfo`` per name holds the facts a training run needs (shape, classes, normalisation
-constants and where they come from). The in-memory sets are decoded once by torchvision's own dataset
+Each name's ``DatasetInfo`` (catalog.py) holds the facts a training run needs (shape, classes,
+normalisation constants and where they come from). The in-memory sets are decoded once by torchvision's own dataset
 classes (their parsers, download code and checksums) and cached as uint8 tensors, so that a second
 load of Fashion-MNIST takes well under a second.
 """
