@@ -250,3 +250,24 @@ def test_train_nproc_refuses_a_taken_name_and_a_finished_run_before_torchrun(tmp
         assert main(["train", "--nproc", "2", *flags]) == 2
         error = capsys.readouterr().err
         assert error.count("alexnet: error:") == 1 and message in error, error
+
+
+@needs_fashion
+def test_train_nproc_starts_torchrun_without_torchvision(tmp_path):
+    # the launching process only checks the configuration: torchvision, and torch._dynamo with it,
+    # are the ranks' to import (they were 2 s of the launcher's start before torchrun's)
+    script = (
+        "import subprocess, sys\n"
+        "popen = subprocess.Popen\n"
+        "def launch(command, *args, **kwargs):\n"
+        "    if 'run_torchrun' not in ' '.join(map(str, command)):  # ctypes asking ldconfig, say\n"
+        "        return popen(command, *args, **kwargs)\n"
+        "    print(sorted(m for m in ('torchvision', 'torch._dynamo', 'matplotlib') if m in sys.modules))\n"
+        "    raise SystemExit(0)\n"
+        "subprocess.Popen = launch\n"
+        "from alexnet.cli import main\n"
+        f"main({[*NPROC, '--out', str(tmp_path)]!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
